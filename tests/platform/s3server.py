@@ -1,0 +1,114 @@
+"""A moto S3 server with a fault-injection layer in front of it, run as its own process.
+
+    python -m tests.platform.s3server --port PORT
+
+Faults are rules posted as JSON to `/_kingest/faults`; each matches requests by method and a
+regular expression over `path?query`, and either fails them with an S3 error document, refuses
+them (the connection is closed without a response) or delays them. Rules fire `times` times
+(null: always) and count their hits, which `GET /_kingest/faults` returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+from typing import Any
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.server import MotoRequestHandler
+from werkzeug.serving import run_simple
+
+CONTROL_PATH = "/_kingest/faults"
+
+_S3_ERROR_CODES = {403: "AccessDenied", 404: "NoSuchKey", 500: "InternalError", 503: "SlowDown"}
+
+
+class FaultInjector:
+    """WSGI middleware that applies fault rules before handing requests to moto."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.rules: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == CONTROL_PATH:
+            return self._control(environ, start_response)
+        rule = self._match(environ)
+        if rule is None:
+            return self.app(environ, start_response)
+        action = rule["action"]
+        if action == "delay":
+            time.sleep(rule.get("delay_s", 1.0))
+            return self.app(environ, start_response)
+        if action == "refuse":
+            sock = environ.get("werkzeug.socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            start_response("500 Internal Server Error", [("Content-Length", "0")])
+            return [b""]
+        status = int(rule.get("status", 500))
+        code = rule.get("code") or _S3_ERROR_CODES.get(status, "InternalError")
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>injected fault</Message>"
+            f"<Resource>{environ.get('PATH_INFO', '')}</Resource></Error>"
+        ).encode()
+        # The request body is drained so the client sees the error rather than a reset.
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0) or -1)
+        start_response(
+            f"{status} {code}",
+            [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    def _match(self, environ: dict[str, Any]) -> dict[str, Any] | None:
+        target = environ.get("PATH_INFO", "")
+        if environ.get("QUERY_STRING"):
+            target += "?" + environ["QUERY_STRING"]
+        with self.lock:
+            for rule in self.rules:
+                if rule.get("method") and rule["method"] != environ["REQUEST_METHOD"]:
+                    continue
+                if not re.search(rule.get("path_regex") or "", target):
+                    continue
+                if rule.get("times") is not None and rule["hits"] >= rule["times"]:
+                    continue
+                rule["hits"] += 1
+                return dict(rule)
+        return None
+
+    def _control(self, environ: dict[str, Any], start_response: Any) -> Any:
+        method = environ["REQUEST_METHOD"]
+        with self.lock:
+            if method == "POST":
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                rule = json.loads(environ["wsgi.input"].read(length))
+                rule["hits"] = 0
+                self.rules.append(rule)
+            elif method == "DELETE":
+                self.rules.clear()
+            body = json.dumps(self.rules).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app = FaultInjector(DomainDispatcherApplication(create_backend_app))
+    run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    main()
