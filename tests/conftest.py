@@ -7,7 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
 
+from tests.platform.kube import ControlPlane, delete_namespace
+from tests.platform.kubelet import Kubelet
 from tests.platform.s3 import S3Server
 
 
@@ -39,3 +42,51 @@ def bucket(s3_server: S3Server) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3_server.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A real kube-apiserver + controller-manager (job, garbage collector, namespaces, SAs)."""
+    control_plane = ControlPlane(tmp_path_factory.mktemp("kube"))
+    try:
+        yield control_plane
+    finally:
+        control_plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_api(kube: ControlPlane) -> k8s.ApiClient:
+    """An admin client of the control plane."""
+    return kube.api_client()
+
+
+@pytest.fixture
+def namespace(kube: ControlPlane, kube_api: k8s.ApiClient) -> Iterator[str]:
+    """A fresh namespace, deleted (with everything in it) after the test."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    k8s.CoreV1Api(kube_api).create_namespace({"metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        delete_namespace(kube_api, name)
+
+
+@pytest.fixture(scope="session")
+def _kubelet(
+    kube_api: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Kubelet]:
+    kubelet = Kubelet(kube_api, tmp_path_factory.mktemp("kubelet"))
+    try:
+        yield kubelet
+    finally:
+        kubelet.stop()
+
+
+@pytest.fixture
+def kubelet(_kubelet: Kubelet, namespace: str) -> Iterator[Kubelet]:
+    """The kubelet harness, running the Pods of this test's namespace."""
+    _kubelet.serve(namespace)
+    try:
+        yield _kubelet
+    finally:
+        _kubelet.release(namespace)
