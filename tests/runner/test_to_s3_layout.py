@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+
 from kingest.runner.layout import (
     DEFAULT_LAYOUT,
     Layout,

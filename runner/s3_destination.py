@@ -1,0 +1,614 @@
+"""S3 (and S3-compatible stores) as a destination: Arrow batches into files plus dlt bookkeeping.
+
+``--dest-table my_bucket/records`` names the bucket and the *dataset root* (``records``); the
+table's files go below it as the layout says (default ``users/<load_id>.<file_id>.parquet``),
+next to dlt's ``_dlt_loads``, ``_dlt_pipeline_state``, ``_dlt_version`` folders and ``init``.
+
+One load, in this order (each step only after the previous one completed):
+
+1. validate everything that can be validated without data (layout, strategy, table name,
+   bucket, collisions with existing objects) - nothing is written if any check fails;
+2. stream the batches into data files (multipart uploads, see :mod:`kingest.runner.s3_upload`),
+   starting a new file every ``file_max_rows`` rows / ``file_max_bytes`` bytes when the layout
+   has ``{file_id}``; a file becomes visible only once complete;
+3. ``init`` and the ``_dlt_version`` schema entry (if this schema version is new);
+4. for ``replace``: delete the table's files that are not part of this load;
+5. the ``_dlt_pipeline_state`` entry, then the ``_dlt_loads`` entry - the commit marker.
+
+If anything fails before step 5, the files this load completed are deleted again (best
+effort) and no ``_dlt_loads`` entry exists for the load; a retry loads cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import boto3
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from kingest.runner import dlt_files
+from kingest.runner.layout import (
+    Layout,
+    LayoutError,
+    LoadStamp,
+    check_table_name,
+    check_table_prefix,
+)
+from kingest.runner.s3_upload import ObjectSink
+
+FileFormat = Literal["parquet", "csv", "jsonl"]
+FILE_FORMATS: tuple[FileFormat, ...] = ("parquet", "csv", "jsonl")
+STRATEGIES = ("replace", "append")
+
+# Row groups of DuckDB's own size: big enough for column statistics and scans to pay off,
+# small enough that a reader (or this writer) never holds a whole file in memory.
+ROW_GROUP_ROWS = 122_880
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+# Without --loader-file-size, a new file starts once a file reaches this size.
+DEFAULT_FILE_MAX_BYTES = 512 * 1024 * 1024
+_DELETE_BATCH = 1000
+
+
+class S3DestinationError(Exception):
+    """A load into S3 failed; ``reason`` is the result's CamelCase reason word."""
+
+    def __init__(self, message: str, reason: str = "DestinationError") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """The query parameters of an ``s3://`` destination URI (already parsed and merged)."""
+
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    layout: str | None = None
+
+
+def s3_client(settings: S3Settings) -> Any:
+    """A boto3 S3 client: the URI's keys if given, else the default AWS credential chain."""
+    session = boto3.session.Session(
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        aws_session_token=settings.session_token,
+        region_name=settings.region,
+    )
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        # S3-compatible stores (MinIO, R2, Spaces) all serve path-style requests; AWS
+        # itself is reached virtual-host style.
+        s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
+        max_pool_connections=16,
+    )
+    return session.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        region_name=settings.region or session.region_name or "us-east-1",
+        config=config,
+    )
+
+
+@dataclass(frozen=True)
+class DatasetLocation:
+    """``--dest-table`` for S3: ``bucket`` or ``bucket/path/to/dataset``."""
+
+    bucket: str
+    root: str
+
+    @classmethod
+    def parse(cls, dest_table: str) -> DatasetLocation:
+        """Split ``bucket/path``; raises :class:`S3DestinationError` (UsageError) otherwise."""
+        value = dest_table.removeprefix("s3://").strip("/")
+        bucket, _, root = value.partition("/")
+        if not bucket or "//" in root:
+            raise S3DestinationError(
+                f"--dest-table {dest_table!r}: expected '<bucket>/<path>', e.g. 'bucket/records'",
+                "UsageError",
+            )
+        return cls(bucket=bucket, root=root)
+
+    def key(self, relative: str) -> str:
+        """The full object key of a key relative to the dataset root."""
+        return f"{self.root}/{relative}" if self.root else relative
+
+
+@dataclass(frozen=True)
+class S3WriteOptions:
+    """How to write one load."""
+
+    strategy: str = "replace"
+    full_refresh: bool = False
+    file_format: FileFormat = "parquet"
+    file_max_rows: int | None = None
+    file_max_bytes: int = DEFAULT_FILE_MAX_BYTES
+    row_group_rows: int = ROW_GROUP_ROWS
+
+
+@dataclass
+class S3LoadResult:
+    """What one load wrote: data files (full keys), rows, data bytes and every object key."""
+
+    load_id: str
+    table_name: str
+    rows: int = 0
+    bytes: int = 0
+    files: list[str] = field(default_factory=list)
+    objects: list[str] = field(default_factory=list)
+    deleted: int = 0
+
+
+# -- file writers ----------------------------------------------------------------------------
+
+
+class _FileWriter(Protocol):
+    def write(self, batch: pa.RecordBatch) -> None: ...
+    def finish(self) -> None: ...
+
+
+class _ParquetFile:
+    """Parquet with row groups of ``row_group_rows``, however the source sized its batches."""
+
+    def __init__(self, sink: ObjectSink, schema: pa.Schema, row_group_rows: int) -> None:
+        self._writer = pq.ParquetWriter(sink, schema, compression="snappy")
+        self._row_group_rows = row_group_rows
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self._pending_bytes += batch.nbytes
+        if self._pending_rows >= self._row_group_rows or self._pending_bytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.Table.from_batches(self._pending)
+            self._writer.write_table(table, row_group_size=self._row_group_rows)
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+
+    def finish(self) -> None:
+        self._flush()
+        self._writer.close()
+
+
+class _CsvFile:
+    def __init__(self, sink: ObjectSink, schema: pa.Schema) -> None:
+        nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+        if nested:
+            raise S3DestinationError(
+                f"column(s) {', '.join(nested)} hold nested values, which CSV cannot represent;"
+                " use --loader-file-format parquet or jsonl",
+                "DataError",
+            )
+        self._writer = pa_csv.CSVWriter(sink, schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def finish(self) -> None:
+        self._writer.close()
+
+
+class _JsonlFile:
+    """One JSON object per line, rendered by DuckDB's ``to_json`` (native, typed)."""
+
+    def __init__(self, sink: ObjectSink) -> None:
+        self._sink = sink
+        self._db = duckdb.connect()
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._db.register("batch_view", pa.Table.from_batches([batch]))
+        column = (
+            self._db.execute("SELECT to_json(b)::VARCHAR || chr(10) AS line FROM batch_view b")
+            .fetch_arrow_table()
+            .column(0)
+        )
+        self._db.unregister("batch_view")
+        for chunk in column.chunks:
+            chunk = chunk.cast(pa.large_string()) if chunk.type != pa.large_string() else chunk
+            offsets = chunk.offsets
+            start, end = offsets[0].as_py(), offsets[-1].as_py()
+            # The values buffer of a string array is its strings back to back: the lines.
+            self._sink.write(memoryview(chunk.buffers()[2])[start:end])
+
+    def finish(self) -> None:
+        self._db.close()
+
+
+# -- the destination -------------------------------------------------------------------------
+
+
+class S3Destination:
+    """Loads one Arrow stream as one table of a dataset on S3."""
+
+    def __init__(
+        self,
+        settings: S3Settings,
+        dest_table: str,
+        options: S3WriteOptions,
+        client: Any | None = None,
+    ) -> None:
+        self.settings = settings
+        self.dest_table = dest_table
+        self.location = DatasetLocation.parse(dest_table)
+        self.options = options
+        try:
+            self.layout = Layout.parse(settings.layout)
+        except LayoutError as exc:
+            raise S3DestinationError(f"URI parameter 'layout': {exc}", "InvalidUri") from None
+        if options.strategy not in STRATEGIES:
+            raise S3DestinationError(
+                f"--incremental-strategy {options.strategy!r} is not supported for an S3 "
+                "destination: files cannot be merged or deleted row by row; use 'replace' "
+                "(the default) or 'append'",
+                "UsageError",
+            )
+        if options.file_format not in FILE_FORMATS:
+            raise S3DestinationError(
+                f"--loader-file-format {options.file_format!r}: an S3 destination writes "
+                f"{', '.join(FILE_FORMATS)}",
+                "UsageError",
+            )
+        if options.file_max_rows is not None and not self.layout.splits_files:
+            raise S3DestinationError(
+                f"--loader-file-size splits a table into several files, but layout "
+                f"{self.layout.template!r} has no {{file_id}} to tell them apart; add "
+                "{file_id} to the layout or drop --loader-file-size",
+                "UsageError",
+            )
+        self.client = client if client is not None else s3_client(settings)
+        self.pipeline_name = dlt_files.pipeline_name_for(dest_table)
+        self.schema_name = self.pipeline_name
+
+    # -- S3 primitives with errors a user can act on --
+
+    @contextlib.contextmanager
+    def _s3_errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except S3DestinationError:
+            raise
+        except NoCredentialsError:
+            raise S3DestinationError(
+                f"{what}: no AWS credentials found (give access_key_id and secret_access_key "
+                "in the URI or KINGEST_DESTINATION_* variables, or configure the default chain)",
+                "AccessDenied",
+            ) from None
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchBucket",) or (code == "404" and "bucket" in what):
+                raise S3DestinationError(
+                    f"bucket {self.location.bucket!r} does not exist", "BucketNotFound"
+                ) from None
+            if (
+                code
+                in (
+                    "AccessDenied",
+                    "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch",
+                    "ExpiredToken",
+                    "InvalidToken",
+                    "403",
+                )
+                or status == 403
+            ):
+                raise S3DestinationError(
+                    f"{what}: access denied ({code}); check the credentials and their "
+                    f"permissions on bucket {self.location.bucket!r}",
+                    "AccessDenied",
+                ) from None
+            raise S3DestinationError(
+                f"{what}: S3 answered {code or status}: {error.get('Message', '')}".rstrip(": "),
+            ) from None
+        except BotoCoreError as exc:
+            raise S3DestinationError(f"{what}: {exc}") from None
+
+    def _list(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._s3_errors(f"listing s3://{self.location.bucket}/{prefix}"):
+            for page in paginator.paginate(Bucket=self.location.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+
+    def _exists(self, key: str) -> bool:
+        with self._s3_errors(f"checking s3://{self.location.bucket}/{key}"):
+            try:
+                self.client.head_object(Bucket=self.location.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+        return True
+
+    def _put(self, key: str, body: bytes, content_type: str = "application/json") -> None:
+        with self._s3_errors(f"writing s3://{self.location.bucket}/{key}"):
+            self.client.put_object(
+                Bucket=self.location.bucket, Key=key, Body=body, ContentType=content_type
+            )
+
+    def _get_json(self, key: str) -> dict[str, Any] | None:
+        with self._s3_errors(f"reading s3://{self.location.bucket}/{key}"):
+            body = self.client.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def _delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), _DELETE_BATCH):
+            chunk = keys[start : start + _DELETE_BATCH]
+            with self._s3_errors(f"deleting objects under s3://{self.location.bucket}"):
+                response = self.client.delete_objects(
+                    Bucket=self.location.bucket,
+                    Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+                )
+            errors = response.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise S3DestinationError(
+                    f"deleting s3://{self.location.bucket}/{first.get('Key')} failed: "
+                    f"{first.get('Code')} {first.get('Message', '')}".rstrip(),
+                    "AccessDenied" if first.get("Code") == "AccessDenied" else "DestinationError",
+                )
+
+    # -- the load --
+
+    def check_bucket(self) -> None:
+        """Fail early, before reading any data, if the bucket is missing or not ours."""
+        with self._s3_errors(f"opening bucket {self.location.bucket!r}"):
+            self.client.head_bucket(Bucket=self.location.bucket)
+
+    def load(self, reader: pa.RecordBatchReader, table_name: str) -> S3LoadResult:
+        """Write ``reader`` as table ``table_name``; see the module docstring for the order.
+
+        Raises :class:`S3DestinationError` with the reason of the failure.
+        """
+        try:
+            check_table_name(table_name)
+            table_prefix = self.layout.table_prefix(
+                table_name=table_name, schema_name=self.schema_name
+            )
+            check_table_prefix(table_prefix, table_name=table_name)
+        except LayoutError as exc:
+            raise S3DestinationError(str(exc), "InvalidUri") from None
+        self.check_bucket()
+        stamp = LoadStamp.now()
+        result = S3LoadResult(load_id=stamp.load_id, table_name=table_name)
+        if not self.layout.unique_per_load and self.options.strategy == "append":
+            self._refuse_overwrite(table_name, stamp)
+
+        written: list[str] = []
+        committed = False
+        try:
+            self._write_data(reader, table_name, stamp, result, written)
+            self._write_bookkeeping(reader.schema, table_name, table_prefix, stamp, result)
+            committed = True
+        finally:
+            if not committed:
+                self._discard(written)
+        return result
+
+    def _refuse_overwrite(self, table_name: str, stamp: LoadStamp) -> None:
+        key = self.location.key(
+            self.layout.render(
+                table_name=table_name,
+                schema_name=self.schema_name,
+                stamp=stamp,
+                file_id="",
+                ext=self.options.file_format,
+            )
+        )
+        if self._exists(key):
+            raise S3DestinationError(
+                f"append would overwrite s3://{self.location.bucket}/{key} from an earlier load: "
+                f"layout {self.layout.template!r} names the file the same in every load; add "
+                "{load_id} or {file_id} to the layout, or use --incremental-strategy replace",
+                "UsageError",
+            )
+
+    def _new_key(self, table_name: str, stamp: LoadStamp, taken: set[str]) -> str:
+        while True:
+            # dlt's file ids: 5 random bytes as 10 hex characters.
+            relative = self.layout.render(
+                table_name=table_name,
+                schema_name=self.schema_name,
+                stamp=stamp,
+                file_id=secrets.token_hex(5),
+                ext=self.options.file_format,
+            )
+            key = self.location.key(relative)
+            if key not in taken:
+                return key
+
+    def _open_file(
+        self, sink: ObjectSink, schema: pa.Schema
+    ) -> _ParquetFile | _CsvFile | _JsonlFile:
+        if self.options.file_format == "parquet":
+            return _ParquetFile(sink, schema, self.options.row_group_rows)
+        if self.options.file_format == "csv":
+            return _CsvFile(sink, schema)
+        return _JsonlFile(sink)
+
+    def _write_data(
+        self,
+        reader: pa.RecordBatchReader,
+        table_name: str,
+        stamp: LoadStamp,
+        result: S3LoadResult,
+        written: list[str],
+    ) -> None:
+        """Stream the batches into files; each file is committed only once complete."""
+        schema = reader.schema
+        content_type = {
+            "parquet": "application/vnd.apache.parquet",
+            "csv": "text/csv",
+            "jsonl": "application/x-ndjson",
+        }[self.options.file_format]
+        max_rows = self.options.file_max_rows if self.layout.splits_files else None
+        max_bytes = self.options.file_max_bytes if self.layout.splits_files else None
+        taken: set[str] = set()
+        where = f"writing table {table_name!r} to s3://{self.location.bucket}/{self.location.root}"
+
+        with (
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="s3-part") as pool,
+            self._s3_errors(where),
+        ):
+            sink: ObjectSink | None = None
+            writer: _FileWriter | None = None
+            file_rows = 0
+
+            def start_file() -> tuple[ObjectSink, _FileWriter]:
+                key = self._new_key(table_name, stamp, taken)
+                taken.add(key)
+                new_sink = ObjectSink(
+                    self.client, self.location.bucket, key, pool, content_type=content_type
+                )
+                return new_sink, self._open_file(new_sink, schema)
+
+            def finish_file(sink: ObjectSink, writer: _FileWriter) -> None:
+                writer.finish()
+                result.bytes += sink.commit()
+                written.append(sink.key)
+                result.files.append(sink.key)
+
+            try:
+                for batch in _batches(reader):
+                    offset = 0
+                    while offset < batch.num_rows:
+                        if sink is None or writer is None:
+                            sink, writer = start_file()
+                            file_rows = 0
+                        take = batch.num_rows - offset
+                        if max_rows is not None:
+                            take = min(take, max_rows - file_rows)
+                        writer.write(batch.slice(offset, take))
+                        offset += take
+                        file_rows += take
+                        result.rows += take
+                        full_by_rows = max_rows is not None and file_rows >= max_rows
+                        full_by_bytes = max_bytes is not None and sink.bytes_written >= max_bytes
+                        if full_by_rows or full_by_bytes:
+                            finish_file(sink, writer)
+                            sink, writer = None, None
+                if sink is None and not result.files:
+                    # An empty table is still a table: one file with the schema and no rows.
+                    sink, writer = start_file()
+                if sink is not None and writer is not None:
+                    finish_file(sink, writer)
+                    sink, writer = None, None
+            except BaseException:
+                if sink is not None:
+                    sink.abort()
+                raise
+
+    def _write_bookkeeping(
+        self,
+        schema: pa.Schema,
+        table_name: str,
+        table_prefix: str,
+        stamp: LoadStamp,
+        result: S3LoadResult,
+    ) -> None:
+        loc = self.location
+        if not self._exists(loc.key(dlt_files.INIT_KEY)):
+            self._put(loc.key(dlt_files.INIT_KEY), dlt_files.init_object().body)
+            result.objects.append(loc.key(dlt_files.INIT_KEY))
+
+        previous = None if self.options.full_refresh else self._newest_stored_schema()
+        disposition = self.options.strategy
+        stored = dlt_files.stored_schema(
+            self.schema_name,
+            [dlt_files.table_schema(table_name, schema, disposition)],
+            previous,
+        )
+        stored_hashes = {
+            dlt_files.version_hash_in_key(k)
+            for k in self._list(loc.key(dlt_files.VERSION_FOLDER + "/"))
+        }
+        if dlt_files.path_safe_hash(stored["version_hash"]) not in stored_hashes:
+            version = dlt_files.version_object(stored, stamp)
+            self._put(loc.key(version.key), version.body)
+            result.objects.append(loc.key(version.key))
+
+        if self.options.strategy == "replace" or self.options.full_refresh:
+            keep = set(result.files)
+            stale = [k for k in self._list(loc.key(table_prefix)) if k not in keep]
+            self._delete(stale)
+            result.deleted = len(stale)
+        if self.options.full_refresh:
+            state_prefix = loc.key(f"{dlt_files.STATE_FOLDER}/{self.pipeline_name}__")
+            self._delete(list(self._list(state_prefix)))
+
+        state = dlt_files.pipeline_state_object(
+            pipeline_name=self.pipeline_name,
+            dataset_name=loc.root,
+            schema=stored,
+            stamp=stamp,
+        )
+        self._put(loc.key(state.key), state.body)
+        result.objects.append(loc.key(state.key))
+
+        marker = dlt_files.loads_object(stored, stamp, inserted_at=datetime.now(UTC))
+        self._put(loc.key(marker.key), marker.body)
+        result.objects = [*result.files, *result.objects, loc.key(marker.key)]
+
+    def _newest_stored_schema(self) -> dict[str, Any] | None:
+        prefix = self.location.key(f"{dlt_files.VERSION_FOLDER}/{self.schema_name}__")
+        keys = list(self._list(prefix))
+        if not keys:
+            return None
+
+        def schema_id(key: str) -> float:
+            parts = key.rsplit("/", 1)[-1].split("__")
+            try:
+                return float(parts[1])
+            except (IndexError, ValueError):
+                return 0.0
+
+        doc = self._get_json(max(keys, key=schema_id))
+        if not doc or not isinstance(doc.get("schema"), str):
+            return None
+        try:
+            schema = json.loads(doc["schema"])
+        except ValueError:
+            return None
+        return schema if isinstance(schema, dict) and "version_hash" in schema else None
+
+    def _discard(self, keys: list[str]) -> None:
+        """Remove this load's completed files after a failure (best effort, never raises)."""
+        with contextlib.suppress(Exception):
+            self._delete(keys)
+
+
+def _batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The reader's non-empty batches; source read errors surface as DataError."""
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowException as exc:
+            raise S3DestinationError(f"reading the source failed: {exc}", "DataError") from None
+        if batch.num_rows:
+            yield batch
