@@ -1,0 +1,193 @@
+"""What every source and destination agrees on: load options, the Arrow stream, the summary.
+
+A source turns ``--source-uri`` + ``--source-table`` into a :class:`SourceStream` (a
+``pyarrow.RecordBatchReader`` plus live read statistics); a destination consumes one inside its
+own all-or-nothing unit and returns a :class:`LoadSummary`. The pipeline only wires the two.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Self
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+from kingest.runner.errors import UsageError
+from kingest.runner.uri import ParsedUri
+
+
+class Strategy(StrEnum):
+    """``--incremental-strategy``: how a load combines with what the destination holds."""
+
+    REPLACE = "replace"
+    APPEND = "append"
+    MERGE = "merge"
+    DELETE_INSERT = "delete+insert"
+
+
+# ingestr's `--columns` type names (dlt's data types), plus the SQL spellings people type.
+_COLUMN_TYPES: dict[str, pa.DataType] = {
+    "text": pa.string(),
+    "string": pa.string(),
+    "varchar": pa.string(),
+    "bigint": pa.int64(),
+    "int": pa.int64(),
+    "integer": pa.int64(),
+    "double": pa.float64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "boolean": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "datetime": pa.timestamp("us"),
+    "date": pa.date32(),
+    "time": pa.time64("us"),
+    "binary": pa.binary(),
+    "decimal": pa.decimal128(38, 9),
+    "json": pa.string(),
+    "complex": pa.string(),
+}
+
+
+@dataclass(frozen=True)
+class ColumnHint:
+    """One ``--columns name:type`` entry."""
+
+    name: str
+    type_name: str
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        """The Arrow type the column is read as."""
+        return _COLUMN_TYPES[self.type_name]
+
+    @property
+    def is_json(self) -> bool:
+        """Whether the column holds JSON text to be stored as DuckDB ``JSON``."""
+        return self.type_name in ("json", "complex")
+
+    @classmethod
+    def parse_list(cls, values: list[str]) -> tuple[ColumnHint, ...]:
+        """Parse ``--columns`` values (each ``a:bigint,b:text``; the flag may repeat)."""
+        hints: list[ColumnHint] = []
+        for value in values:
+            for item in value.split(","):
+                if not item.strip():
+                    continue
+                name, sep, type_name = item.rpartition(":")
+                name, type_name = name.strip(), type_name.strip().lower()
+                if not sep or not name:
+                    raise UsageError(f"--columns: {item.strip()!r} is not 'name:type'")
+                if type_name not in _COLUMN_TYPES:
+                    raise UsageError(
+                        f"--columns: column {name!r} has unknown type {type_name!r}; "
+                        f"known: {', '.join(sorted(_COLUMN_TYPES))}"
+                    )
+                if any(h.name == name for h in hints):
+                    raise UsageError(f"--columns: column {name!r} is given twice")
+                hints.append(cls(name, type_name))
+        return tuple(hints)
+
+
+class LoadOptions(BaseModel):
+    """The flags of ``kingest ingest`` that shape a load (URIs and tables travel separately)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    strategy: Strategy = Strategy.REPLACE
+    primary_key: tuple[str, ...] = ()
+    incremental_key: str | None = None
+    interval_start: str | None = None
+    interval_end: str | None = None
+    columns: tuple[ColumnHint, ...] = ()
+    full_refresh: bool = False
+    page_size: int | None = None
+    extract_parallelism: int = 5
+    loader_file_format: str | None = None
+    loader_file_size: int | None = None
+
+
+class ReadStats:
+    """What a source has read so far; updated by reader threads, read by the progress line."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.files = 0
+        self.bytes = 0
+        self.rows = 0
+
+    def add(self, *, files: int = 0, bytes: int = 0, rows: int = 0) -> None:
+        """Count more files, bytes (as stored) or rows read."""
+        with self._lock:
+            self.files += files
+            self.bytes += bytes
+            self.rows += rows
+
+
+@dataclass
+class SourceStream:
+    """An open source: Arrow batches to consume once, and live statistics about them.
+
+    ``name`` is the source's table name (what destinations name their table after when the
+    destination only gives a dataset, e.g. ``users`` for ``public.users``). ``total_files``
+    and ``total_bytes`` are known up front for file sources (for progress), else None.
+    """
+
+    reader: pa.RecordBatchReader
+    name: str
+    stats: ReadStats = field(default_factory=ReadStats)
+    total_files: int | None = None
+    total_bytes: int | None = None
+    on_close: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        """Release readers, threads and temporary files (idempotent)."""
+        if self.on_close is not None:
+            callback, self.on_close = self.on_close, None
+            callback()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """What a destination committed: rows per table and the table the user named."""
+
+    rows: int
+    destination_table: str
+    tables: dict[str, int] = field(default_factory=dict)
+
+
+class Source(ABC):
+    """A place data is read from, e.g. an S3 glob or a DuckDB table."""
+
+    @classmethod
+    @abstractmethod
+    def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> Self:
+        """Validate the URI and ``--source-table``; raise before any I/O on bad input."""
+
+    @abstractmethod
+    def open(self) -> SourceStream:
+        """Resolve what to read (list, open) and return the stream; raises KingestError."""
+
+
+class Destination(ABC):
+    """A place data is loaded into, all or nothing, e.g. a DuckDB file or an S3 dataset."""
+
+    @classmethod
+    @abstractmethod
+    def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> Self:
+        """Validate the URI and ``--dest-table``; raise before any I/O on bad input."""
+
+    @abstractmethod
+    def load(self, stream: SourceStream, load_id: str) -> LoadSummary:
+        """Consume ``stream`` in one all-or-nothing unit tagged ``load_id``; raise KingestError."""

@@ -1,0 +1,117 @@
+"""One run: URIs -> source and destination implementations -> Arrow stream -> load.
+
+The scheme of each URI picks the implementation. Registries hold ``module:Class`` strings so
+that a run imports only the two modules it uses (the `ingest` path never pays for, or breaks
+on, an implementation it does not need). Registering one is one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+from kingest.runner.errors import InvalidUri
+from kingest.runner.interfaces import Destination, LoadOptions, LoadSummary, Source, SourceStream
+from kingest.runner.uri import ENV_PREFIX, ParsedUri, is_secret_parameter, parse_uri
+
+SOURCES: dict[str, str] = {
+    "s3": "kingest.runner.s3_source:S3Source",
+}
+DESTINATIONS: dict[str, str] = {
+    "duckdb": "kingest.runner.duckdb_destination:DuckDBDestination",
+}
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """What ``kingest ingest`` was asked to do (flags and environment already merged)."""
+
+    source_uri: str
+    source_table: str
+    dest_uri: str
+    dest_table: str
+    options: LoadOptions
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    """A committed load: its id, the destination's summary and what the source read."""
+
+    load_id: str
+    summary: LoadSummary
+    files: int
+    bytes: int
+
+
+def new_load_id() -> str:
+    """A load id in dlt's format: the unix time with its fraction, as a string."""
+    return str(time.time())
+
+
+def _resolve(registry: Mapping[str, str], uri: ParsedUri) -> type:
+    target = registry.get(uri.scheme)
+    if target is None:
+        flag = "--source-uri" if uri.side == "source" else "--dest-uri"
+        raise InvalidUri(
+            f"{flag}: {uri.scheme}:// is not supported as a {uri.side}; "
+            f"supported: {', '.join(s + '://' for s in sorted(registry))}"
+        )
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def prepare(
+    request: IngestRequest, environ: Mapping[str, str] | None = None
+) -> tuple[Source, Destination]:
+    """Parse and validate both sides without any I/O; raises InvalidUri / UsageError."""
+    environ = os.environ if environ is None else environ
+    source_uri = parse_uri(request.source_uri, "source", environ)
+    dest_uri = parse_uri(request.dest_uri, "destination", environ)
+    source_cls = _resolve(SOURCES, source_uri)
+    dest_cls = _resolve(DESTINATIONS, dest_uri)
+    source = source_cls.from_uri(source_uri, request.source_table, request.options)
+    destination = dest_cls.from_uri(dest_uri, request.dest_table, request.options)
+    return source, destination
+
+
+def run(
+    source: Source,
+    destination: Destination,
+    on_open: Callable[[SourceStream], None] | None = None,
+) -> LoadOutcome:
+    """Open the source, load its stream into the destination, return what was committed."""
+    load_id = new_load_id()
+    with source.open() as stream:
+        if on_open is not None:
+            on_open(stream)
+        summary = destination.load(stream, load_id)
+        return LoadOutcome(load_id, summary, stream.stats.files, stream.stats.bytes)
+
+
+def secrets_in(request_uris: list[str], environ: Mapping[str, str]) -> list[str]:
+    """Every secret value the raw URIs and ``KINGEST_*`` variables carry, for redaction.
+
+    Tolerant of malformed URIs: this runs before (and whether or not) parsing succeeds.
+    """
+    found: list[str] = []
+    for raw in request_uris:
+        if not raw:
+            continue
+        try:
+            parts = urlsplit(raw)
+            found.extend(v for k, v in parse_qsl(parts.query) if is_secret_parameter(k))
+            if parts.password:
+                found.append(parts.password)
+        except ValueError:
+            # Unparseable: the whole URI is treated as secret (messages never quote it anyway).
+            found.append(raw)
+    for name, value in environ.items():
+        for prefix in ENV_PREFIX.values():
+            if name.startswith(prefix) and is_secret_parameter(name[len(prefix) :]):
+                found.append(value)
+    # Very short values would redact unrelated text ("1" in every number) and are no secrets.
+    return [s for s in found if len(s) >= 4]
