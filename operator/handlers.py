@@ -1,0 +1,257 @@
+"""The kopf handlers: gather an Ingestion's Jobs and Pods, call `plan`, carry it out.
+
+Every change to an Ingestion, to one of its Jobs or to one of their Pods leads to the same
+`reconcile(namespace, name)`, serialised per Ingestion, which reads the current state from
+the API server (not from the event, which may be older than the last write) and is
+idempotent: running it twice in a row does nothing the second time.
+
+The handlers use only watching (`on.event`) handlers, so kopf stores no state of its own on
+the objects and adds no finalizer: deleting an Ingestion is left to the garbage collector,
+which removes its Jobs and their Pods through ownerReferences.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from pydantic import ValidationError
+
+from kingest.operator.job import ANNOTATION_INGESTION, LABEL_INGESTION_UID, render_job
+from kingest.operator.reconcile import Event, Plan, plan
+from kingest.operator.spec import GROUP, KIND, PLURAL, VERSION, IngestionMeta, IngestionStatus
+from kingest.operator.status import redact
+from kingest.operator.validate import InvalidSpec, parse_spec, validate
+
+log = logging.getLogger("kingest.operator")
+DEFAULT_IMAGE = "ghcr.io/kingest/kingest:0.1.0"
+MAX_EVENT_MESSAGE = 1024
+
+
+@dataclass
+class OperatorSettings:
+    """What `kingest operator` is configured with (flags or environment)."""
+
+    runner_image: str = field(
+        default_factory=lambda: os.environ.get("KINGEST_RUNNER_IMAGE", DEFAULT_IMAGE)
+    )
+    workers: int = 16
+
+
+operator_settings = OperatorSettings()
+_api: k8s.ApiClient | None = None
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def api() -> k8s.ApiClient:
+    """The shared API client: in-cluster credentials, or the kubeconfig ($KUBECONFIG)."""
+    global _api
+    if _api is None:
+        configuration = k8s.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=configuration)
+        # One connection per worker thread, or urllib3 drops and reopens them.
+        configuration.connection_pool_maxsize = operator_settings.workers + 4
+        _api = k8s.ApiClient(configuration)
+    return _api
+
+
+@contextmanager
+def _serialised(namespace: str, name: str) -> Iterator[None]:
+    # Job, Pod and Ingestion events of one Ingestion arrive on different watch streams;
+    # two concurrent reconciles could each see "no active run" and start two.
+    with _locks_guard:
+        lock = _locks.setdefault((namespace, name), threading.Lock())
+    with lock:
+        yield
+
+
+def _now(micro: bool = False) -> str:
+    moment = datetime.now(UTC)
+    if micro:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _old_status(raw: dict[str, Any] | None) -> IngestionStatus:
+    try:
+        return IngestionStatus.model_validate(raw or {})
+    except ValidationError:
+        # A status written by another version: it is derived again from the Jobs anyway.
+        log.warning("ignoring an unreadable status")
+        return IngestionStatus()
+
+
+def _check(raw_spec: dict[str, Any]) -> tuple[Any, str | None]:
+    try:
+        spec = parse_spec(raw_spec)
+        validate(spec)
+    except InvalidSpec as exc:
+        return None, str(exc)
+    return spec, None
+
+
+def reconcile(namespace: str, name: str) -> None:
+    """Bring Ingestion `namespace/name` one step closer to its spec; see `reconcile.plan`."""
+    with _serialised(namespace, name):
+        client = api()
+        custom, batch, core = (
+            k8s.CustomObjectsApi(client),
+            k8s.BatchV1Api(client),
+            k8s.CoreV1Api(client),
+        )
+        try:
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        meta = IngestionMeta.model_validate(obj["metadata"])
+        if meta.deletion_timestamp:
+            return
+        spec, invalid = _check(obj.get("spec") or {})
+        old = _old_status(obj.get("status"))
+        selector = f"{LABEL_INGESTION_UID}={meta.uid}"
+        jobs = client.sanitize_for_serialization(
+            batch.list_namespaced_job(namespace, label_selector=selector).items
+        )
+        pods = client.sanitize_for_serialization(
+            core.list_namespaced_pod(namespace, label_selector=selector).items
+        )
+        step = plan(meta, invalid, old, jobs, pods, _now())
+        for job in step.delete:
+            _delete_job(batch, namespace, job)
+        if step.create is not None:
+            manifest = render_job(
+                meta, spec, step.create, operator_settings.runner_image, _now(micro=True)
+            )
+            try:
+                batch.create_namespaced_job(namespace, manifest)
+                log.info("created Job %s/%s", namespace, manifest["metadata"]["name"])
+            except k8s.ApiException as exc:
+                if exc.status == 409:
+                    log.info("adopting Job %s/%s", namespace, manifest["metadata"]["name"])
+                elif exc.status in (400, 422):
+                    # The API server's validation of the runner's Pod fields (volumes, ...).
+                    reason = _api_message(exc)
+                    step = plan(
+                        meta, f"the runner Job was rejected: {reason}", old, jobs, pods, _now()
+                    )
+                else:
+                    raise
+        _write(custom, core, obj, step)
+
+
+def _api_message(exc: k8s.ApiException) -> str:
+    try:
+        return redact(str(json.loads(exc.body).get("message") or exc.reason))
+    except (TypeError, ValueError):
+        return str(exc.reason)
+
+
+def _delete_job(batch: k8s.BatchV1Api, namespace: str, name: str) -> None:
+    try:
+        # Foreground: the Job stays (and blocks the next run) until its Pods are gone.
+        batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground")
+        log.info("deleted superseded Job %s/%s", namespace, name)
+    except k8s.ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def _write(
+    custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, obj: dict[str, Any], step: Plan
+) -> None:
+    meta = obj["metadata"]
+    status = step.status.wire()
+    if status != (obj.get("status") or {}):
+        # A JSON patch replacing the whole status: a merge patch would keep stale keys.
+        custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            meta["namespace"],
+            PLURAL,
+            meta["name"],
+            [{"op": "add", "path": "/status", "value": status}],
+        )
+    for event in step.events:
+        _post_event(core, obj, event)
+
+
+def _post_event(core: k8s.CoreV1Api, obj: dict[str, Any], event: Event) -> None:
+    meta = obj["metadata"]
+    now = _now()
+    body = {
+        "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": redact(event.message)[:MAX_EVENT_MESSAGE],
+        "source": {"component": "kingest-operator"},
+        "reportingComponent": "kingest-operator",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        core.create_namespaced_event(meta["namespace"], body)
+    except k8s.ApiException as exc:
+        # An Event is a courtesy; losing one must not fail the reconcile.
+        log.warning("could not post event %s: %s", event.reason, exc.reason)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # kopf would otherwise post handler log lines as Events; the operator posts its own.
+    settings.posting.enabled = False
+    settings.execution.max_workers = operator_settings.workers
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    api()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def ingestion_changed(type: str, body: kopf.Body, **_: Any) -> None:
+    """An Ingestion was created, changed (spec, annotations, status) or listed at start."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    if type == "DELETED":
+        with _locks_guard:
+            _locks.pop((namespace, name), None)
+        return
+    reconcile(namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_INGESTION_UID: kopf.PRESENT})
+def job_changed(body: kopf.Body, **_: Any) -> None:
+    """A run's Job changed: its Ingestion's status follows."""
+    name = (body["metadata"].get("annotations") or {}).get(ANNOTATION_INGESTION)
+    if name:
+        reconcile(body["metadata"]["namespace"], name)
+
+
+@kopf.on.event("v1", "pods", labels={LABEL_INGESTION_UID: kopf.PRESENT})
+def pod_changed(body: kopf.Body, **_: Any) -> None:
+    """A run's Pod changed (started, waiting on an image or a Secret, finished)."""
+    name = (body["metadata"].get("annotations") or {}).get(ANNOTATION_INGESTION)
+    if name:
+        reconcile(body["metadata"]["namespace"], name)

@@ -1,0 +1,50 @@
+"""The operator's RBAC: the chart ships these rules, and the tests run under them.
+
+No access to Secrets: Jobs reference them by name and the kubelet resolves them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from kingest.operator.spec import GROUP, PLURAL
+
+CLUSTER_ROLE_RULES_YAML = f"""\
+- apiGroups: ["{GROUP}"]
+  resources: ["{PLURAL}"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["{GROUP}"]
+  resources: ["{PLURAL}/status"]
+  verbs: ["get", "patch", "update"]
+# ownerReferences with blockOwnerDeletion need this where OwnerReferencesPermissionEnforcement
+# is on (e.g. OpenShift).
+- apiGroups: ["{GROUP}"]
+  resources: ["{PLURAL}/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+"""
+
+
+def cluster_role_rules() -> list[dict[str, Any]]:
+    """The ClusterRole's `rules`."""
+    return yaml.safe_load(CLUSTER_ROLE_RULES_YAML)
+
+
+def cluster_role(name: str = "kingest-operator") -> dict[str, Any]:
+    """The operator's ClusterRole."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": cluster_role_rules(),
+    }

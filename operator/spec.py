@@ -1,0 +1,366 @@
+"""The `Ingestion` custom resource as pydantic models: the operator's public API.
+
+These models are the one source of truth: `kingest.operator.crd` generates the CRD's OpenAPI
+schema from them (descriptions, defaults, enums), and the operator parses every object it
+reads through them, so the rest of the code never handles raw dicts.
+
+Field names are Kubernetes-style camelCase on the wire and snake_case in Python. Kubernetes
+objects that the operator only passes through to the Pod (resources, volumes, affinity, ...)
+are kept as plain dicts and marked `x-kubernetes-preserve-unknown-fields` in the CRD: the API
+server validates them again when the Job is created, against the cluster's own version.
+
+Schedule fields (`schedule`, `timeZone`, `suspend`, `concurrencyPolicy`, ...) are optional
+additions to `IngestionSpec` and `IngestionStatus.nextRunTime` already exists for them, so
+adding them later changes no existing field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "kingest.io"
+VERSION = "v1alpha1"
+KIND = "Ingestion"
+PLURAL = "ingestions"
+SINGULAR = "ingestion"
+SHORT_NAMES = ["ingest"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+IncrementalStrategy = Literal["replace", "append", "merge", "delete+insert"]
+LoaderFileFormat = Literal["jsonl", "parquet", "csv", "insert_values"]
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Invalid", "Scheduled", "Suspended"]
+RunResult = Literal["Pending", "Running", "Succeeded", "Failed"]
+Trigger = Literal["Generation", "Requested", "Schedule"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+_PASS_THROUGH = {"x-kubernetes-preserve-unknown-fields": True}
+_PASS_THROUGH_LIST = {"items": {"type": "object", **_PASS_THROUGH}}
+
+
+class Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are an error."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """This object as the API server stores it (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class LocalObjectReference(Model):
+    """A reference to an object in the Ingestion's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the object, in the same namespace.")
+
+
+class SecretKeySelector(Model):
+    """One key of a Secret in the Ingestion's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the Secret, in the same namespace.")
+    key: str = Field(min_length=1, description="Key in the Secret's data.")
+
+
+class UriSource(Model):
+    """Where to read a whole URI from, when it cannot be written into the spec."""
+
+    secret_key_ref: SecretKeySelector = Field(
+        description="A Secret key holding the complete ingestr URI, credentials included. "
+        "The operator never reads it: the runner receives it as an environment variable."
+    )
+
+
+class CredentialItem(Model):
+    """One URI query parameter whose value comes from a Secret key."""
+
+    parameter: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="The URI query parameter the value is merged into, e.g. access_key_id, "
+        "secret_access_key, session_token.",
+    )
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Key in the Secret holding the value. Defaults to the parameter's name.",
+    )
+    optional: bool = Field(
+        default=False,
+        description="Run without this parameter when the Secret lacks the key. "
+        "A missing required key keeps the run Pending with CreateContainerConfigError.",
+    )
+
+    @property
+    def secret_key(self) -> str:
+        return self.key or self.parameter
+
+
+class Credentials(Model):
+    """URI parameters taken from a Secret and merged into one side's URI by the runner."""
+
+    secret_ref: LocalObjectReference = Field(
+        description="The Secret holding the credentials, in the Ingestion's namespace."
+    )
+    items: list[CredentialItem] | None = Field(
+        default=None,
+        description="Which URI parameters come from which Secret keys. Defaults, for s3 "
+        "URIs: access_key_id and secret_access_key (required) and session_token (optional), "
+        "each from the key of the same name.",
+    )
+
+
+class Endpoint(Model):
+    """One side of an ingestion: an ingestr URI and a table."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["uri"]}, {"required": ["uriFrom"]}]}
+    )
+
+    uri: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The ingestr URI without secrets, e.g. 's3://?endpoint_url=https://minio:9000' "
+        "or 'duckdb:////data/warehouse.duckdb'. Credentials belong in `credentials`; a secret "
+        "written here makes the Ingestion Invalid. Exactly one of uri and uriFrom.",
+    )
+    uri_from: UriSource | None = Field(
+        default=None,
+        description="Take the whole URI from a Secret key instead. Exactly one of uri and uriFrom.",
+    )
+    table: str = Field(
+        min_length=1,
+        description="The table, in the form the URI's scheme needs: for an S3 source "
+        "'<bucket>/<file glob>', for an S3 destination '<bucket>/<prefix>', for DuckDB "
+        "'<schema>.<table>' or '<table>'.",
+    )
+    credentials: Credentials | None = Field(
+        default=None,
+        description="A Secret whose keys become URI query parameters of this side only "
+        "(so the source and the destination can use different accounts).",
+    )
+
+    @model_validator(mode="after")
+    def _one_uri(self) -> Endpoint:
+        if (self.uri is None) == (self.uri_from is None):
+            raise ValueError("give exactly one of uri and uriFrom")
+        return self
+
+
+class RunnerSpec(Model):
+    """How the runner Pod of each run is built."""
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The kingest runner image. Defaults to the operator's configured image.",
+    )
+    image_pull_policy: PullPolicy | None = Field(
+        default=None, description="Image pull policy of the runner container."
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list, description="Secrets for pulling the runner image."
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        description="ServiceAccount of the runner Pod, e.g. one bound to a cloud role (IRSA, "
+        "workload identity). Its token is mounted only when this is set.",
+    )
+    resources: dict[str, Any] | None = Field(
+        default=None,
+        description="Compute resources (requests, limits) of the runner container.",
+        json_schema_extra=_PASS_THROUGH,
+    )
+    env: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra environment variables of the runner container (core/v1 EnvVar). "
+        "Names starting with KINGEST_ are reserved.",
+        json_schema_extra=_PASS_THROUGH_LIST,
+    )
+    env_from: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra environment sources of the runner container (core/v1 EnvFromSource).",
+        json_schema_extra=_PASS_THROUGH_LIST,
+    )
+    volumes: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Volumes of the runner Pod (core/v1 Volume), e.g. a PersistentVolumeClaim "
+        "holding the DuckDB file. The name 'tmp' is reserved.",
+        json_schema_extra=_PASS_THROUGH_LIST,
+    )
+    volume_mounts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Mounts of those volumes in the runner container (core/v1 VolumeMount).",
+        json_schema_extra=_PASS_THROUGH_LIST,
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node selector of the runner Pod."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Tolerations of the runner Pod (core/v1 Toleration).",
+        json_schema_extra=_PASS_THROUGH_LIST,
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None,
+        description="Affinity of the runner Pod (core/v1 Affinity).",
+        json_schema_extra=_PASS_THROUGH,
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels of the runner Pod. Labels under kingest.io/ are reserved.",
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations of the runner Pod."
+    )
+    backoff_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Retries of a failed run (the Job's backoffLimit). The default 0 reports a "
+        "failure at once; most failures (no matching files, bad data) do not go away by retrying.",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fail a run that takes longer than this (reason DeadlineExceeded).",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        description="Delete a finished run's Job after this many seconds. The Ingestion's status "
+        "keeps its outcome.",
+    )
+
+
+class IngestionSpec(Model):
+    """What to ingest, from where to where, how, and with which runner Pod."""
+
+    source: Endpoint = Field(description="Where the data comes from (ingestr --source-uri/table).")
+    destination: Endpoint = Field(
+        description="Where the data goes (ingestr --dest-uri/--dest-table)."
+    )
+    incremental_strategy: IncrementalStrategy = Field(
+        default="replace",
+        description="How a run changes the destination table (ingestr --incremental-strategy).",
+    )
+    primary_key: list[str] = Field(
+        default_factory=list,
+        description="Primary key columns, for the merge and delete+insert strategies.",
+    )
+    incremental_key: str | None = Field(
+        default=None, description="The column that orders increments (ingestr --incremental-key)."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column name -> type hint, e.g. {id: bigint} (ingestr --columns).",
+    )
+    interval_start: str | None = Field(
+        default=None, description="Lower bound of the incremental key (ingestr --interval-start)."
+    )
+    interval_end: str | None = Field(
+        default=None, description="Upper bound of the incremental key (ingestr --interval-end)."
+    )
+    full_refresh: bool = Field(
+        default=False,
+        description="Drop the destination's state and reload (ingestr --full-refresh).",
+    )
+    loader_file_format: LoaderFileFormat | None = Field(
+        default=None, description="Intermediate / S3 file format (ingestr --loader-file-format)."
+    )
+    loader_file_size: int | None = Field(
+        default=None, ge=1, description="Rows per written file (ingestr --loader-file-size)."
+    )
+    page_size: int | None = Field(
+        default=None, ge=1, description="Rows per batch read (ingestr --page-size)."
+    )
+    extract_parallelism: int | None = Field(
+        default=None, ge=1, description="Parallel reads (ingestr --extract-parallelism)."
+    )
+    runner: RunnerSpec = Field(
+        default_factory=RunnerSpec, description="How each run's Pod is built."
+    )
+
+
+class Condition(Model):
+    """A Kubernetes-convention condition."""
+
+    type: str = Field(description="Ready, Running or Succeeded.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="A CamelCase word a user can search for.")
+    message: str = Field(default="", description="What happened, for a human.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="The spec generation this condition describes."
+    )
+
+
+class RunStatus(Model):
+    """One run (one Job) and its outcome."""
+
+    job: str = Field(description="Name of the run's Job.")
+    trigger: Trigger = Field(
+        description="Why it ran: Generation (a new spec), Requested (the "
+        "kingest.io/run-requested annotation) or Schedule."
+    )
+    generation: int | None = Field(default=None, description="The spec generation it ran.")
+    result: RunResult = Field(description="Pending, Running, Succeeded or Failed.")
+    reason: str | None = Field(
+        default=None, description="Why it is in that state, e.g. NoFilesMatched, ImagePullBackOff."
+    )
+    message: str | None = Field(default=None, description="The runner's or Kubernetes' message.")
+    start_time: str | None = Field(default=None, description="When the Job started (RFC 3339).")
+    completion_time: str | None = Field(
+        default=None, description="When the run finished (RFC 3339)."
+    )
+    load_id: str | None = Field(default=None, description="The load id the runner wrote.")
+    rows: int | None = Field(default=None, description="Rows loaded.")
+    files: int | None = Field(default=None, description="Files read or written.")
+    bytes: int | None = Field(default=None, description="Bytes read or written.")
+    duration_s: float | None = Field(default=None, description="The runner's own duration.")
+
+
+class IngestionStatus(Model):
+    """Observed state, derived from the runs' Jobs and Pods."""
+
+    phase: Phase | None = Field(default=None, description="Summary of the Ingestion's state.")
+    reason: str | None = Field(default=None, description="Why it is in that phase.")
+    message: str | None = Field(default=None, description="What to know or fix, for a human.")
+    observed_generation: int | None = Field(
+        default=None, description="The latest spec generation the operator acted on."
+    )
+    handled_run_request: str | None = Field(
+        default=None,
+        description="The kingest.io/run-requested annotation value that was last acted on.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Running and Succeeded conditions."
+    )
+    last_run: RunStatus | None = Field(default=None, description="The latest run.")
+    last_load_id: str | None = Field(
+        default=None, description="Load id of the latest successful run."
+    )
+    last_successful_time: str | None = Field(
+        default=None, description="When the latest successful run finished."
+    )
+    next_run_time: str | None = Field(
+        default=None, description="When the next scheduled run is due (scheduled Ingestions)."
+    )
+    runs: list[RunStatus] = Field(
+        default_factory=list, description="Recent runs, newest first (bounded)."
+    )
+
+
+class IngestionMeta(Model):
+    """The metadata fields the operator uses."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+    annotations: dict[str, str] = Field(default_factory=dict)
+    deletion_timestamp: str | None = None
