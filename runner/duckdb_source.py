@@ -139,7 +139,6 @@ class DuckDBSource:
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         try:
-            result = connection.execute(sql, params)
-            return result.fetch_record_batch(self.batch_rows)
+            return connection.sql(sql, params=params).to_arrow_reader(self.batch_rows)
         except duckdb.Error as exc:
             raise DuckDBSourceError(f"reading {qualified!r} failed: {exc}", "DataError") from None

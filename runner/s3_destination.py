@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import struct
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -217,17 +218,20 @@ class _JsonlFile:
     def write(self, batch: pa.RecordBatch) -> None:
         self._db.register("batch_view", pa.Table.from_batches([batch]))
         column = (
-            self._db.execute("SELECT to_json(b)::VARCHAR || chr(10) AS line FROM batch_view b")
-            .fetch_arrow_table()
+            self._db.sql("SELECT to_json(b)::VARCHAR || chr(10) AS line FROM batch_view b")
+            .to_arrow_table()
             .column(0)
         )
         self._db.unregister("batch_view")
         for chunk in column.chunks:
-            chunk = chunk.cast(pa.large_string()) if chunk.type != pa.large_string() else chunk
-            offsets = chunk.offsets
-            start, end = offsets[0].as_py(), offsets[-1].as_py()
-            # The values buffer of a string array is its strings back to back: the lines.
-            self._sink.write(memoryview(chunk.buffers()[2])[start:end])
+            if chunk.type != pa.large_string():
+                chunk = chunk.cast(pa.large_string())
+            # The values buffer of a string array holds its strings back to back, so the
+            # lines go out as one slice of it, never as Python strings.
+            _validity, offsets, values = chunk.buffers()
+            start = struct.unpack_from("<q", offsets, 8 * chunk.offset)[0]
+            end = struct.unpack_from("<q", offsets, 8 * (chunk.offset + len(chunk)))[0]
+            self._sink.write(memoryview(values)[start:end])
 
     def finish(self) -> None:
         self._db.close()
