@@ -3,28 +3,27 @@
 The database is opened with ``read_only=True``: DuckDB then takes a shared lock and never
 writes to the file (no WAL, no checkpoint), so a source database is neither modified nor
 locked for writing by a run; other readers may run at the same time.
+
+``--source-table`` is ``table`` (schema ``main``) or ``schema.table``. With
+``--incremental-key``, ``--interval-start`` / ``--interval-end`` select
+``start <= key < end`` (dlt's incremental: the end is open).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
+from kingest.runner.errors import DataError, UsageError
+from kingest.runner.interfaces import LoadOptions, ReadStats, Source, SourceStream
+from kingest.runner.uri import DuckDBUri, ParsedUri
+
 # A multiple of DuckDB's vector size (2048): batches come out of the engine without re-slicing.
 DEFAULT_BATCH_ROWS = 2048 * 60
-
-
-class DuckDBSourceError(Exception):
-    """The source database or table cannot be read; ``reason`` is the result's CamelCase word."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -36,26 +35,16 @@ class DuckDBTable:
 
     @classmethod
     def parse(cls, source_table: str) -> DuckDBTable:
-        """Split ``schema.table``; raises :class:`DuckDBSourceError` (UsageError) otherwise."""
+        """Split ``schema.table``; raises :class:`UsageError` for anything else."""
         parts = source_table.split(".")
         if len(parts) == 1 and parts[0]:
             return cls(schema="main", name=parts[0])
         if len(parts) == 2 and all(parts):
             return cls(schema=parts[0], name=parts[1])
-        raise DuckDBSourceError(
-            f"--source-table {source_table!r}: expected 'table' or 'schema.table'", "UsageError"
-        )
+        raise UsageError(f"--source-table {source_table!r}: expected 'table' or 'schema.table'")
 
-
-def database_path(uri: str) -> Path:
-    """The file of a ``duckdb:///relative.db`` or ``duckdb:////absolute.db`` URI."""
-    prefix = "duckdb:///"
-    if not uri.startswith(prefix) or len(uri) == len(prefix):
-        raise DuckDBSourceError(
-            f"source URI must look like duckdb:///file.db or duckdb:////abs/file.db, got {uri!r}",
-            "InvalidUri",
-        )
-    return Path(uri[len(prefix) :].split("?", 1)[0])
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
 
 
 def _quote(identifier: str) -> str:
@@ -63,37 +52,66 @@ def _quote(identifier: str) -> str:
 
 
 @dataclass(frozen=True)
-class DuckDBSource:
+class DuckDBSource(Source):
     """One table of one DuckDB file, read in Arrow batches of ``batch_rows`` rows."""
 
     path: Path
     table: DuckDBTable
-    columns: tuple[str, ...] = ()
     incremental_key: str | None = None
     interval_start: str | None = None
     interval_end: str | None = None
     batch_rows: int = DEFAULT_BATCH_ROWS
 
-    @contextmanager
-    def open(self) -> Iterator[pa.RecordBatchReader]:
-        """Stream the table; the connection stays open exactly as long as the reader is used.
+    @classmethod
+    def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> DuckDBSource:
+        """Validate ``duckdb:///file`` and ``--source-table``; no I/O yet."""
+        parsed = DuckDBUri.from_parsed(uri)
+        if (options.interval_start or options.interval_end) and not options.incremental_key:
+            raise UsageError("--interval-start/--interval-end need --incremental-key")
+        return cls(
+            path=parsed.path,
+            table=DuckDBTable.parse(table),
+            incremental_key=options.incremental_key,
+            interval_start=options.interval_start,
+            interval_end=options.interval_end,
+            batch_rows=options.page_size or DEFAULT_BATCH_ROWS,
+        )
 
-        Raises :class:`DuckDBSourceError` naming the file, table or column that is missing.
+    def open(self) -> SourceStream:
+        """Open the file read-only and start streaming the table.
+
+        Raises :class:`DataError` naming the file, table or column that is missing.
         """
         if not self.path.is_file():
-            raise DuckDBSourceError(
-                f"DuckDB source file {str(self.path)!r} does not exist", "DataError"
-            )
+            raise DataError(f"DuckDB source file {str(self.path)!r} does not exist")
         try:
             connection = duckdb.connect(str(self.path), read_only=True)
         except duckdb.Error as exc:
-            raise DuckDBSourceError(
-                f"cannot open DuckDB file {str(self.path)!r} read-only: {exc}", "DataError"
+            raise DataError(
+                f"cannot open DuckDB file {str(self.path)!r} read-only: {exc}"
             ) from None
         try:
-            yield self._reader(connection)
-        finally:
+            reader = self._reader(connection)
+        except BaseException:
             connection.close()
+            raise
+        stats = ReadStats()
+        counted = pa.RecordBatchReader.from_batches(reader.schema, self._count(reader, stats))
+        return SourceStream(
+            reader=counted, name=self.table.name, stats=stats, on_close=connection.close
+        )
+
+    def _count(self, reader: pa.RecordBatchReader, stats: ReadStats) -> Iterator[pa.RecordBatch]:
+        stats.add(files=1, bytes=self.path.stat().st_size)
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowException, duckdb.Error) as exc:
+                raise DataError(f"reading {self.table} from {str(self.path)!r}: {exc}") from None
+            stats.add(rows=batch.num_rows)
+            yield batch
 
     def _reader(self, connection: duckdb.DuckDBPyConnection) -> pa.RecordBatchReader:
         available = {
@@ -104,7 +122,6 @@ class DuckDBSource:
                 [self.table.schema, self.table.name],
             ).fetchall()
         }
-        qualified = f"{self.table.schema}.{self.table.name}"
         if not available:
             tables = [
                 f"{s}.{t}"
@@ -113,27 +130,22 @@ class DuckDBSource:
                     "ORDER BY ALL LIMIT 20"
                 ).fetchall()
             ]
-            raise DuckDBSourceError(
-                f"table {qualified!r} not found in {str(self.path)!r}"
-                + (f" (it has: {', '.join(tables)})" if tables else " (it has no tables)"),
-                "DataError",
+            raise DataError(
+                f"--source-table: table '{self.table}' not found in {str(self.path)!r}"
+                + (f" (it has: {', '.join(tables)})" if tables else " (it has no tables)")
             )
-        wanted = [*self.columns, *([self.incremental_key] if self.incremental_key else [])]
-        missing = [c for c in wanted if c not in available]
-        if missing:
-            raise DuckDBSourceError(
-                f"column(s) {', '.join(repr(c) for c in missing)} not found in table {qualified!r}",
-                "DataError",
+        if self.incremental_key and self.incremental_key not in available:
+            raise DataError(
+                f"--incremental-key: column {self.incremental_key!r} not found in "
+                f"table '{self.table}' (columns: {', '.join(sorted(available))})"
             )
-        select = ", ".join(_quote(c) for c in self.columns) if self.columns else "*"
-        sql = f"SELECT {select} FROM {_quote(self.table.schema)}.{_quote(self.table.name)}"
+        sql = f"SELECT * FROM {_quote(self.table.schema)}.{_quote(self.table.name)}"
         conditions: list[str] = []
         params: list[str] = []
         if self.incremental_key and self.interval_start is not None:
             conditions.append(f"{_quote(self.incremental_key)} >= ?")
             params.append(self.interval_start)
         if self.incremental_key and self.interval_end is not None:
-            # dlt's incremental end is open: a row at exactly interval_end belongs to the next run.
             conditions.append(f"{_quote(self.incremental_key)} < ?")
             params.append(self.interval_end)
         if conditions:
@@ -141,4 +153,4 @@ class DuckDBSource:
         try:
             return connection.sql(sql, params=params).to_arrow_reader(self.batch_rows)
         except duckdb.Error as exc:
-            raise DuckDBSourceError(f"reading {qualified!r} failed: {exc}", "DataError") from None
+            raise DataError(f"reading '{self.table}' from {str(self.path)!r}: {exc}") from None

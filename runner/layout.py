@@ -158,9 +158,19 @@ class LoadStamp:
 
     @classmethod
     def now(cls) -> LoadStamp:
-        """A fresh stamp; ``load_id`` is the start time in seconds, six decimals, like dlt's."""
+        """A fresh stamp; ``load_id`` is the start time in seconds, as dlt's ``str(time())``."""
         started = datetime.now(UTC)
-        return cls(load_id=f"{started.timestamp():.6f}", started_at=started)
+        return cls(load_id=str(started.timestamp()), started_at=started)
+
+    @classmethod
+    def from_load_id(cls, load_id: str) -> LoadStamp:
+        """The stamp of a load whose id is a dlt-style unix time (``"1795581361.222229"``)."""
+        try:
+            started = datetime.fromtimestamp(float(load_id), UTC)
+        except (ValueError, OverflowError, OSError):
+            # Not a time: the load still needs one moment for its date placeholders.
+            started = datetime.now(UTC)
+        return cls(load_id=load_id, started_at=started)
 
 
 @dataclass(frozen=True)

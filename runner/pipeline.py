@@ -20,9 +20,11 @@ from kingest.runner.uri import ENV_PREFIX, ParsedUri, is_secret_parameter, parse
 
 SOURCES: dict[str, str] = {
     "s3": "kingest.runner.s3_source:S3Source",
+    "duckdb": "kingest.runner.duckdb_source:DuckDBSource",
 }
 DESTINATIONS: dict[str, str] = {
     "duckdb": "kingest.runner.duckdb_destination:DuckDBDestination",
+    "s3": "kingest.runner.s3_destination:S3Destination",
 }
 
 

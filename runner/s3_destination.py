@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import boto3
 import duckdb
@@ -38,8 +38,19 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from pydantic import SecretStr
 
 from kingest.runner import dlt_files
+from kingest.runner.errors import (
+    AccessDenied,
+    BucketNotFound,
+    DataError,
+    DestinationError,
+    InvalidUri,
+    KingestError,
+    UsageError,
+)
+from kingest.runner.interfaces import Destination, LoadOptions, LoadSummary, SourceStream
 from kingest.runner.layout import (
     Layout,
     LayoutError,
@@ -48,6 +59,7 @@ from kingest.runner.layout import (
     check_table_prefix,
 )
 from kingest.runner.s3_upload import ObjectSink
+from kingest.runner.uri import ParsedUri, S3Uri
 
 FileFormat = Literal["parquet", "csv", "jsonl"]
 FILE_FORMATS: tuple[FileFormat, ...] = ("parquet", "csv", "jsonl")
@@ -60,14 +72,6 @@ ROW_GROUP_BYTES = 64 * 1024 * 1024
 # Without --loader-file-size, a new file starts once a file reaches this size.
 DEFAULT_FILE_MAX_BYTES = 512 * 1024 * 1024
 _DELETE_BATCH = 1000
-
-
-class S3DestinationError(Exception):
-    """A load into S3 failed; ``reason`` is the result's CamelCase reason word."""
-
-    def __init__(self, message: str, reason: str = "DestinationError") -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -114,13 +118,12 @@ class DatasetLocation:
 
     @classmethod
     def parse(cls, dest_table: str) -> DatasetLocation:
-        """Split ``bucket/path``; raises :class:`S3DestinationError` (UsageError) otherwise."""
+        """Split ``bucket/path``; raises :class:`UsageError` otherwise."""
         value = dest_table.removeprefix("s3://").strip("/")
         bucket, _, root = value.partition("/")
         if not bucket or "//" in root:
-            raise S3DestinationError(
-                f"--dest-table {dest_table!r}: expected '<bucket>/<path>', e.g. 'bucket/records'",
-                "UsageError",
+            raise UsageError(
+                f"--dest-table {dest_table!r}: expected '<bucket>/<path>', e.g. 'bucket/records'"
             )
         return cls(bucket=bucket, root=root)
 
@@ -194,10 +197,9 @@ class _CsvFile:
     def __init__(self, sink: ObjectSink, schema: pa.Schema) -> None:
         nested = [f.name for f in schema if pa.types.is_nested(f.type)]
         if nested:
-            raise S3DestinationError(
+            raise DataError(
                 f"column(s) {', '.join(nested)} hold nested values, which CSV cannot represent;"
-                " use --loader-file-format parquet or jsonl",
-                "DataError",
+                " use --loader-file-format parquet or jsonl"
             )
         self._writer = pa_csv.CSVWriter(sink, schema)
 
@@ -240,8 +242,55 @@ class _JsonlFile:
 # -- the destination -------------------------------------------------------------------------
 
 
-class S3Destination:
+@dataclass(frozen=True)
+class S3LoadSummary(LoadSummary):
+    """:class:`LoadSummary` plus what was written: data files, their bytes, every object key."""
+
+    files_written: int = 0
+    bytes_written: int = 0
+    objects: tuple[str, ...] = ()
+
+
+class S3Destination(Destination):
     """Loads one Arrow stream as one table of a dataset on S3."""
+
+    @classmethod
+    def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> S3Destination:
+        """Validate the ``s3://`` URI, ``--dest-table`` and the flags; no I/O yet."""
+        parsed = S3Uri.from_parsed(uri)
+
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        settings = S3Settings(
+            access_key_id=secret(parsed.access_key_id),
+            secret_access_key=secret(parsed.secret_access_key),
+            session_token=secret(parsed.session_token),
+            region=parsed.region,
+            endpoint_url=parsed.endpoint_url,
+            layout=parsed.layout,
+        )
+        # Checked against FILE_FORMATS in __init__, with a message naming the flag.
+        file_format = cast(FileFormat, options.loader_file_format or "parquet")
+        write_options = S3WriteOptions(
+            strategy=str(options.strategy),
+            full_refresh=options.full_refresh,
+            file_format=file_format,
+            file_max_rows=options.loader_file_size,
+        )
+        return cls(settings, table, write_options)
+
+    def load(self, stream: SourceStream, load_id: str) -> S3LoadSummary:
+        """Write the stream as table ``stream.name``, committed by its ``_dlt_loads`` entry."""
+        result = self.write(stream.reader, stream.name, load_id)
+        return S3LoadSummary(
+            rows=result.rows,
+            destination_table=self.dest_table,
+            tables={result.table_name: result.rows},
+            files_written=len(result.files),
+            bytes_written=result.bytes,
+            objects=tuple(result.objects),
+        )
 
     def __init__(
         self,
@@ -257,26 +306,23 @@ class S3Destination:
         try:
             self.layout = Layout.parse(settings.layout)
         except LayoutError as exc:
-            raise S3DestinationError(f"URI parameter 'layout': {exc}", "InvalidUri") from None
+            raise InvalidUri(f"destination URI parameter 'layout': {exc}") from None
         if options.strategy not in STRATEGIES:
-            raise S3DestinationError(
+            raise UsageError(
                 f"--incremental-strategy {options.strategy!r} is not supported for an S3 "
                 "destination: files cannot be merged or deleted row by row; use 'replace' "
-                "(the default) or 'append'",
-                "UsageError",
+                "(the default) or 'append'"
             )
         if options.file_format not in FILE_FORMATS:
-            raise S3DestinationError(
+            raise UsageError(
                 f"--loader-file-format {options.file_format!r}: an S3 destination writes "
-                f"{', '.join(FILE_FORMATS)}",
-                "UsageError",
+                f"{', '.join(FILE_FORMATS)}"
             )
         if options.file_max_rows is not None and not self.layout.splits_files:
-            raise S3DestinationError(
+            raise UsageError(
                 f"--loader-file-size splits a table into several files, but layout "
                 f"{self.layout.template!r} has no {{file_id}} to tell them apart; add "
-                "{file_id} to the layout or drop --loader-file-size",
-                "UsageError",
+                "{file_id} to the layout or drop --loader-file-size"
             )
         self.client = client if client is not None else s3_client(settings)
         self.pipeline_name = dlt_files.pipeline_name_for(dest_table)
@@ -288,22 +334,19 @@ class S3Destination:
     def _s3_errors(self, what: str) -> Iterator[None]:
         try:
             yield
-        except S3DestinationError:
+        except KingestError:
             raise
         except NoCredentialsError:
-            raise S3DestinationError(
+            raise AccessDenied(
                 f"{what}: no AWS credentials found (give access_key_id and secret_access_key "
-                "in the URI or KINGEST_DESTINATION_* variables, or configure the default chain)",
-                "AccessDenied",
+                "in the URI or KINGEST_DESTINATION_* variables, or configure the default chain)"
             ) from None
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("NoSuchBucket",) or (code == "404" and "bucket" in what):
-                raise S3DestinationError(
-                    f"bucket {self.location.bucket!r} does not exist", "BucketNotFound"
-                ) from None
+                raise BucketNotFound(f"bucket {self.location.bucket!r} does not exist") from None
             if (
                 code
                 in (
@@ -316,16 +359,15 @@ class S3Destination:
                 )
                 or status == 403
             ):
-                raise S3DestinationError(
+                raise AccessDenied(
                     f"{what}: access denied ({code}); check the credentials and their "
-                    f"permissions on bucket {self.location.bucket!r}",
-                    "AccessDenied",
+                    f"permissions on bucket {self.location.bucket!r}"
                 ) from None
-            raise S3DestinationError(
+            raise DestinationError(
                 f"{what}: S3 answered {code or status}: {error.get('Message', '')}".rstrip(": "),
             ) from None
         except BotoCoreError as exc:
-            raise S3DestinationError(f"{what}: {exc}") from None
+            raise DestinationError(f"{what}: {exc}") from None
 
     def _list(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -370,10 +412,9 @@ class S3Destination:
             errors = response.get("Errors", [])
             if errors:
                 first = errors[0]
-                raise S3DestinationError(
+                raise (AccessDenied if first.get("Code") == "AccessDenied" else DestinationError)(
                     f"deleting s3://{self.location.bucket}/{first.get('Key')} failed: "
-                    f"{first.get('Code')} {first.get('Message', '')}".rstrip(),
-                    "AccessDenied" if first.get("Code") == "AccessDenied" else "DestinationError",
+                    f"{first.get('Code')} {first.get('Message', '')}".rstrip()
                 )
 
     # -- the load --
@@ -383,10 +424,12 @@ class S3Destination:
         with self._s3_errors(f"opening bucket {self.location.bucket!r}"):
             self.client.head_bucket(Bucket=self.location.bucket)
 
-    def load(self, reader: pa.RecordBatchReader, table_name: str) -> S3LoadResult:
+    def write(
+        self, reader: pa.RecordBatchReader, table_name: str, load_id: str | None = None
+    ) -> S3LoadResult:
         """Write ``reader`` as table ``table_name``; see the module docstring for the order.
 
-        Raises :class:`S3DestinationError` with the reason of the failure.
+        Raises a :class:`KingestError` subclass naming what failed.
         """
         try:
             check_table_name(table_name)
@@ -395,9 +438,9 @@ class S3Destination:
             )
             check_table_prefix(table_prefix, table_name=table_name)
         except LayoutError as exc:
-            raise S3DestinationError(str(exc), "InvalidUri") from None
+            raise InvalidUri(f"destination URI parameter 'layout': {exc}") from None
         self.check_bucket()
-        stamp = LoadStamp.now()
+        stamp = LoadStamp.from_load_id(load_id) if load_id else LoadStamp.now()
         result = S3LoadResult(load_id=stamp.load_id, table_name=table_name)
         if not self.layout.unique_per_load and self.options.strategy == "append":
             self._refuse_overwrite(table_name, stamp)
@@ -424,11 +467,10 @@ class S3Destination:
             )
         )
         if self._exists(key):
-            raise S3DestinationError(
+            raise UsageError(
                 f"append would overwrite s3://{self.location.bucket}/{key} from an earlier load: "
                 f"layout {self.layout.template!r} names the file the same in every load; add "
-                "{load_id} or {file_id} to the layout, or use --incremental-strategy replace",
-                "UsageError",
+                "{load_id} or {file_id} to the layout, or use --incremental-strategy replace"
             )
 
     def _new_key(self, table_name: str, stamp: LoadStamp, taken: set[str]) -> str:
@@ -613,6 +655,6 @@ def _batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         except StopIteration:
             return
         except pa.ArrowException as exc:
-            raise S3DestinationError(f"reading the source failed: {exc}", "DataError") from None
+            raise DataError(f"reading the source failed: {exc}") from None
         if batch.num_rows:
             yield batch
