@@ -45,7 +45,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = {name: _structural(prop, defs) for name, prop in value.items()}
         elif key == "additionalProperties" and value is True:
             out["x-kubernetes-preserve-unknown-fields"] = True
-        elif key == "default" and value in ({}, []):
+        elif key == "default" and value in ({}, [], ""):
             continue  # an empty default only adds noise to every stored object
         else:
             out[key] = _structural(value, defs)
@@ -54,10 +54,19 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def openapi_schema(model: type[spec.Model]) -> dict[str, Any]:
+def _without_defaults(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_without_defaults(item) for item in node]
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    return node
+
+
+def openapi_schema(model: type[spec.Model], defaults: bool = True) -> dict[str, Any]:
     """`model`'s JSON schema as a Kubernetes structural OpenAPI v3 schema."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _structural(raw, raw.get("$defs", {}))
+    schema = _structural(raw, raw.get("$defs", {}))
+    return schema if defaults else _without_defaults(schema)
 
 
 def _column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict:
@@ -79,7 +88,8 @@ def crd() -> dict[str, Any]:
             "kind": {"type": "string", "description": "The REST resource this object represents."},
             "metadata": {"type": "object"},
             "spec": openapi_schema(spec.IngestionSpec),
-            "status": openapi_schema(spec.IngestionStatus),
+            # Status is observed state: the API server must not invent any of it.
+            "status": openapi_schema(spec.IngestionStatus, defaults=False),
         },
     }
     columns = [

@@ -186,6 +186,7 @@ def _write(
             PLURAL,
             meta["name"],
             [{"op": "add", "path": "/status", "value": status}],
+            _content_type="application/json-patch+json",
         )
     for event in step.events:
         _post_event(core, obj, event)
@@ -219,6 +220,24 @@ def _post_event(core: k8s.CoreV1Api, obj: dict[str, Any], event: Event) -> None:
         log.warning("could not post event %s: %s", event.reason, exc.reason)
 
 
+def reconcile_or_retry(namespace: str, name: str, attempt: int = 0) -> None:
+    """`reconcile`, retried with a growing delay when the API server fails it.
+
+    Watch handlers are not retried by kopf, and the next event may be far away: a failed
+    reconcile would leave a stale status or a run not started.
+    """
+    try:
+        reconcile(namespace, name)
+    except Exception as exc:
+        delay = min(2**attempt, 60)
+        detail = f"{exc.status} {exc.reason}" if isinstance(exc, k8s.ApiException) else repr(exc)
+        log.error("reconciling %s/%s failed (%s); retrying in %d s", namespace, name, detail, delay)
+        log.debug("reconcile failure", exc_info=True)
+        timer = threading.Timer(delay, reconcile_or_retry, (namespace, name, attempt + 1))
+        timer.daemon = True
+        timer.start()
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf would otherwise post handler log lines as Events; the operator posts its own.
@@ -238,7 +257,7 @@ def ingestion_changed(type: str, body: kopf.Body, **_: Any) -> None:
         with _locks_guard:
             _locks.pop((namespace, name), None)
         return
-    reconcile(namespace, name)
+    reconcile_or_retry(namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_INGESTION_UID: kopf.PRESENT})
@@ -246,7 +265,7 @@ def job_changed(body: kopf.Body, **_: Any) -> None:
     """A run's Job changed: its Ingestion's status follows."""
     name = (body["metadata"].get("annotations") or {}).get(ANNOTATION_INGESTION)
     if name:
-        reconcile(body["metadata"]["namespace"], name)
+        reconcile_or_retry(body["metadata"]["namespace"], name)
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_INGESTION_UID: kopf.PRESENT})
@@ -254,4 +273,4 @@ def pod_changed(body: kopf.Body, **_: Any) -> None:
     """A run's Pod changed (started, waiting on an image or a Secret, finished)."""
     name = (body["metadata"].get("annotations") or {}).get(ANNOTATION_INGESTION)
     if name:
-        reconcile(body["metadata"]["namespace"], name)
+        reconcile_or_retry(body["metadata"]["namespace"], name)

@@ -49,8 +49,22 @@ class Model(BaseModel):
     )
 
     def wire(self) -> dict[str, Any]:
-        """This object as the API server stores it (camelCase, unset fields left out)."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        """This object as the API server stores it (camelCase, unset and empty strings left out).
+
+        Empty strings are left out because they mean the same as absent here, and some API
+        servers (seen on 1.20) reject "" in a CRD's string field as null.
+        """
+        return _without_empty_strings(
+            self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        )
+
+
+def _without_empty_strings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_empty_strings(v) for k, v in value.items() if v != ""}
+    if isinstance(value, list):
+        return [_without_empty_strings(item) for item in value]
+    return value
 
 
 class LocalObjectReference(Model):

@@ -181,6 +181,9 @@ def run_status(job: dict[str, Any], pods: list[dict[str, Any]]) -> RunStatus:
             message = _clip(
                 " ".join(filter(None, [condition.get("message"), message and f"({message})"]))
             )
+        elif job_reason == "BackoffLimitExceeded" and job.get("spec", {}).get("backoffLimit"):
+            attempts = job["spec"]["backoffLimit"] + 1
+            message = _clip(f"{message} (BackoffLimitExceeded: failed {attempts} attempts)")
         return RunStatus(
             **fields,
             **_result_fields(result),

@@ -1,0 +1,232 @@
+"""Fixtures for the operator's end-to-end tests on the real control plane.
+
+The operator runs as `kingest operator` in a subprocess, with a kubeconfig for the
+ServiceAccount `kingest-system/kingest-operator` bound to exactly the ClusterRole it ships
+with (`kingest.operator.rbac`), never as admin. The kubelet harness runs the real `kingest`
+runner for the Pods of the Jobs it creates.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from kingest.operator import crd, rbac
+from kingest.operator.spec import GROUP, PLURAL, VERSION
+from tests.platform.kube import ControlPlane
+from tests.platform.kubelet import Kubelet
+from tests.platform.processes import ManagedProcess, free_port
+
+OPERATOR_NAMESPACE = "kingest-system"
+OPERATOR_ACCOUNT = "kingest-operator"
+RUNNER_IMAGE = "ghcr.io/kingest/kingest:test"
+
+
+@pytest.fixture(scope="session")
+def ingestion_crd(kube: ControlPlane) -> None:
+    """The Ingestion CRD, installed from the generated file."""
+    applied = kube.kubectl("apply", "-f", str(crd.CRD_FILE), check=False)
+    assert applied.returncode == 0, applied.stderr
+    kube.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/ingestions.kingest.io"
+    )
+
+
+def _create(call: Callable[..., Any], *args: Any) -> None:
+    try:
+        call(*args)
+    except k8s.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(kube: ControlPlane, kube_api: k8s.ApiClient, ingestion_crd: None) -> Path:
+    """A kubeconfig acting as the operator's ServiceAccount, bound to the shipped RBAC."""
+    core, authz = k8s.CoreV1Api(kube_api), k8s.RbacAuthorizationV1Api(kube_api)
+    _create(core.create_namespace, {"metadata": {"name": OPERATOR_NAMESPACE}})
+    _create(
+        core.create_namespaced_service_account,
+        OPERATOR_NAMESPACE,
+        {"metadata": {"name": OPERATOR_ACCOUNT}},
+    )
+    _create(authz.create_cluster_role, rbac.cluster_role(OPERATOR_ACCOUNT))
+    _create(
+        authz.create_cluster_role_binding,
+        {
+            "metadata": {"name": OPERATOR_ACCOUNT},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": OPERATOR_ACCOUNT,
+            },
+            "subjects": [
+                {
+                    "kind": "ServiceAccount",
+                    "name": OPERATOR_ACCOUNT,
+                    "namespace": OPERATOR_NAMESPACE,
+                }
+            ],
+        },
+    )
+    return kube.kubeconfig_as(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+
+
+class Operator:
+    """`kingest operator` watching one namespace, as a process that tests can kill."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path) -> None:
+        self.kubeconfig, self.namespace, self.log_dir = kubeconfig, namespace, log_dir
+        self.process: ManagedProcess | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        port = free_port()
+        self.starts += 1
+        self.process = ManagedProcess(
+            f"operator-{self.starts}",
+            [
+                str(Path(sys.executable).parent / "kingest"),
+                "operator",
+                "--namespace",
+                self.namespace,
+                "--liveness",
+                f"http://127.0.0.1:{port}/healthz",
+            ],
+            self.log_dir,
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "KUBECONFIG": str(self.kubeconfig),
+                "KINGEST_RUNNER_IMAGE": RUNNER_IMAGE,
+            },
+        )
+        url = f"http://127.0.0.1:{port}/healthz"
+        self.process.wait_until(
+            lambda: urllib.request.urlopen(url, timeout=1).status == 200,
+            timeout=60,
+            what="liveness endpoint",
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish anything it was doing."""
+        assert self.process is not None
+        self.process.proc.kill()
+        self.process.proc.wait()
+        self.process.stop()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.log_dir.glob("operator-*.log"))
+
+
+@pytest.fixture
+def operator(operator_kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    """The operator, running as its ServiceAccount, watching this test's namespace."""
+    running = Operator(operator_kubeconfig, namespace, tmp_path)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def _runner_kubelet(kube_api: k8s.ApiClient) -> Iterator[Kubelet]:
+    # The harness maps mount paths by rewriting text one mount at a time, so a root under
+    # /tmp (pytest's default) would be rewritten again by the runner Pod's own /tmp mount.
+    root = Path.home() / ".cache" / "kingest" / f"kubelet-{uuid.uuid4().hex[:8]}"
+    kubelet = Kubelet(kube_api, root)
+    try:
+        yield kubelet
+    finally:
+        kubelet.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def runner_kubelet(_runner_kubelet: Kubelet, namespace: str) -> Iterator[Kubelet]:
+    """The kubelet harness running this test's Pods (the real `kingest` runner)."""
+    _runner_kubelet.serve(namespace)
+    try:
+        yield _runner_kubelet
+    finally:
+        _runner_kubelet.release(namespace)
+
+
+class Ingestions:
+    """Create, change and wait for Ingestions in one namespace (as admin, like a user)."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self.custom = k8s.CustomObjectsApi(api)
+
+    def create(self, name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Ingestion",
+            "metadata": {"name": name, **metadata},
+            "spec": spec,
+        }
+        return self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, body
+        )
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
+        )
+
+    def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, patch
+        )
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def wait(
+        self, name: str, until: Callable[[dict[str, Any]], bool], timeout: float = 60
+    ) -> dict[str, Any]:
+        """The Ingestion once `until(its status)` holds; fails with the last status."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.get(name).get("status") or {}
+            if until(status):
+                return self.get(name)
+            time.sleep(0.2)
+        raise AssertionError(f"Ingestion {name}: condition not met in {timeout} s; status={status}")
+
+    def wait_for_phase(self, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
+        return self.wait(name, lambda s: s.get("phase") in phases, timeout)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        items = k8s.BatchV1Api(self.api).list_namespaced_job(self.namespace).items
+        return [self.api.sanitize_for_serialization(job) for job in items]
+
+    def events(self) -> list[dict[str, Any]]:
+        items = k8s.CoreV1Api(self.api).list_namespaced_event(self.namespace).items
+        return [self.api.sanitize_for_serialization(event) for event in items]
+
+    def secret(self, name: str, data: dict[str, str]) -> None:
+        k8s.CoreV1Api(self.api).create_namespaced_secret(
+            self.namespace, {"metadata": {"name": name}, "stringData": data}
+        )
+
+
+@pytest.fixture
+def ingestions(kube_api: k8s.ApiClient, namespace: str) -> Ingestions:
+    return Ingestions(kube_api, namespace)

@@ -1,0 +1,98 @@
+"""The Ingestion API on a real control plane: CRD schema, invalid specs, the operator's RBAC."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kubernetes import client as k8s
+
+from tests.operator.conftest import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Ingestions, Operator
+from tests.platform.kube import ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+S3_TO_DUCKDB = {
+    "source": {"uri": "s3://?endpoint_url=http://127.0.0.1:9", "table": "bucket/*.csv"},
+    "destination": {"uri": "duckdb:////data/out.duckdb", "table": "raw.students"},
+}
+
+
+def _with(side: str, **changes: str) -> dict:
+    return S3_TO_DUCKDB | {side: S3_TO_DUCKDB[side] | changes}
+
+
+def test_kubectl_explain_describes_the_spec(kube: ControlPlane, ingestion_crd: None) -> None:
+    # The API server publishes a new CRD's OpenAPI a few seconds after it is Established.
+    deadline = time.monotonic() + 60
+    while (explain := kube.kubectl("explain", "ingestion.spec.source", check=False)).returncode:
+        assert time.monotonic() < deadline, explain.stderr
+        time.sleep(1)
+    explained = explain.stdout
+    assert "uriFrom" in explained
+    assert "ingestr URI without secrets" in explained
+
+
+def test_kubectl_knows_the_short_name(
+    kube: ControlPlane, ingestion_crd: None, namespace: str
+) -> None:
+    assert kube.kubectl("get", "ingest", "-n", namespace).returncode == 0
+
+
+def test_api_server_rejects_an_unknown_strategy(
+    ingestions: Ingestions, ingestion_crd: None
+) -> None:
+    with pytest.raises(k8s.ApiException) as rejected:
+        ingestions.create("bad-strategy", S3_TO_DUCKDB | {"incrementalStrategy": "upsert"})
+    assert rejected.value.status == 422
+    assert "spec.incrementalStrategy" in rejected.value.body
+
+
+def test_api_server_rejects_uri_and_uri_from_together(
+    ingestions: Ingestions, ingestion_crd: None
+) -> None:
+    both = _with("source", uriFrom={"secretKeyRef": {"name": "s", "key": "uri"}})
+    with pytest.raises(k8s.ApiException) as rejected:
+        ingestions.create("both-uris", both)
+    assert rejected.value.status == 422
+
+
+def test_api_server_fills_in_defaults(ingestions: Ingestions, ingestion_crd: None) -> None:
+    created = ingestions.create("defaults", S3_TO_DUCKDB)
+    assert created["spec"]["incrementalStrategy"] == "replace"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (_with("source", uri="postgres://db/x"), "postgres:// is not supported as a source"),
+        (_with("source", uri="s3://?regoin=eu-west-1"), "'regoin'"),
+        (
+            _with("source", uri="s3://?access_key_id=AKIAVISIBLE&secret_access_key=VERYSECRET"),
+            "spec.source.credentials",
+        ),
+        (_with("destination", uri="duckdb://"), "spec.destination.uri"),
+    ],
+    ids=["bad-scheme", "unknown-parameter", "inline-secret", "no-duckdb-file"],
+)
+def test_invalid_spec_is_reported_without_a_job(
+    ingestions: Ingestions, operator: Operator, spec: dict, expected: str
+) -> None:
+    ingestions.create("broken", spec)
+    obj = ingestions.wait_for_phase("broken", "Invalid")
+    status = obj["status"]
+    assert expected in status["message"]
+    assert "VERYSECRET" not in str(status)
+    assert status["observedGeneration"] == 1
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ingestions.jobs() == []
+    warnings = [e for e in ingestions.events() if e["reason"] == "InvalidSpec"]
+    assert warnings and all("VERYSECRET" not in e["message"] for e in warnings)
+
+
+def test_operator_identity_cannot_read_secrets(kube: ControlPlane, operator_kubeconfig) -> None:
+    as_operator = kube.client_as(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+    with pytest.raises(k8s.ApiException) as denied:
+        k8s.CoreV1Api(as_operator).list_secret_for_all_namespaces()
+    assert denied.value.status == 403
