@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol, cast
 import boto3
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from botocore.config import Config
@@ -169,7 +170,9 @@ class _ParquetFile:
     """Parquet with row groups of ``row_group_rows``, however the source sized its batches."""
 
     def __init__(self, sink: ObjectSink, schema: pa.Schema, row_group_rows: int) -> None:
-        self._writer = pq.ParquetWriter(sink, schema, compression="snappy")
+        self._sink = sink
+        self._schema = schema
+        self._writer: pq.ParquetWriter | None = None
         self._row_group_rows = row_group_rows
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
@@ -184,13 +187,41 @@ class _ParquetFile:
 
     def _flush(self) -> None:
         if self._pending:
-            table = pa.Table.from_batches(self._pending)
+            table = pa.Table.from_batches(self._pending, schema=self._schema)
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(
+                    self._sink,
+                    self._schema,
+                    compression="snappy",
+                    use_dictionary=_dictionary_columns(table),
+                )
             self._writer.write_table(table, row_group_size=self._row_group_rows)
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
     def finish(self) -> None:
         self._flush()
+        if self._writer is None:
+            # No rows at all: still a valid file carrying the schema.
+            self._writer = pq.ParquetWriter(self._sink, self._schema, compression="snappy")
         self._writer.close()
+
+
+def _dictionary_columns(sample: pa.Table) -> list[str]:
+    """Columns worth dictionary encoding, judged on the first row group.
+
+    pyarrow tries a dictionary for every column and falls back to plain encoding once the
+    dictionary outgrows its page; on near-unique columns (ids, e-mails, random numbers) that
+    attempt costs about half the encoding time and makes the file larger. Columns with few
+    distinct values (countries, states, flags) keep it.
+    """
+    chosen = []
+    for name, column in zip(sample.column_names, sample.columns, strict=True):
+        if pa.types.is_nested(column.type) or not len(column):
+            continue
+        distinct = pc.count_distinct(column, mode="all").as_py()
+        if distinct <= max(1, len(column) // 10):
+            chosen.append(name)
+    return chosen
 
 
 class _CsvFile:
@@ -440,6 +471,7 @@ class S3Destination(Destination):
         except LayoutError as exc:
             raise InvalidUri(f"destination URI parameter 'layout': {exc}") from None
         self.check_bucket()
+        _use_returning_memory_pool()
         stamp = LoadStamp.from_load_id(load_id) if load_id else LoadStamp.now()
         result = S3LoadResult(load_id=stamp.load_id, table_name=table_name)
         if not self.layout.unique_per_load and self.options.strategy == "append":
@@ -645,6 +677,19 @@ class S3Destination(Destination):
         """Remove this load's completed files after a failure (best effort, never raises)."""
         with contextlib.suppress(Exception):
             self._delete(keys)
+
+
+def _use_returning_memory_pool() -> None:
+    """Make Arrow allocate from jemalloc (or the system allocator) rather than mimalloc.
+
+    Encoding frees a row group's buffers right after writing it; mimalloc keeps such pages
+    mapped, which measured about 40 MB more peak RSS on a 1M-row load for no speed gain.
+    """
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pool = pa.system_memory_pool()
+    pa.set_memory_pool(pool)
 
 
 def _batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:

@@ -33,7 +33,7 @@ class ObjectSink:
         pool: ThreadPoolExecutor,
         *,
         part_size: int = MIN_PART_SIZE,
-        max_pending: int = 4,
+        max_pending: int = 2,
         content_type: str = "application/octet-stream",
     ) -> None:
         self.client = client
@@ -78,7 +78,8 @@ class ObjectSink:
         size = len(data) if not isinstance(data, memoryview) else data.nbytes
         self._position += size
         while len(self._buffer) >= self._part_size:
-            chunk = bytes(self._buffer[: self._part_size])
+            with memoryview(self._buffer) as view:
+                chunk = bytes(view[: self._part_size])
             del self._buffer[: self._part_size]
             self._send_part(chunk)
         return size

@@ -1,0 +1,371 @@
+"""Benchmark: a 1,000,000-row DuckDB table into S3 parquet, kingest against its peers.
+
+    .venv/bin/python bench/duckdb_to_s3.py [--rows 1000000] [--runs 3] [--skip-peers]
+
+Every contender runs as its own process against the same local S3 server (the test
+platform's moto server, over HTTP on loopback), in rounds so that machine noise hits all
+of them alike:
+
+- ``reference``: DuckDB ``COPY ... TO`` a local parquet file, then one boto3 upload - the
+  floor for "DuckDB table -> parquet object" on this machine;
+- ``kingest``: ``kingest ingest`` (this repository);
+- ``ingestr-1.1.22``: ingestr's Go release. Offline it cannot download its DuckDB ADBC
+  driver, so it is given a driver manifest (``ADBC_DRIVER_PATH``) pointing at the DuckDB
+  library that the ``duckdb`` Python wheel ships (it exports ``duckdb_adbc_init``; libpython
+  is preloaded because that library expects it);
+- ``ingestr-0.14.155``: ingestr's last Python release (dlt). Its DuckDB (1.4) cannot read
+  this repository's DuckDB 2 file, so it reads a copy of the same table written by its own
+  DuckDB.
+
+Peers are installed into their own virtualenvs under ``bench/results/peers`` (from PyPI,
+once); a peer that cannot be installed or run is reported as such. Reported per contender:
+median and best wall time, the ratio of the median to the reference's median, peak RSS of
+the process tree (sampled every 10 ms), data files, row groups, and the rows visible under
+its prefix after all runs (a "replace" that leaves older objects behind shows up there).
+Results also go to ``bench/results/duckdb_to_s3.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psutil
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.platform.s3 import S3Server  # noqa: E402 - needs the repository root on sys.path
+
+RESULTS = ROOT / "bench" / "results"
+WORK = RESULTS / "duckdb_to_s3"
+PEERS = RESULTS / "peers"
+BUCKET = "bench"
+PEER_VERSIONS = ("1.1.22", "0.14.155")
+
+TABLE_SQL = """
+CREATE TABLE users AS
+SELECT range AS id,
+       'user_' || range AS name,
+       'user' || range || '@example.com' AS email,
+       (hash(range) % 100000) / 100.0 AS amount,
+       TIMESTAMP '2024-01-01' + to_seconds(range * 37) AS created_at,
+       range % 3 = 0 AS active,
+       ['de', 'fr', 'us', 'br', 'in', 'jp'][1 + (range % 6)::INT] AS country,
+       random() AS score
+FROM range({rows})
+"""
+
+
+@dataclass
+class Contender:
+    name: str
+    argv: list[str]
+    prefix: str
+    env: dict[str, str] = field(default_factory=dict)
+    unavailable: str | None = None
+    times: list[float] = field(default_factory=list)
+    peaks_mb: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def run_measured(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int, str]:
+    """Wall time, peak RSS (MiB) of the whole process tree, exit code, output tail."""
+    started = time.monotonic()
+    proc = psutil.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [proc, *proc.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            pass
+        time.sleep(0.01)
+    elapsed = time.monotonic() - started
+    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    return elapsed, peak / 2**20, proc.returncode, output[-2000:]
+
+
+def ensure_peer(version: str) -> tuple[Path | None, str | None]:
+    """The ingestr executable of ``version`` in its own venv, installing it once."""
+    venv = PEERS / f"ingestr-{version}"
+    exe = venv / "bin" / "ingestr"
+    if exe.exists():
+        return exe, None
+    PEERS.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", f"ingestr=={version}"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        shutil.rmtree(venv, ignore_errors=True)
+        return None, f"pip install ingestr=={version} failed: {detail.strip()[-300:]}"
+    return exe, None
+
+
+def adbc_manifest() -> Path:
+    """A driver manifest making the duckdb wheel's library ingestr 1.x's DuckDB ADBC driver."""
+    import _duckdb  # the compiled module of the duckdb wheel
+
+    folder = WORK / "adbc"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "duckdb.toml").write_text(
+        "manifest_version = 1\n"
+        'name = "DuckDB"\n'
+        f'version = "{duckdb.__version__}"\n\n'
+        "[Driver]\n"
+        'entrypoint = "duckdb_adbc_init"\n'
+        f'shared = "{_duckdb.__file__}"\n'
+    )
+    return folder
+
+
+def libpython() -> str | None:
+    name = sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY")
+    libdir = sysconfig.get_config_var("LIBDIR")
+    candidate = Path(libdir or "") / (name or "")
+    return str(candidate) if name and candidate.is_file() else None
+
+
+def make_sources(rows: int) -> tuple[Path, Path | None, str | None]:
+    """Our DuckDB file, and the same table for ingestr 0.14 (its own DuckDB version)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    ours = WORK / f"users-{rows}.duckdb"
+    if not ours.exists():
+        with duckdb.connect(str(ours)) as con:
+            con.execute(TABLE_SQL.format(rows=rows))
+    old_python = PEERS / "ingestr-0.14.155" / "bin" / "python"
+    if not old_python.exists():
+        return ours, None, "not installed"
+    theirs = WORK / f"users-{rows}-duckdb-ingestr-0.14.duckdb"
+    if not theirs.exists():
+        exported = WORK / "users-export.parquet"
+        with duckdb.connect(str(ours), read_only=True) as con:
+            con.execute(f"COPY users TO '{exported}' (FORMAT parquet)")
+        script = (
+            "import duckdb, sys\n"
+            "con = duckdb.connect(sys.argv[1])\n"
+            'con.execute("CREATE TABLE users AS SELECT * FROM read_parquet(?)", [sys.argv[2]])\n'
+            "con.close()\n"
+        )
+        done = subprocess.run(
+            [str(old_python), "-c", script, str(theirs), str(exported)],
+            capture_output=True,
+            text=True,
+        )
+        exported.unlink(missing_ok=True)
+        if done.returncode != 0:
+            return ours, None, f"cannot write its DuckDB copy: {done.stderr.strip()[-300:]}"
+    return ours, theirs, None
+
+
+def visible(s3: S3Server, prefix: str) -> dict[str, int]:
+    """Parquet files, row groups and rows under ``prefix`` (bookkeeping objects excluded)."""
+    client = s3.client()
+    stats = {"files": 0, "row_groups": 0, "rows": 0, "largest_row_group": 0}
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    for page in pages:
+        for item in page.get("Contents", []):
+            if not item["Key"].endswith(".parquet"):
+                continue
+            body = client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+            meta = pq.ParquetFile(io.BytesIO(body)).metadata
+            stats["files"] += 1
+            stats["row_groups"] += meta.num_row_groups
+            stats["rows"] += meta.num_rows
+            for i in range(meta.num_row_groups):
+                size = meta.row_group(i).num_rows
+                stats["largest_row_group"] = max(stats["largest_row_group"], size)
+    return stats
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-peers", action="store_true")
+    args = parser.parse_args()
+
+    peers: dict[str, tuple[Path | None, str | None]] = {}
+    if not args.skip_peers:
+        for version in PEER_VERSIONS:
+            print(f"peer ingestr {version}: ensuring its virtualenv ...", flush=True)
+            peers[version] = ensure_peer(version)
+    ours, theirs, old_copy_problem = make_sources(args.rows)
+
+    logs = WORK / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    s3 = S3Server(logs)
+    try:
+        s3.client().create_bucket(Bucket=BUCKET)
+        base_env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(WORK),
+            # Peers phone home by default; there is no network here and it is noise.
+            "INGESTR_DISABLE_TELEMETRY": "true",
+            "DISABLE_TELEMETRY": "true",
+        }
+        keys = f"access_key_id={s3.access_key_id}&secret_access_key={s3.secret_access_key}"
+        dest_uri = f"s3://?{keys}&endpoint_url={s3.endpoint_url}"
+        reference = (
+            "import sys, duckdb, boto3\n"
+            "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+            "con.execute(f\"COPY (SELECT * FROM users) TO '{sys.argv[2]}' (FORMAT parquet)\")\n"
+            "boto3.client('s3', endpoint_url=sys.argv[3], aws_access_key_id=sys.argv[4],\n"
+            "    aws_secret_access_key=sys.argv[5], region_name='us-east-1'\n"
+            ").upload_file(sys.argv[2], 'bench', 'reference/users.parquet')\n"
+        )
+        contenders = [
+            Contender(
+                "reference",
+                [
+                    sys.executable,
+                    "-c",
+                    reference,
+                    str(ours),
+                    str(WORK / "reference.parquet"),
+                    s3.endpoint_url,
+                    s3.access_key_id,
+                    s3.secret_access_key,
+                ],
+                "reference/",
+            ),
+            Contender(
+                "kingest",
+                [
+                    str(ROOT / ".venv" / "bin" / "kingest"),
+                    "ingest",
+                    "--source-uri",
+                    f"duckdb:///{ours}",
+                    "--source-table",
+                    "users",
+                    "--dest-uri",
+                    dest_uri,
+                    "--dest-table",
+                    f"{BUCKET}/kingest",
+                    "--progress",
+                    "none",
+                ],
+                "kingest/",
+            ),
+        ]
+        for version, (exe, problem) in peers.items():
+            prefix = "ingestr_" + version.replace(".", "_")  # dlt normalizes dataset names
+            source = ours if version.startswith("1.") else theirs
+            contender = Contender(
+                f"ingestr-{version}",
+                [
+                    str(exe),
+                    "ingest",
+                    "--source-uri",
+                    f"duckdb:///{source}",
+                    "--source-table",
+                    "main.users",
+                    "--dest-uri",
+                    dest_uri,
+                    "--dest-table",
+                    f"{BUCKET}/{prefix}",
+                    "--yes",
+                ],
+                prefix + "/",
+                unavailable=problem,
+            )
+            if version.startswith("1."):
+                contender.env = {"ADBC_DRIVER_PATH": str(adbc_manifest())}
+                if lib := libpython():
+                    contender.env["LD_PRELOAD"] = lib
+            elif old_copy_problem:
+                contender.unavailable = contender.unavailable or old_copy_problem
+            contenders.append(contender)
+
+        for round_no in range(1, args.runs + 1):
+            for c in contenders:
+                if c.unavailable:
+                    continue
+                elapsed, peak, code, output = run_measured(c.argv, {**base_env, **c.env}, WORK)
+                if code != 0:
+                    c.failures.append(f"exit {code}: {output.strip()[-600:]}")
+                    print(f"round {round_no} {c.name}: FAILED (exit {code})", flush=True)
+                    continue
+                c.times.append(elapsed)
+                c.peaks_mb.append(peak)
+                print(f"round {round_no} {c.name}: {elapsed:.2f} s, {peak:.0f} MB", flush=True)
+
+        ref_median = statistics.median(contenders[0].times) if contenders[0].times else None
+        report: dict[str, Any] = {"rows": args.rows, "runs": args.runs, "contenders": {}}
+        print()
+        header = (
+            f"{'contender':<18}{'median s':>9}{'best s':>8}{'x ref':>7}{'peak MB':>9}"
+            f"{'files':>7}{'row groups':>11}{'rows visible':>14}"
+        )
+        print(header)
+        print("-" * len(header))
+        for c in contenders:
+            entry: dict[str, Any] = {"argv0": Path(c.argv[0]).name}
+            if c.unavailable or not c.times:
+                reason = c.unavailable or "; ".join(c.failures)[:300]
+                entry["unavailable"] = reason
+                report["contenders"][c.name] = entry
+                print(f"{c.name:<18}  not measured: {reason[:150]}")
+                continue
+            median = statistics.median(c.times)
+            out = visible(s3, c.prefix)
+            ratio = median / ref_median if ref_median else float("nan")
+            entry |= {
+                "median_s": round(median, 3),
+                "best_s": round(min(c.times), 3),
+                "times_s": [round(t, 3) for t in c.times],
+                "ratio_to_reference": round(ratio, 2),
+                "peak_rss_mb": round(max(c.peaks_mb)),
+                **out,
+                "failures": c.failures,
+            }
+            report["contenders"][c.name] = entry
+            print(
+                f"{c.name:<18}{median:>9.2f}{min(c.times):>8.2f}{ratio:>7.2f}"
+                f"{max(c.peaks_mb):>9.0f}{out['files']:>7}{out['row_groups']:>11}"
+                f"{out['rows']:>14,}"
+            )
+        (RESULTS / "duckdb_to_s3.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nresults: {RESULTS / 'duckdb_to_s3.json'}")
+        ours_entry = report["contenders"].get("kingest", {})
+        if "median_s" in ours_entry:
+            peers_measured = [
+                v["median_s"]
+                for k, v in report["contenders"].items()
+                if k.startswith("ingestr") and "median_s" in v
+            ]
+            print(
+                "targets: within 1.3x of reference: "
+                f"{'yes' if ours_entry['ratio_to_reference'] <= 1.3 else 'NO'}"
+                f" ({ours_entry['ratio_to_reference']}x); peak RSS < 300 MB: "
+                f"{'yes' if ours_entry['peak_rss_mb'] < 300 else 'NO'}"
+                f" ({ours_entry['peak_rss_mb']} MB); ahead of every measured peer: "
+                f"{'yes' if all(ours_entry['median_s'] < p for p in peers_measured) else 'NO'}"
+            )
+    finally:
+        s3.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
