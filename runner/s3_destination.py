@@ -73,6 +73,7 @@ ROW_GROUP_BYTES = 64 * 1024 * 1024
 # Without --loader-file-size, a new file starts once a file reaches this size.
 DEFAULT_FILE_MAX_BYTES = 512 * 1024 * 1024
 _DELETE_BATCH = 1000
+_DICTIONARY_SAMPLE_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -206,17 +207,18 @@ class _ParquetFile:
         self._writer.close()
 
 
-def _dictionary_columns(sample: pa.Table) -> list[str]:
-    """Columns worth dictionary encoding, judged on the first row group.
+def _dictionary_columns(first_row_group: pa.Table) -> list[str]:
+    """Columns worth dictionary encoding, judged on a sample of the first row group.
 
     pyarrow tries a dictionary for every column and falls back to plain encoding once the
     dictionary outgrows its page; on near-unique columns (ids, e-mails, random numbers) that
     attempt costs about half the encoding time and makes the file larger. Columns with few
     distinct values (countries, states, flags) keep it.
     """
+    sample = first_row_group.slice(0, _DICTIONARY_SAMPLE_ROWS)
     chosen = []
     for name, column in zip(sample.column_names, sample.columns, strict=True):
-        if pa.types.is_nested(column.type) or not len(column):
+        if pa.types.is_nested(column.type) or pa.types.is_floating(column.type) or not len(column):
             continue
         distinct = pc.count_distinct(column, mode="all").as_py()
         if distinct <= max(1, len(column) // 10):

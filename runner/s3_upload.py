@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import Any
 
-MIN_PART_SIZE = 8 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10_000
 
 
@@ -33,7 +33,7 @@ class ObjectSink:
         pool: ThreadPoolExecutor,
         *,
         part_size: int = MIN_PART_SIZE,
-        max_pending: int = 2,
+        max_pending: int = 4,
         content_type: str = "application/octet-stream",
     ) -> None:
         self.client = client
