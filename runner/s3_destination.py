@@ -636,6 +636,7 @@ class S3Destination(Destination):
             stale = [k for k in self._list(loc.key(table_prefix)) if k not in keep]
             self._delete(stale)
             result.deleted = len(stale)
+            self._abort_abandoned_uploads(loc.key(table_prefix), before=stamp.started_at)
         if self.options.full_refresh:
             state_prefix = loc.key(f"{dlt_files.STATE_FOLDER}/{self.pipeline_name}__")
             self._delete(list(self._list(state_prefix)))
@@ -652,6 +653,22 @@ class S3Destination(Destination):
         marker = dlt_files.loads_object(stored, stamp, inserted_at=datetime.now(UTC))
         self._put(loc.key(marker.key), marker.body)
         result.objects = [*result.files, *result.objects, loc.key(marker.key)]
+
+    def _abort_abandoned_uploads(self, prefix: str, *, before: datetime) -> None:
+        """Abort multipart uploads of this table left by runs that died before this one.
+
+        They are invisible either way, but S3 bills their parts until a lifecycle rule
+        reaps them. Best effort: a store without the listing call simply keeps them.
+        """
+        with contextlib.suppress(Exception):
+            response = self.client.list_multipart_uploads(
+                Bucket=self.location.bucket, Prefix=prefix
+            )
+            for upload in response.get("Uploads", []):
+                if upload["Initiated"] < before:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.location.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
 
     def _newest_stored_schema(self) -> dict[str, Any] | None:
         prefix = self.location.key(f"{dlt_files.VERSION_FOLDER}/{self.schema_name}__")

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,55 @@ def test_injected_upload_failure_exits_7_without_a_load_entry(
     assert proc.returncode == 7
     assert result["reason"] == "DestinationError"
     assert [k for k in keys(s3_server, bucket) if "_dlt_loads" in k or "/users/" in k] == []
+
+
+def test_a_killed_run_leaves_no_load_and_the_retry_loads_cleanly(
+    s3_server: S3Server, bucket: str, workdir: Path
+) -> None:
+    with duckdb.connect(str(workdir / "big.db")) as con:
+        # ~8 MB of parquet that hardly compresses: a multipart upload of two parts.
+        con.execute("CREATE TABLE users AS SELECT range AS id, random() AS x FROM range(500000)")
+    args = [
+        "--source-uri",
+        "duckdb:///big.db",
+        "--source-table",
+        "users",
+        "--dest-uri",
+        s3_server.uri(),
+        "--dest-table",
+        f"{bucket}/records",
+    ]
+    first, first_result = kingest(workdir, *args)
+    assert first.returncode == 0, first.stderr
+
+    s3_server.faults.add(
+        "delay", method="PUT", path_regex=r"/records/users/.*partNumber=", delay_s=8, times=None
+    )
+    victim = subprocess.Popen(
+        [KINGEST, "ingest", *args],
+        cwd=workdir,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not any(r["hits"] for r in s3_server.faults.rules()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(r["hits"] for r in s3_server.faults.rules()), "the run never reached the upload"
+    victim.kill()
+    victim.wait()
+    s3_server.faults.clear()
+
+    loads = [k for k in keys(s3_server, bucket) if "/_dlt_loads/" in k]
+    data = [k for k in keys(s3_server, bucket) if "/users/" in k]
+    assert [k.rsplit("__", 1)[1] for k in loads] == [f"{first_result['load_id']}.jsonl"]
+    assert len(data) == 1 and first_result["load_id"] in data[0]
+
+    retry, retry_result = kingest(workdir, *args)
+
+    assert retry.returncode == 0, retry.stderr
+    data = [k for k in keys(s3_server, bucket) if "/users/" in k]
+    assert len(data) == 1 and retry_result["load_id"] in data[0]
+    assert len([k for k in keys(s3_server, bucket) if "/_dlt_loads/" in k]) == 2
+    uploads = s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert uploads == []
