@@ -285,6 +285,36 @@ class Layout:
         return key
 
 
+def load_id_pattern(layout: Layout, *, table_name: str, schema_name: str) -> re.Pattern[str] | None:
+    """A regex matching this table's keys and capturing their ``load_id``, if the layout has one.
+
+    Used to find files of loads that never committed (a run that died after some of its
+    files were complete). Other placeholders match any text within one path segment.
+    """
+    if "load_id" not in layout.placeholders:
+        return None
+    parts: list[str] = []
+    seen_load_id = False
+    for literal, name, _spec, _conversion in string.Formatter().parse(layout.template):
+        parts.append(re.escape(literal))
+        if name is None:
+            continue
+        if name == "table_name":
+            parts.append(re.escape(table_name))
+        elif name == "schema_name":
+            parts.append(re.escape(schema_name))
+        elif name == "load_id" and not seen_load_id:
+            parts.append(r"(?P<load_id>\d+(?:\.\d+)?)")
+            seen_load_id = True
+        elif name == "load_id":
+            parts.append(r"(?P=load_id)")
+        else:
+            parts.append(r"[^/]*?")
+    if "ext" not in layout.placeholders:
+        parts.append(r"\.[^/]+")
+    return re.compile("".join(parts))
+
+
 def check_table_name(table_name: str) -> None:
     """Reject a table name that cannot be one segment of an object key."""
     if not _SAFE_NAME.match(table_name) or table_name in (".", ".."):

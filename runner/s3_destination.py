@@ -58,6 +58,7 @@ from kingest.runner.layout import (
     LoadStamp,
     check_table_name,
     check_table_prefix,
+    load_id_pattern,
 )
 from kingest.runner.s3_upload import ObjectSink
 from kingest.runner.uri import ParsedUri, S3Uri
@@ -157,6 +158,7 @@ class S3LoadResult:
     files: list[str] = field(default_factory=list)
     objects: list[str] = field(default_factory=list)
     deleted: int = 0
+    orphans_removed: int = 0
 
 
 # -- file writers ----------------------------------------------------------------------------
@@ -478,6 +480,9 @@ class S3Destination(Destination):
         result = S3LoadResult(load_id=stamp.load_id, table_name=table_name)
         if not self.layout.unique_per_load and self.options.strategy == "append":
             self._refuse_overwrite(table_name, stamp)
+        if self.options.strategy == "append":
+            # Replace removes them anyway, once this load is complete.
+            result.orphans_removed = self._remove_uncommitted(table_name, table_prefix, stamp)
 
         written: list[str] = []
         committed = False
@@ -489,6 +494,32 @@ class S3Destination(Destination):
             if not committed:
                 self._discard(written)
         return result
+
+    def _remove_uncommitted(self, table_name: str, table_prefix: str, stamp: LoadStamp) -> int:
+        """Delete files of earlier loads of this table that have no ``_dlt_loads`` entry.
+
+        Such files come from a run that died after some of its files were complete; an
+        append must not build on them. Needs ``{load_id}`` in the layout to tell loads apart.
+        """
+        pattern = load_id_pattern(self.layout, table_name=table_name, schema_name=self.schema_name)
+        if pattern is None:
+            return 0
+        loc = self.location
+        committed = {
+            key.rsplit(dlt_files.SEPARATOR, 1)[-1].removesuffix(".jsonl")
+            for key in self._list(loc.key(dlt_files.LOADS_FOLDER + "/"))
+        }
+        root = loc.key("")
+        orphans = []
+        for key in self._list(loc.key(table_prefix)):
+            match = pattern.fullmatch(key[len(root) :])
+            if not match or match["load_id"] in committed:
+                continue
+            with contextlib.suppress(ValueError):
+                if float(match["load_id"]) < float(stamp.load_id):
+                    orphans.append(key)
+        self._delete(orphans)
+        return len(orphans)
 
     def _refuse_overwrite(self, table_name: str, stamp: LoadStamp) -> None:
         key = self.location.key(

@@ -447,3 +447,22 @@ def test_failure_after_some_files_completed_removes_them_again(
     s3_server.faults.clear()
 
     assert [k for k in keys(s3_server, bucket) if "/users/" in k or "_dlt_loads" in k] == []
+
+
+def test_append_removes_files_of_a_run_that_died_before_committing(
+    s3_server: S3Server, bucket: str, records_db: Path
+) -> None:
+    first = load(records_db, settings(s3_server), f"{bucket}/records", strategy="append")
+    client = s3_server.client()
+    (committed,) = first.files
+    # What a run killed after finishing one of its files leaves: a file, no _dlt_loads entry.
+    dead_load_id = f"{float(first.load_id) - 60:.6f}"
+    orphan = f"records/users/{dead_load_id}.0123456789.parquet"
+    unrelated = "records/users/README.txt"
+    client.copy_object(Bucket=bucket, Key=orphan, CopySource={"Bucket": bucket, "Key": committed})
+    client.put_object(Bucket=bucket, Key=unrelated, Body=b"kept")
+
+    second = load(records_db, settings(s3_server), f"{bucket}/records", strategy="append")
+
+    assert second.orphans_removed == 1
+    assert table_keys(s3_server, bucket) == sorted([committed, *second.files, unrelated])

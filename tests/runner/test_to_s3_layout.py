@@ -14,6 +14,7 @@ from kingest.runner.layout import (
     LoadStamp,
     check_table_name,
     check_table_prefix,
+    load_id_pattern,
 )
 
 # Sunday 2026-11-01 07:08:09.123456 UTC
@@ -154,3 +155,15 @@ def test_ordinary_prefixes_are_accepted() -> None:
     check_table_prefix("users/", table_name="users")
     check_table_prefix("_dlt_loads.", table_name="_dlt_loads")
     check_table_prefix("init.", table_name="init")
+
+
+def test_load_id_pattern_finds_the_load_id_of_a_tables_keys() -> None:
+    layout = Layout.parse("{schema_name}/{table_name}/{YYYY}/{load_id}.{file_id}.{ext}")
+    pattern = load_id_pattern(layout, table_name="users", schema_name="s")
+    assert pattern is not None
+    match = pattern.fullmatch("s/users/2026/1795590735.1781251.0123456789.parquet")
+    assert match is not None and match["load_id"] == "1795590735.1781251"
+    assert pattern.fullmatch("s/userz/2026/1795590735.1781251.0123456789.parquet") is None
+    assert (
+        load_id_pattern(Layout.parse("{table_name}.{ext}"), table_name="t", schema_name="s") is None
+    )
