@@ -101,35 +101,8 @@ def _format_date_token(token: str, moment: datetime) -> str:
     raise KeyError(token)
 
 
-DATE_PLACEHOLDERS = frozenset(
-    [
-        "YYYY",
-        "YY",
-        "Y",
-        "MMMM",
-        "MMM",
-        "MM",
-        "M",
-        "DD",
-        "D",
-        "HH",
-        "H",
-        "mm",
-        "m",
-        "dddd",
-        "ddd",
-        "dd",
-        "d",
-        "ss",
-        "s",
-        "SSSS",
-        "SSS",
-        "SS",
-        "S",
-        "Q",
-    ]
-)
-PLACEHOLDERS = DATE_PLACEHOLDERS | {
+# dlt's placeholders, in the order of its documentation (messages list them this way).
+NAMED_PLACEHOLDERS = (
     "schema_name",
     "table_name",
     "load_id",
@@ -140,7 +113,13 @@ PLACEHOLDERS = DATE_PLACEHOLDERS | {
     "timestamp_ms",
     "load_package_timestamp",
     "load_package_timestamp_ms",
-}
+)
+DATE_TOKENS = (
+    *("YYYY", "YY", "Y", "MMMM", "MMM", "MM", "M", "DD", "D", "HH", "H", "mm", "m"),
+    *("dddd", "ddd", "dd", "d", "ss", "s", "SSSS", "SSS", "SS", "S", "Q"),
+)
+DATE_PLACEHOLDERS = frozenset(DATE_TOKENS)
+PLACEHOLDERS = DATE_PLACEHOLDERS | frozenset(NAMED_PLACEHOLDERS)
 
 _SAFE_NAME = re.compile(r"^[^/\\{}]+$")
 
@@ -206,7 +185,7 @@ class Layout:
             raise LayoutError(
                 f"layout {template!r} has unknown placeholder(s) "
                 f"{', '.join('{' + p + '}' for p in unknown)}; available: "
-                f"{', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}"
+                f"{', '.join('{' + p + '}' for p in (*NAMED_PLACEHOLDERS, *DATE_TOKENS))}"
             )
         if "table_name" not in placeholders:
             raise LayoutError(
@@ -277,7 +256,7 @@ class Layout:
             "load_package_timestamp": str(seconds),
             "load_package_timestamp_ms": str(millis),
         }
-        for token in DATE_PLACEHOLDERS:
+        for token in DATE_TOKENS:
             values[token] = _format_date_token(token, moment).lower()
         key = self.template.format(**values)
         if "ext" not in self.placeholders:

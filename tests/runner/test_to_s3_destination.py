@@ -7,6 +7,7 @@ import io
 import json
 import re
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -466,3 +467,22 @@ def test_append_removes_files_of_a_run_that_died_before_committing(
 
     assert second.orphans_removed == 1
     assert table_keys(s3_server, bucket) == sorted([committed, *second.files, unrelated])
+
+
+def test_schema_and_date_placeholders_build_keys_and_replace_finds_them_again(
+    s3_server: S3Server, bucket: str, records_db: Path
+) -> None:
+    layout = "{schema_name}/{table_name}/{YYYY}/{MM}/{DD}/{load_id}.{file_id}.{ext}"
+    s = settings(s3_server, layout=layout)
+    first = load(records_db, s, f"{bucket}/records")
+    second = load(records_db, s, f"{bucket}/records")
+
+    (key,) = table_keys(s3_server, bucket)
+    assert key == second.files[0]
+    started = datetime.fromtimestamp(float(second.load_id), UTC)
+    assert re.fullmatch(
+        rf"records/{HASH}/users/{started:%Y/%m/%d}/{re.escape(second.load_id)}\.{FILE_ID}"
+        r"\.parquet",
+        key,
+    )
+    assert first.files[0] != key
