@@ -7,12 +7,15 @@ next to dlt's ``_dlt_loads``, ``_dlt_pipeline_state``, ``_dlt_version`` folders 
 One load, in this order (each step only after the previous one completed):
 
 1. validate everything that can be validated without data (layout, strategy, table name,
-   bucket, collisions with existing objects) - nothing is written if any check fails;
+   bucket, an append that would overwrite an earlier file) - nothing is written if a check
+   fails; an append also deletes files of earlier loads that never committed;
 2. stream the batches into data files (multipart uploads, see :mod:`kingest.runner.s3_upload`),
    starting a new file every ``file_max_rows`` rows / ``file_max_bytes`` bytes when the layout
    has ``{file_id}``; a file becomes visible only once complete;
 3. ``init`` and the ``_dlt_version`` schema entry (if this schema version is new);
-4. for ``replace``: delete the table's files that are not part of this load;
+4. for ``replace``: delete the table's files that are not part of this load (and abort its
+   multipart uploads abandoned by killed runs); ``--full-refresh`` also drops the stored
+   pipeline state;
 5. the ``_dlt_pipeline_state`` entry, then the ``_dlt_loads`` entry - the commit marker.
 
 If anything fails before step 5, the files this load completed are deleted again (best
@@ -353,6 +356,8 @@ class S3Destination(Destination):
                 f"--loader-file-format {options.file_format!r}: an S3 destination writes "
                 f"{', '.join(FILE_FORMATS)}"
             )
+        if options.file_max_rows is not None and options.file_max_rows < 1:
+            raise UsageError(f"--loader-file-size {options.file_max_rows}: must be 1 or more rows")
         if options.file_max_rows is not None and not self.layout.splits_files:
             raise UsageError(
                 f"--loader-file-size splits a table into several files, but layout "
