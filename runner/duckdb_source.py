@@ -23,7 +23,31 @@ from kingest.runner.interfaces import LoadOptions, ReadStats, Source, SourceStre
 from kingest.runner.uri import DuckDBUri, ParsedUri
 
 # A multiple of DuckDB's vector size (2048): batches come out of the engine without re-slicing.
+# It is also DuckDB's row group size, so one batch is one row group of a narrow table.
 DEFAULT_BATCH_ROWS = 2048 * 60
+_NARROW_COLUMNS = 16
+
+
+def batch_rows_for(columns: int) -> int:
+    """Rows per batch: DuckDB's row group for up to 16 columns, fewer for wider tables.
+
+    Keeps one batch at roughly the same number of values (about two million) however
+    wide the table, so memory follows the batch size, not the table's width.
+    """
+    if columns <= _NARROW_COLUMNS:
+        return DEFAULT_BATCH_ROWS
+    rows = DEFAULT_BATCH_ROWS * _NARROW_COLUMNS // columns
+    return max(2048, rows // 2048 * 2048)
+
+
+def scan_memory_limit_mb(columns: int) -> int:
+    """DuckDB's buffer-pool limit for a scan of a table with ``columns`` columns.
+
+    Without a limit DuckDB keeps every block it has read cached (up to 80% of RAM), so a
+    scan's memory grows with the table. A scan pins about a row group's segments per
+    column; measured: 300 string columns need 256 MB, a few columns a few MB.
+    """
+    return 32 + columns
 
 
 @dataclass(frozen=True)
@@ -53,14 +77,17 @@ def _quote(identifier: str) -> str:
 
 @dataclass(frozen=True)
 class DuckDBSource(Source):
-    """One table of one DuckDB file, read in Arrow batches of ``batch_rows`` rows."""
+    """One table of one DuckDB file, read in Arrow batches of ``batch_rows`` rows.
+
+    ``batch_rows`` is ``--page-size``; without it, :func:`batch_rows_for` the table's width.
+    """
 
     path: Path
     table: DuckDBTable
     incremental_key: str | None = None
     interval_start: str | None = None
     interval_end: str | None = None
-    batch_rows: int = DEFAULT_BATCH_ROWS
+    batch_rows: int | None = None
 
     @classmethod
     def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> DuckDBSource:
@@ -74,7 +101,7 @@ class DuckDBSource(Source):
             incremental_key=options.incremental_key,
             interval_start=options.interval_start,
             interval_end=options.interval_end,
-            batch_rows=options.page_size or DEFAULT_BATCH_ROWS,
+            batch_rows=options.page_size,
         )
 
     def open(self) -> SourceStream:
@@ -139,6 +166,8 @@ class DuckDBSource(Source):
                 f"--incremental-key: column {self.incremental_key!r} not found in "
                 f"table '{self.table}' (columns: {', '.join(sorted(available))})"
             )
+        connection.execute(f"SET memory_limit = '{scan_memory_limit_mb(len(available))}MB'")
+        batch_rows = self.batch_rows or batch_rows_for(len(available))
         sql = f"SELECT * FROM {_quote(self.table.schema)}.{_quote(self.table.name)}"
         conditions: list[str] = []
         params: list[str] = []
@@ -151,6 +180,6 @@ class DuckDBSource(Source):
         if conditions:
             sql += " WHERE " + " AND ".join(conditions)
         try:
-            return connection.sql(sql, params=params).to_arrow_reader(self.batch_rows)
+            return connection.sql(sql, params=params).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
             raise DataError(f"reading '{self.table}' from {str(self.path)!r}: {exc}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -332,3 +334,40 @@ def test_a_killed_run_leaves_no_load_and_the_retry_loads_cleanly(
     assert len([k for k in keys(s3_server, bucket) if "/_dlt_loads/" in k]) == 2
     uploads = s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert uploads == []
+
+
+def peak_rss_mb(argv: list[str], cwd: Path) -> float:
+    """Run ``argv``; the peak resident memory of its process tree, sampled every 10 ms."""
+    proc = psutil.Popen(
+        argv,
+        cwd=cwd,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(cwd)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    peak = 0
+    while proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, sum(p.memory_info().rss for p in [proc, *proc.children(True)]))
+        time.sleep(0.01)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    return peak / 2**20
+
+
+def test_memory_follows_the_batch_size_not_the_table_size(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    peaks = {}
+    for rows in (2_000_000, 6_000_000):
+        with duckdb.connect(str(tmp_path / f"t{rows}.db")) as con:
+            con.execute(
+                f"CREATE TABLE t AS SELECT range AS id, random() AS x, 'row ' || range AS name "
+                f"FROM range({rows})"
+            )
+        source = ["--source-uri", f"duckdb:///t{rows}.db", "--source-table", "t"]
+        dest = ["--dest-uri", s3_server.uri(), "--dest-table", f"{bucket}/t{rows}"]
+        peaks[rows] = peak_rss_mb([KINGEST, "ingest", *source, *dest], tmp_path)
+
+    # Three times the rows (~120 MB of parquet) may not cost more than a batch.
+    assert peaks[6_000_000] < peaks[2_000_000] + 20, peaks
+    assert peaks[6_000_000] < 300, peaks
