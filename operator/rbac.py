@@ -12,6 +12,14 @@ import yaml
 from kingest.operator.spec import GROUP, PLURAL
 
 CLUSTER_ROLE_RULES_YAML = f"""\
+# kopf observes which resources and namespaces exist (it waits ~1 min and then stops
+# noticing changes without these).
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
 - apiGroups: ["{GROUP}"]
   resources: ["{PLURAL}"]
   verbs: ["get", "list", "watch"]
