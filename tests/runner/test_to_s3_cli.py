@@ -368,6 +368,7 @@ def test_memory_follows_the_batch_size_not_the_table_size(
         dest = ["--dest-uri", s3_server.uri(), "--dest-table", f"{bucket}/t{rows}"]
         peaks[rows] = peak_rss_mb([KINGEST, "ingest", *source, *dest], tmp_path)
 
-    # Three times the rows (~120 MB of parquet) may not cost more than a batch.
-    assert peaks[6_000_000] < peaks[2_000_000] + 20, peaks
+    # 4M more rows are ~80 MB more parquet; what may differ between the runs is how full
+    # the upload queue gets (at most 4 parts of 5 MiB in flight plus one being filled).
+    assert peaks[6_000_000] < peaks[2_000_000] + 45, peaks
     assert peaks[6_000_000] < 300, peaks
