@@ -36,6 +36,11 @@ def redact(text: str) -> str:
     return _URI_USERINFO.sub(r"\1***@", text)
 
 
+def _time(value: str | None) -> str | None:
+    """An RFC 3339 UTC time in the API server's own spelling (`...Z`, not `+00:00`)."""
+    return value[: -len("+00:00")] + "Z" if value and value.endswith("+00:00") else value
+
+
 def _clip(text: str) -> str:
     text = redact(text.strip())
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
@@ -143,7 +148,7 @@ def run_status(job: dict[str, Any], pods: list[dict[str, Any]]) -> RunStatus:
         "job": meta["name"],
         "trigger": annotations.get(ANNOTATION_TRIGGER, "Generation"),
         "generation": int(generation) if generation and generation.isdigit() else None,
-        "start_time": job_status.get("startTime"),
+        "start_time": _time(job_status.get("startTime")),
     }
     if ANNOTATION_RUN_REQUEST in annotations:
         fields["trigger"] = "Requested"
@@ -165,8 +170,10 @@ def run_status(job: dict[str, Any], pods: list[dict[str, Any]]) -> RunStatus:
             result="Succeeded",
             reason="Succeeded",
             message=message,
-            completion_time=job_status.get("completionTime")
-            or _condition(job, "Complete").get("lastTransitionTime"),
+            completion_time=_time(
+                job_status.get("completionTime")
+                or _condition(job, "Complete").get("lastTransitionTime")
+            ),
         )
 
     if finished == "Failed":
@@ -190,7 +197,7 @@ def run_status(job: dict[str, Any], pods: list[dict[str, Any]]) -> RunStatus:
             result="Failed",
             reason=reason,
             message=message or None,
-            completion_time=condition.get("lastTransitionTime"),
+            completion_time=_time(condition.get("lastTransitionTime")),
         )
 
     for pod in pods:

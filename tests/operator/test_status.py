@@ -163,3 +163,11 @@ def test_redact_hides_credentials_in_uris() -> None:
     assert "abc/def" not in redacted
     assert "pw@" not in redacted
     assert "access_key_id=***" in redacted
+
+
+def test_times_use_the_api_servers_utc_spelling() -> None:
+    complete = finished("Complete")
+    complete["status"]["startTime"] = "2026-01-01T00:00:00+00:00"
+    complete["status"]["completionTime"] = "2026-01-01T00:02:00+00:00"
+    run = run_status(complete, [])
+    assert (run.start_time, run.completion_time) == ("2026-01-01T00:00:00Z", "2026-01-01T00:02:00Z")
