@@ -12,12 +12,12 @@ which removes its Jobs and their Pods through ownerReferences.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +28,16 @@ from kubernetes import config as k8s_config
 from pydantic import ValidationError
 
 from kingest.operator.job import ANNOTATION_INGESTION, LABEL_INGESTION_UID, render_job
-from kingest.operator.reconcile import Event, Plan, plan
-from kingest.operator.spec import GROUP, KIND, PLURAL, VERSION, IngestionMeta, IngestionStatus
+from kingest.operator.reconcile import Event, Plan, needs_pods, plan
+from kingest.operator.spec import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    IngestionMeta,
+    IngestionSpec,
+    IngestionStatus,
+)
 from kingest.operator.status import redact
 from kingest.operator.validate import InvalidSpec, parse_spec, validate
 
@@ -50,8 +58,13 @@ class OperatorSettings:
 
 operator_settings = OperatorSettings()
 _api: k8s.ApiClient | None = None
-_locks: dict[tuple[str, str], threading.Lock] = {}
-_locks_guard = threading.Lock()
+# Coalescing: at most one reconcile per Ingestion runs at a time; events arriving meanwhile
+# only mark it dirty, and the running one goes round once more. Job, Pod and Ingestion
+# events of one Ingestion arrive on different watch streams, and two concurrent reconciles
+# could each see "no active run" and start two; a burst of events costs one extra round.
+_running: set[tuple[str, str]] = set()
+_dirty: set[tuple[str, str]] = set()
+_guard = threading.Lock()
 
 
 def api() -> k8s.ApiClient:
@@ -67,16 +80,6 @@ def api() -> k8s.ApiClient:
         configuration.connection_pool_maxsize = operator_settings.workers + 4
         _api = k8s.ApiClient(configuration)
     return _api
-
-
-@contextmanager
-def _serialised(namespace: str, name: str) -> Iterator[None]:
-    # Job, Pod and Ingestion events of one Ingestion arrive on different watch streams;
-    # two concurrent reconciles could each see "no active run" and start two.
-    with _locks_guard:
-        lock = _locks.setdefault((namespace, name), threading.Lock())
-    with lock:
-        yield
 
 
 def _now(micro: bool = False) -> str:
@@ -95,64 +98,78 @@ def _old_status(raw: dict[str, Any] | None) -> IngestionStatus:
         return IngestionStatus()
 
 
-def _check(raw_spec: dict[str, Any]) -> tuple[Any, str | None]:
+def _check(raw_spec: dict[str, Any]) -> tuple[IngestionSpec | None, str | None]:
+    """The parsed spec, or what is wrong with it."""
+    return _check_text(json.dumps(raw_spec, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_text(spec_text: str) -> tuple[IngestionSpec | None, str | None]:
+    # Cached: a spec is checked on every reconcile, but changes rarely, and the runner's
+    # `from_uri` checks may build clients (boto3 takes ~0.1 s per client).
     try:
-        spec = parse_spec(raw_spec)
+        spec = parse_spec(json.loads(spec_text))
         validate(spec)
     except InvalidSpec as exc:
         return None, str(exc)
     return spec, None
 
 
+def _raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    # The API's JSON as plain data: building and re-serialising the client's model objects
+    # costs more CPU than everything else a reconcile does.
+    return json.loads(call(*args, _preload_content=False, **kwargs).data)
+
+
 def reconcile(namespace: str, name: str) -> None:
-    """Bring Ingestion `namespace/name` one step closer to its spec; see `reconcile.plan`."""
-    with _serialised(namespace, name):
-        client = api()
-        custom, batch, core = (
-            k8s.CustomObjectsApi(client),
-            k8s.BatchV1Api(client),
-            k8s.CoreV1Api(client),
+    """Bring Ingestion `namespace/name` one step closer to its spec; see `reconcile.plan`.
+
+    Not safe to run concurrently for one Ingestion: call it through `request_reconcile`.
+    """
+    client = api()
+    custom, batch, core = (
+        k8s.CustomObjectsApi(client),
+        k8s.BatchV1Api(client),
+        k8s.CoreV1Api(client),
+    )
+    try:
+        obj = _raw(custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+    except k8s.ApiException as exc:
+        if exc.status == 404:
+            return
+        raise
+    meta = IngestionMeta.model_validate(obj["metadata"])
+    if meta.deletion_timestamp:
+        return
+    spec, invalid = _check(obj.get("spec") or {})
+    old = _old_status(obj.get("status"))
+    selector = f"{LABEL_INGESTION_UID}={meta.uid}"
+    jobs = _raw(batch.list_namespaced_job, namespace, label_selector=selector)["items"]
+    pods = (
+        _raw(core.list_namespaced_pod, namespace, label_selector=selector)["items"]
+        if needs_pods(jobs, old)
+        else []
+    )
+    step = plan(meta, invalid, old, jobs, pods, _now())
+    for job in step.delete:
+        _delete_job(batch, namespace, job)
+    if step.create is not None:
+        manifest = render_job(
+            meta, spec, step.create, operator_settings.runner_image, _now(micro=True)
         )
         try:
-            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            _raw(batch.create_namespaced_job, namespace, manifest)
+            log.info("created Job %s/%s", namespace, manifest["metadata"]["name"])
         except k8s.ApiException as exc:
-            if exc.status == 404:
-                return
-            raise
-        meta = IngestionMeta.model_validate(obj["metadata"])
-        if meta.deletion_timestamp:
-            return
-        spec, invalid = _check(obj.get("spec") or {})
-        old = _old_status(obj.get("status"))
-        selector = f"{LABEL_INGESTION_UID}={meta.uid}"
-        jobs = client.sanitize_for_serialization(
-            batch.list_namespaced_job(namespace, label_selector=selector).items
-        )
-        pods = client.sanitize_for_serialization(
-            core.list_namespaced_pod(namespace, label_selector=selector).items
-        )
-        step = plan(meta, invalid, old, jobs, pods, _now())
-        for job in step.delete:
-            _delete_job(batch, namespace, job)
-        if step.create is not None:
-            manifest = render_job(
-                meta, spec, step.create, operator_settings.runner_image, _now(micro=True)
-            )
-            try:
-                batch.create_namespaced_job(namespace, manifest)
-                log.info("created Job %s/%s", namespace, manifest["metadata"]["name"])
-            except k8s.ApiException as exc:
-                if exc.status == 409:
-                    log.info("adopting Job %s/%s", namespace, manifest["metadata"]["name"])
-                elif exc.status in (400, 422):
-                    # The API server's validation of the runner's Pod fields (volumes, ...).
-                    reason = _api_message(exc)
-                    step = plan(
-                        meta, f"the runner Job was rejected: {reason}", old, jobs, pods, _now()
-                    )
-                else:
-                    raise
-        _write(custom, core, obj, step)
+            if exc.status == 409:
+                log.info("adopting Job %s/%s", namespace, manifest["metadata"]["name"])
+            elif exc.status in (400, 422):
+                # The API server's validation of the runner's Pod fields (volumes, ...).
+                reason = _api_message(exc)
+                step = plan(meta, f"the runner Job was rejected: {reason}", old, jobs, pods, _now())
+            else:
+                raise
+    _write(custom, core, obj, step)
 
 
 def _api_message(exc: k8s.ApiException) -> str:
@@ -179,7 +196,8 @@ def _write(
     status = step.status.wire()
     if status != (obj.get("status") or {}):
         # A JSON patch replacing the whole status: a merge patch would keep stale keys.
-        custom.patch_namespaced_custom_object_status(
+        _raw(
+            custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
             meta["namespace"],
@@ -214,26 +232,41 @@ def _post_event(core: k8s.CoreV1Api, obj: dict[str, Any], event: Event) -> None:
         "count": 1,
     }
     try:
-        core.create_namespaced_event(meta["namespace"], body)
+        _raw(core.create_namespaced_event, meta["namespace"], body)
     except k8s.ApiException as exc:
         # An Event is a courtesy; losing one must not fail the reconcile.
         log.warning("could not post event %s: %s", event.reason, exc.reason)
 
 
-def reconcile_or_retry(namespace: str, name: str, attempt: int = 0) -> None:
-    """`reconcile`, retried with a growing delay when the API server fails it.
+def request_reconcile(namespace: str, name: str, attempt: int = 0) -> None:
+    """Reconcile Ingestion `namespace/name` now, or after the reconcile already running.
 
-    Watch handlers are not retried by kopf, and the next event may be far away: a failed
-    reconcile would leave a stale status or a run not started.
+    A failed reconcile is retried with a growing delay: kopf does not retry watch handlers,
+    and the next event may be far away (a stale status, a run not started).
     """
+    key = (namespace, name)
+    with _guard:
+        if key in _running:
+            _dirty.add(key)
+            return
+        _running.add(key)
     try:
-        reconcile(namespace, name)
+        while True:
+            reconcile(namespace, name)
+            with _guard:
+                if key not in _dirty:
+                    _running.discard(key)
+                    return
+                _dirty.discard(key)
     except Exception as exc:
+        with _guard:
+            _running.discard(key)
+            _dirty.discard(key)
         delay = min(2**attempt, 60)
         detail = f"{exc.status} {exc.reason}" if isinstance(exc, k8s.ApiException) else repr(exc)
         log.error("reconciling %s/%s failed (%s); retrying in %d s", namespace, name, detail, delay)
         log.debug("reconcile failure", exc_info=True)
-        timer = threading.Timer(delay, reconcile_or_retry, (namespace, name, attempt + 1))
+        timer = threading.Timer(delay, request_reconcile, (namespace, name, attempt + 1))
         timer.daemon = True
         timer.start()
 
@@ -253,11 +286,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def ingestion_changed(type: str, body: kopf.Body, **_: Any) -> None:
     """An Ingestion was created, changed (spec, annotations, status) or listed at start."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    if type == "DELETED":
-        with _locks_guard:
-            _locks.pop((namespace, name), None)
-        return
-    reconcile_or_retry(namespace, name)
+    if type != "DELETED":
+        request_reconcile(namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_INGESTION_UID: kopf.PRESENT})
@@ -265,7 +295,7 @@ def job_changed(body: kopf.Body, **_: Any) -> None:
     """A run's Job changed: its Ingestion's status follows."""
     name = (body["metadata"].get("annotations") or {}).get(ANNOTATION_INGESTION)
     if name:
-        reconcile_or_retry(body["metadata"]["namespace"], name)
+        request_reconcile(body["metadata"]["namespace"], name)
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_INGESTION_UID: kopf.PRESENT})
@@ -273,4 +303,4 @@ def pod_changed(body: kopf.Body, **_: Any) -> None:
     """A run's Pod changed (started, waiting on an image or a Secret, finished)."""
     name = (body["metadata"].get("annotations") or {}).get(ANNOTATION_INGESTION)
     if name:
-        reconcile_or_retry(body["metadata"]["namespace"], name)
+        request_reconcile(body["metadata"]["namespace"], name)

@@ -124,6 +124,20 @@ def _run_events(old: RunStatus | None, new: RunStatus | None) -> list[Event]:
     return []
 
 
+def _recorded(old: IngestionStatus) -> dict[str, RunStatus]:
+    return {run.job: run for run in old.runs if run.result in ("Succeeded", "Failed")}
+
+
+def needs_pods(jobs: list[JobDict], old: IngestionStatus) -> bool:
+    """Whether `plan` needs the Pods: some run is active or finished since the last status.
+
+    A finished run's outcome is recorded in the status once; after that its Pods add nothing,
+    which spares listing them on every change of a long-lived Ingestion.
+    """
+    recorded = _recorded(old)
+    return any(not job_finished(j) or j["metadata"]["name"] not in recorded for j in jobs)
+
+
 def plan(
     meta: IngestionMeta,
     invalid: str | None,
@@ -138,7 +152,13 @@ def plan(
     everything labelled with the Ingestion's uid; `now` is an RFC 3339 timestamp.
     """
     jobs = sorted(jobs, key=_order, reverse=True)
-    derived = [run_status(job, pods_of(job, pods)) for job in jobs]
+    recorded = _recorded(old)
+    derived = [
+        recorded[job["metadata"]["name"]]
+        if job_finished(job) and job["metadata"]["name"] in recorded
+        else run_status(job, pods_of(job, pods))
+        for job in jobs
+    ]
     active = [job for job in jobs if not job_finished(job)]
     request = meta.annotations.get(RUN_REQUESTED)
     generation_due = (old.observed_generation or 0) < meta.generation
