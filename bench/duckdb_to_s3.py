@@ -220,9 +220,12 @@ def main() -> int:
         base_env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": str(WORK),
-            # Peers phone home by default; there is no network here and it is noise.
+            # Peers (ingestr and dlt) phone home by default: the benchmark must only talk to
+            # the loopback S3 server.
             "INGESTR_DISABLE_TELEMETRY": "true",
             "DISABLE_TELEMETRY": "true",
+            "RUNTIME__DLTHUB_TELEMETRY": "false",
+            "DO_NOT_TRACK": "1",
         }
         keys = f"access_key_id={s3.access_key_id}&secret_access_key={s3.secret_access_key}"
         dest_uri = f"s3://?{keys}&endpoint_url={s3.endpoint_url}"

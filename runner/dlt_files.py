@@ -68,10 +68,40 @@ def _json_default(value: object) -> str:
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
-def _hash(doc: Json) -> str:
-    """dlt's content hash: base64 of sha3-256 over the key-sorted JSON."""
-    content = json.dumps(doc, sort_keys=True, default=_json_default).encode("utf-8")
-    return base64.b64encode(hashlib.sha3_256(content).digest()).decode("ascii")
+def state_version_hash(state: Json) -> str:
+    """dlt's ``_version_hash`` of a pipeline state (``generate_state_version_hash``).
+
+    sha3-256 over the compact, key-sorted JSON without the version fields and ``_local``.
+    """
+    content = {
+        k: v
+        for k, v in state.items()
+        if k not in ("_state_version", "_state_engine_version", "_version_hash", "_local")
+    }
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return base64.b64encode(hashlib.sha3_256(text.encode()).digest()).decode("ascii")
+
+
+def schema_version_hash(stored: Json) -> str:
+    """dlt's ``version_hash`` of a stored schema (``generate_version_hash``), bit for bit.
+
+    sha3-256 over the compact, key-sorted JSON of the schema without its version fields,
+    then over every table name (sorted) followed by its column names in order, base64.
+    """
+    content = {
+        k: v
+        for k, v in stored.items()
+        if k not in ("version", "version_hash", "imported_version_hash", "previous_hashes")
+    }
+    digest = hashlib.sha3_256(
+        json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    tables = content.get("tables") or {}
+    for table_name in sorted(tables):
+        digest.update(table_name.encode("utf-8"))
+        for column_name in tables[table_name].get("columns") or {}:
+            digest.update(column_name.encode("utf-8"))
+    return base64.b64encode(digest.digest()).decode("ascii")
 
 
 def path_safe_hash(version_hash: str) -> str:
@@ -109,18 +139,22 @@ def _arrow_to_dlt_column(field: pa.Field) -> Json:
     return column
 
 
-def table_schema(table_name: str, arrow_schema: pa.Schema, write_disposition: str) -> Json:
+def table_schema(
+    table_name: str, arrow_schema: pa.Schema, write_disposition: str, file_format: str
+) -> Json:
     """dlt's schema entry for one loaded table, its columns derived from the Arrow schema."""
     return {
         "name": table_name,
         "columns": {f.name: _arrow_to_dlt_column(f) for f in arrow_schema},
         "write_disposition": write_disposition,
+        "file_format": file_format,
         "resource": table_name,
+        "x-normalizer": {"seen-data": True},
     }
 
 
-def _col(name: str, data_type: str, nullable: bool = False) -> Json:
-    return {"name": name, "data_type": data_type, "nullable": nullable}
+def _col(name: str, data_type: str, nullable: bool = False, **hints: Any) -> Json:
+    return {"name": name, "data_type": data_type, "nullable": nullable, **hints}
 
 
 def _dlt_tables() -> Json:
@@ -147,7 +181,7 @@ def _dlt_tables() -> Json:
             "columns": {
                 c["name"]: c
                 for c in (
-                    _col("load_id", "text"),
+                    _col("load_id", "text", precision=64),
                     _col("schema_name", "text", nullable=True),
                     _col("status", "bigint"),
                     _col("inserted_at", "timestamp"),
@@ -169,12 +203,14 @@ def _dlt_tables() -> Json:
                     _col("state", "text"),
                     _col("created_at", "timestamp"),
                     _col("version_hash", "text", nullable=True),
-                    _col("_dlt_load_id", "text"),
+                    _col("_dlt_load_id", "text", precision=64),
+                    _col("_dlt_id", "text", unique=True, row_key=True),
                 )
             },
             "write_disposition": "append",
             "file_format": "preferred",
             "resource": STATE_FOLDER,
+            "x-normalizer": {"seen-data": True},
         },
     }
 
@@ -212,7 +248,7 @@ def stored_schema(schema_name: str, tables: list[Json], previous: Json | None) -
             "json": {"module": "dlt.common.normalizers.json.relational"},
         },
     }
-    version_hash = _hash(content)
+    version_hash = schema_version_hash({"engine_version": SCHEMA_ENGINE_VERSION, **content})
     if previous and previous.get("version_hash") == version_hash:
         return previous
     previous_hashes = []
@@ -273,10 +309,9 @@ def pipeline_state_object(
         "schema_names": [schema["name"]],
         "destination_type": "dlt.destinations.filesystem",
         "destination_name": None,
+        "sources": {schema["name"]: {}},
     }
-    state["_version_hash"] = _hash(
-        {k: v for k, v in state.items() if k not in ("_state_version", "_state_engine_version")}
-    )
+    state["_version_hash"] = state_version_hash(state)
     compressed = base64.b64encode(zlib.compress(_dumps(state), level=9)).decode("ascii")
     doc = {
         "version": state["_state_version"],

@@ -655,7 +655,7 @@ class S3Destination(Destination):
         disposition = self.options.strategy
         stored = dlt_files.stored_schema(
             self.schema_name,
-            [dlt_files.table_schema(table_name, schema, disposition)],
+            [dlt_files.table_schema(table_name, schema, disposition, self.options.file_format)],
             previous,
         )
         stored_hashes = {

@@ -1,0 +1,124 @@
+"""The `_dlt_*` objects: same hashes and fields as dlt itself writes.
+
+The golden files in ``data/`` are the `_dlt_version` and `_dlt_pipeline_state` objects that
+ingestr 0.14.155 (dlt 1.21) wrote for `--dest-table my-bucket/records` from a DuckDB table
+`public.users` (id bigint, name text), against the test platform's S3 server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from kingest.runner import dlt_files
+from kingest.runner.layout import LoadStamp
+
+DATA = Path(__file__).parent / "data"
+STAMP = LoadStamp("1795592176.583179", datetime(2026, 11, 25, 7, 36, 16, tzinfo=UTC))
+
+
+def golden(name: str) -> dict[str, Any]:
+    return json.loads((DATA / f"ingestr-0.14.155-{name}.json").read_text())
+
+
+def test_schema_hash_is_dlts() -> None:
+    version = golden("_dlt_version")
+    schema = json.loads(version["schema"])
+    assert dlt_files.schema_version_hash(schema) == version["version_hash"]
+
+
+def test_state_hash_is_dlts() -> None:
+    doc = golden("_dlt_pipeline_state")
+    state = json.loads(zlib.decompress(base64.b64decode(doc["state"])))
+    assert dlt_files.state_version_hash(state) == doc["version_hash"] == state["_version_hash"]
+
+
+def test_pipeline_is_named_like_ingestrs() -> None:
+    doc = golden("_dlt_pipeline_state")
+    assert dlt_files.pipeline_name_for("my-bucket/records") == doc["pipeline_name"]
+
+
+def users_schema(previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    arrow = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string())])
+    table = dlt_files.table_schema("users", arrow, "replace", "parquet")
+    return dlt_files.stored_schema(
+        dlt_files.pipeline_name_for("my-bucket/records"), [table], previous
+    )
+
+
+def test_stored_schema_has_dlts_shape_and_a_matching_hash() -> None:
+    ours = users_schema()
+    theirs = json.loads(golden("_dlt_version")["schema"])
+
+    assert dlt_files.schema_version_hash(ours) == ours["version_hash"]
+    assert set(ours) == set(theirs)
+    for name in ("_dlt_version", "_dlt_loads", "_dlt_pipeline_state"):
+        assert ours["tables"][name]["columns"] == theirs["tables"][name]["columns"], name
+        assert (
+            ours["tables"][name]["write_disposition"] == theirs["tables"][name]["write_disposition"]
+        )
+    assert ours["settings"] == theirs["settings"]
+    assert ours["normalizers"] == theirs["normalizers"]
+    # ingestr names its table after the dataset ("records"); ours is the source's ("users").
+    assert ours["tables"]["users"]["columns"] == theirs["tables"]["records"]["columns"]
+
+
+def test_schema_version_moves_only_when_the_content_does() -> None:
+    first = users_schema()
+    assert users_schema(first) is first
+
+    orders = dlt_files.table_schema("orders", pa.schema([("total", pa.float64())]), "append", "csv")
+    second = dlt_files.stored_schema(first["name"], [orders], first)
+    assert second["version"] == 2
+    assert second["previous_hashes"] == [first["version_hash"]]
+    assert {"users", "orders"} <= set(second["tables"])
+
+
+def test_object_names_follow_dlts_patterns() -> None:
+    schema = users_schema()
+    hex_hash = base64.b64decode(schema["version_hash"]).hex()
+    name = schema["name"]
+
+    version = dlt_files.version_object(schema, STAMP)
+    state = dlt_files.pipeline_state_object(
+        pipeline_name=name, dataset_name="records", schema=schema, stamp=STAMP
+    )
+    loads = dlt_files.loads_object(schema, STAMP, inserted_at=STAMP.started_at)
+
+    assert version.key == f"_dlt_version/{name}__{STAMP.load_id}__{hex_hash}.jsonl"
+    assert state.key == f"_dlt_pipeline_state/{name}__{STAMP.load_id}__{hex_hash}.jsonl"
+    assert loads.key == f"_dlt_loads/{name}__{STAMP.load_id}.jsonl"
+    assert dlt_files.init_object().body == b'{"initial_version":2,"current_version":2}'
+    assert dlt_files.version_hash_in_key(version.key) == hex_hash
+
+
+def test_state_and_loads_documents_have_dlts_fields() -> None:
+    schema = users_schema()
+    state = json.loads(
+        dlt_files.pipeline_state_object(
+            pipeline_name=schema["name"], dataset_name="records", schema=schema, stamp=STAMP
+        ).body
+    )
+    theirs = golden("_dlt_pipeline_state")
+    assert set(state) == set(theirs)
+    inner = json.loads(zlib.decompress(base64.b64decode(state["state"])))
+    their_inner = json.loads(zlib.decompress(base64.b64decode(theirs["state"])))
+    assert set(inner) == set(their_inner)
+    assert inner["_version_hash"] == state["version_hash"]
+
+    loads = json.loads(dlt_files.loads_object(schema, STAMP, inserted_at=STAMP.started_at).body)
+    assert loads == {
+        "load_id": STAMP.load_id,
+        "schema_name": schema["name"],
+        "status": 0,
+        "inserted_at": "2026-11-25T07:36:16+00:00",
+        "schema_version_hash": schema["version_hash"],
+    }
+    assert re.fullmatch(r"[A-Za-z0-9+/]{43}=", schema["version_hash"])
