@@ -151,6 +151,10 @@ def plan(
     `invalid` is what is wrong with the spec (None when it can run); `jobs` and `pods` are
     everything labelled with the Ingestion's uid; `now` is an RFC 3339 timestamp.
     """
+    if invalid is None and old.phase == "Invalid" and old.observed_generation == meta.generation:
+        # A verdict holds for its generation, also one only the API server could give (a
+        # Job it rejected): the spec is checked again when it changes.
+        invalid = old.message or "invalid spec"
     jobs = sorted(jobs, key=_order, reverse=True)
     recorded = _recorded(old)
     derived = [

@@ -18,8 +18,14 @@ S3_TO_DUCKDB = {
 }
 
 
+DUCKDB_TO_S3 = {
+    "source": {"uri": "duckdb:////data/records.db", "table": "public.users"},
+    "destination": {"uri": "s3://?endpoint_url=http://127.0.0.1:9", "table": "bucket/records"},
+}
+
+
 def _with(side: str, **changes: str) -> dict:
-    return S3_TO_DUCKDB | {side: S3_TO_DUCKDB[side] | changes}
+    return DUCKDB_TO_S3 | {side: DUCKDB_TO_S3[side] | changes}
 
 
 def test_kubectl_explain_describes_the_spec(kube: ControlPlane, ingestion_crd: None) -> None:
@@ -66,14 +72,25 @@ def test_api_server_fills_in_defaults(ingestions: Ingestions, ingestion_crd: Non
     ("spec", "expected"),
     [
         (_with("source", uri="postgres://db/x"), "postgres:// is not supported as a source"),
-        (_with("source", uri="s3://?regoin=eu-west-1"), "'regoin'"),
+        (_with("destination", uri="s3://?regoin=eu-west-1"), "'regoin'"),
         (
-            _with("source", uri="s3://?access_key_id=AKIAVISIBLE&secret_access_key=VERYSECRET"),
-            "spec.source.credentials",
+            _with(
+                "destination", uri="s3://?access_key_id=AKIAVISIBLE&secret_access_key=VERYSECRET"
+            ),
+            "spec.destination.credentials",
         ),
-        (_with("destination", uri="duckdb://"), "spec.destination.uri"),
+        (_with("source", uri="duckdb://"), "no database file"),
+        (_with("source", table="a.b.c.d"), "a.b.c.d"),
+        (_with("destination", uri="s3://?layout={nonsense}"), "layout"),
     ],
-    ids=["bad-scheme", "unknown-parameter", "inline-secret", "no-duckdb-file"],
+    ids=[
+        "bad-scheme",
+        "unknown-parameter",
+        "inline-secret",
+        "no-duckdb-file",
+        "bad-table",
+        "bad-layout",
+    ],
 )
 def test_invalid_spec_is_reported_without_a_job(
     ingestions: Ingestions, operator: Operator, spec: dict, expected: str

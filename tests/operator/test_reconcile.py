@@ -183,3 +183,13 @@ def test_history_is_bounded_and_newest_first() -> None:
     status = plan(meta(14), None, IngestionStatus(), jobs, [], NOW).status
     assert len(status.runs) == 10
     assert [r.generation for r in status.runs][:3] == [14, 13, 12]
+
+
+def test_an_invalid_verdict_holds_until_the_spec_changes() -> None:
+    rejected = plan(
+        meta(), "the runner Job was rejected: bad volume", IngestionStatus(), [], [], NOW
+    )
+    again = plan(meta(), None, rejected.status, [], [], NOW)
+    assert again.status.phase == "Invalid" and again.create is None
+    assert again.status.message == "the runner Job was rejected: bad volume"
+    assert plan(meta(2), None, again.status, [], [], NOW).create == Run("Generation", 2)
