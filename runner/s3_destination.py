@@ -223,9 +223,16 @@ def _dictionary_columns(first_row_group: pa.Table) -> list[str]:
     sample = first_row_group.slice(0, _DICTIONARY_SAMPLE_ROWS)
     chosen = []
     for name, column in zip(sample.column_names, sample.columns, strict=True):
-        if pa.types.is_nested(column.type) or pa.types.is_floating(column.type) or not len(column):
+        kind = column.type
+        if pa.types.is_dictionary(kind):
+            chosen.append(name)  # already dictionary-encoded at the source (enums)
             continue
-        distinct = pc.count_distinct(column, mode="all").as_py()
+        if pa.types.is_nested(kind) or pa.types.is_floating(kind) or not len(column):
+            continue
+        try:
+            distinct = pc.count_distinct(column, mode="all").as_py()
+        except pa.ArrowNotImplementedError:
+            continue  # a type without a hash kernel: leave pyarrow's default (plain)
         if distinct <= max(1, len(column) // 10):
             chosen.append(name)
     return chosen
@@ -251,17 +258,17 @@ class _CsvFile:
 class _JsonlFile:
     """One JSON object per line, rendered by DuckDB's ``to_json`` (native, typed)."""
 
-    def __init__(self, sink: ObjectSink) -> None:
+    def __init__(self, sink: ObjectSink, schema: pa.Schema) -> None:
         self._sink = sink
         self._db = duckdb.connect()
+        # An explicit struct of the columns: a bare table alias would be shadowed by a
+        # column of the same name.
+        fields = ", ".join(f"{_sql_name(f.name)} := {_sql_name(f.name)}" for f in schema)
+        self._sql = f"SELECT to_json(struct_pack({fields}))::VARCHAR || chr(10) FROM batch_view"
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._db.register("batch_view", pa.Table.from_batches([batch]))
-        column = (
-            self._db.sql("SELECT to_json(b)::VARCHAR || chr(10) AS line FROM batch_view b")
-            .to_arrow_table()
-            .column(0)
-        )
+        column = self._db.sql(self._sql).to_arrow_table().column(0)
         self._db.unregister("batch_view")
         for chunk in column.chunks:
             if chunk.type != pa.large_string():
@@ -489,6 +496,8 @@ class S3Destination(Destination):
             # Replace removes them anyway, once this load is complete.
             result.orphans_removed = self._remove_uncommitted(table_name, table_prefix, stamp)
 
+        if self.options.file_format != "jsonl":
+            reader = _intervals_as_text(reader)
         written: list[str] = []
         committed = False
         try:
@@ -564,7 +573,7 @@ class S3Destination(Destination):
             return _ParquetFile(sink, schema, self.options.row_group_rows)
         if self.options.file_format == "csv":
             return _CsvFile(sink, schema)
-        return _JsonlFile(sink)
+        return _JsonlFile(sink, schema)
 
     def _write_data(
         self,
@@ -745,6 +754,35 @@ def _use_returning_memory_pool() -> None:
     except NotImplementedError:
         pool = pa.system_memory_pool()
     pa.set_memory_pool(pool)
+
+
+def _sql_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _intervals_as_text(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """The stream with interval columns rendered as text (``3 days 04:00:00``) by DuckDB.
+
+    Neither Parquet nor pyarrow's CSV writer can store Arrow's month-day-nano intervals
+    (DuckDB ``INTERVAL``); text keeps every value readable. Other streams pass unchanged.
+    """
+    names = [f.name for f in reader.schema if pa.types.is_interval(f.type)]
+    if not names:
+        return reader
+    schema = pa.schema(
+        [pa.field(f.name, pa.string(), f.nullable) if f.name in names else f for f in reader.schema]
+    )
+    casts = ", ".join(f"CAST({_sql_name(n)} AS VARCHAR) AS {_sql_name(n)}" for n in names)
+
+    def converted() -> Iterator[pa.RecordBatch]:
+        with duckdb.connect() as db:
+            for batch in _batches(reader):
+                db.register("batch_view", pa.Table.from_batches([batch]))
+                table = db.sql(f"SELECT * REPLACE ({casts}) FROM batch_view").to_arrow_table()
+                db.unregister("batch_view")
+                yield from table.cast(schema).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, converted())
 
 
 def _batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:

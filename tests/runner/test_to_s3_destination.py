@@ -486,3 +486,54 @@ def test_schema_and_date_placeholders_build_keys_and_replace_finds_them_again(
         key,
     )
     assert first.files[0] != key
+
+
+@pytest.fixture
+def all_types_db(tmp_path: Path) -> Path:
+    return make_db(
+        tmp_path / "types.db",
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); CREATE TABLE t AS SELECT "
+        "1::TINYINT AS a, 2::HUGEINT AS b, uuid() AS u, INTERVAL 3 DAY AS i, 'ok'::mood AS m, "
+        "[1, 2] AS l, {'x': 1} AS s, MAP {'k': 'v'} AS mp, '{\"a\": 1}'::JSON AS j, "
+        "1.5::DECIMAL(10, 2) AS d, DATE '2024-01-01' AS dt, TIME '10:00' AS tm, "
+        "TIMESTAMPTZ '2024-01-01 10:00+00' AS tz, 'bytes'::BLOB AS bl, 42::UBIGINT AS ub",
+    )
+
+
+@pytest.mark.parametrize("file_format", ["parquet", "jsonl"])
+def test_every_duckdb_type_loads(
+    s3_server: S3Server, bucket: str, all_types_db: Path, file_format: str
+) -> None:
+    result = load(
+        all_types_db,
+        settings(s3_server),
+        f"{bucket}/ds",
+        source_table="t",
+        table_name="t",
+        file_format=file_format,
+    )
+    assert result.rows == 1
+    data = body(s3_server, bucket, result.files[0])
+    if file_format == "parquet":
+        row = pq.read_table(io.BytesIO(data)).to_pylist()[0]
+        assert row["i"] == "3 days"  # intervals become text: Parquet has no such type
+        assert row["m"] == "ok" and row["l"] == [1, 2] and row["mp"] == [("k", "v")]
+    else:
+        row = json.loads(data)
+        assert row["b"] == 2 and row["i"] == "3 days" and row["s"] == {"x": 1}
+
+
+def test_csv_names_the_columns_it_cannot_hold(
+    s3_server: S3Server, bucket: str, all_types_db: Path
+) -> None:
+    with pytest.raises(KingestError, match=r"column\(s\) l, s, mp hold nested values") as err:
+        load(
+            all_types_db,
+            settings(s3_server),
+            f"{bucket}/ds",
+            source_table="t",
+            table_name="t",
+            file_format="csv",
+        )
+    assert err.value.reason == "DataError"
+    assert keys(s3_server, bucket) == []
