@@ -13,6 +13,7 @@ which removes its Jobs and their Pods through ownerReferences.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from kingest.operator.status import redact
 from kingest.operator.validate import InvalidSpec, parse_spec, validate
 
 log = logging.getLogger("kingest.operator")
-DEFAULT_IMAGE = "ghcr.io/kingest/kingest:0.1.0"
+DEFAULT_IMAGE = f"ghcr.io/kingest/kingest:{importlib.metadata.version('kingest')}"
 MAX_EVENT_MESSAGE = 1024
 
 

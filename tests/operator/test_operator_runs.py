@@ -300,3 +300,26 @@ def test_no_secret_value_in_job_events_status_or_logs(
     for where, text in seen.items():
         assert SECRET_KEY not in text, f"secret value in the {where}"
         assert ACCESS_KEY not in text, f"access key in the {where}"
+
+
+def test_whole_uri_from_a_secret(
+    kube: ControlPlane,
+    namespace: str,
+    operator: Operator,
+    runner_kubelet: Kubelet,
+    ingestions: Ingestions,
+    s3_server: S3Server,
+    bucket: str,
+) -> None:
+    uri = f"s3://?endpoint_url={s3_server.endpoint_url}&access_key_id={ACCESS_KEY}&secret_access_key={SECRET_KEY}"
+    ingestions.secret("warehouse-uri", {"uri": uri})
+    destination = {
+        "uriFrom": {"secretKeyRef": {"name": "warehouse-uri", "key": "uri"}},
+        "table": f"{bucket}/records",
+    }
+    users_to_s3(kube, namespace, runner_kubelet, s3_server, bucket, destination=destination)
+    status = ingestions.wait_for_phase("users-to-s3", "Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert [status["lastLoadId"]] == loads_in_s3(s3_server, bucket, "records")
+    (job,) = ingestions.jobs()
+    assert SECRET_KEY not in json.dumps(job)
