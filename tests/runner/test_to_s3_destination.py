@@ -537,3 +537,19 @@ def test_csv_names_the_columns_it_cannot_hold(
         )
     assert err.value.reason == "DataError"
     assert keys(s3_server, bucket) == []
+
+
+def test_a_bare_bucket_is_the_dataset_root(
+    s3_server: S3Server, bucket: str, records_db: Path
+) -> None:
+    result = load(records_db, settings(s3_server), bucket)
+
+    tree = keys(s3_server, bucket)
+    assert [k.split("/")[0] for k in tree] == [
+        "_dlt_loads",
+        "_dlt_pipeline_state",
+        "_dlt_version",
+        "init",
+        "users",
+    ]
+    assert tree[-1] == result.files[0]
