@@ -553,3 +553,15 @@ def test_a_bare_bucket_is_the_dataset_root(
         "users",
     ]
     assert tree[-1] == result.files[0]
+
+
+def test_a_transient_s3_error_is_retried(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:
+    db = big_db(tmp_path)
+    s3_server.faults.add("fail", method="PUT", path_regex=r"partNumber=1", status=503, times=1)
+    s3_server.faults.add("fail", method="PUT", path_regex=r"_dlt_loads/", status=500, times=1)
+
+    result = load(db, settings(s3_server), f"{bucket}/records", source_table="users")
+
+    assert [r["hits"] for r in s3_server.faults.rules()] == [1, 1]
+    assert read_parquet(s3_server, bucket, result.files[0]).num_rows == 700_000
+    assert len([k for k in keys(s3_server, bucket) if "/_dlt_loads/" in k]) == 1
