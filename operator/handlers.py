@@ -94,9 +94,15 @@ def _old_status(raw: dict[str, Any] | None) -> IngestionStatus:
     try:
         return IngestionStatus.model_validate(raw or {})
     except ValidationError:
-        # A status written by another version: it is derived again from the Jobs anyway.
-        log.warning("ignoring an unreadable status")
-        return IngestionStatus()
+        # A status written by another version: derived again from the Jobs, except what
+        # says which runs were already started (losing that would start them again).
+        log.warning("could not read the status; keeping only what it says was run")
+        raw = raw or {}
+        generation, request = raw.get("observedGeneration"), raw.get("handledRunRequest")
+        return IngestionStatus(
+            observed_generation=generation if isinstance(generation, int) else None,
+            handled_run_request=request if isinstance(request, str) else None,
+        )
 
 
 def _check(raw_spec: dict[str, Any]) -> tuple[IngestionSpec | None, str | None]:
