@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kingest.operator.handlers import _check, _old_status
+from kingest.operator.handlers import _check, _check_text, _old_status
 
 
 def test_an_unreadable_status_still_remembers_which_runs_were_started() -> None:
@@ -20,4 +20,6 @@ def test_spec_check_says_what_is_wrong_and_is_cached() -> None:
     parsed, problem = _check(spec)
     assert parsed is None
     assert problem is not None and "ftp:// is not supported as a destination" in problem
+    hits = _check_text.cache_info().hits
     assert _check(dict(reversed(spec.items()))) == (parsed, problem)
+    assert _check_text.cache_info().hits == hits + 1
