@@ -660,7 +660,9 @@ class S3Destination(Destination):
             self._put(loc.key(dlt_files.INIT_KEY), dlt_files.init_object().body)
             result.objects.append(loc.key(dlt_files.INIT_KEY))
 
-        previous = None if self.options.full_refresh else self._newest_stored_schema()
+        # The table's entry is rebuilt from this load's columns; other tables of the
+        # dataset keep theirs (a full refresh of one table leaves the others alone).
+        previous = self._newest_stored_schema()
         disposition = self.options.strategy
         stored = dlt_files.stored_schema(
             self.schema_name,

@@ -565,3 +565,18 @@ def test_a_transient_s3_error_is_retried(s3_server: S3Server, bucket: str, tmp_p
     assert [r["hits"] for r in s3_server.faults.rules()] == [1, 1]
     assert read_parquet(s3_server, bucket, result.files[0]).num_rows == 700_000
     assert len([k for k in keys(s3_server, bucket) if "/_dlt_loads/" in k]) == 1
+
+
+def test_full_refresh_of_one_table_keeps_the_other_tables_schema(
+    s3_server: S3Server, bucket: str, records_db: Path, tmp_path: Path
+) -> None:
+    other = make_db(tmp_path / "o.db", "CREATE TABLE orders AS SELECT 1 AS id")
+    load(
+        other, settings(s3_server), f"{bucket}/records", source_table="orders", table_name="orders"
+    )
+    load(records_db, settings(s3_server), f"{bucket}/records", full_refresh=True)
+
+    versions = sorted(k for k in keys(s3_server, bucket) if "/_dlt_version/" in k)
+    newest = json.loads(json.loads(body(s3_server, bucket, versions[-1]))["schema"])
+    assert {"users", "orders"} <= set(newest["tables"])
+    assert [k for k in table_keys(s3_server, bucket) if "/orders/" in k]
