@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import struct
 from collections.abc import Iterator
@@ -284,6 +285,15 @@ class _JsonlFile:
         self._db.close()
 
 
+def key_safe_table_name(name: str) -> str:
+    """A source's table name as one clean key segment: runs of other characters become ``_``.
+
+    ``users`` stays ``users``; a name derived from a glob or with spaces cannot break the
+    layout (``my table`` -> ``my_table``).
+    """
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "data"
+
+
 # -- the destination -------------------------------------------------------------------------
 
 
@@ -327,7 +337,7 @@ class S3Destination(Destination):
 
     def load(self, stream: SourceStream, load_id: str) -> S3LoadSummary:
         """Write the stream as table ``stream.name``, committed by its ``_dlt_loads`` entry."""
-        result = self.write(stream.reader, stream.name, load_id)
+        result = self.write(stream.reader, key_safe_table_name(stream.name), load_id)
         return S3LoadSummary(
             rows=result.rows,
             destination_table=self.dest_table,

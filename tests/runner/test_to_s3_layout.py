@@ -16,6 +16,7 @@ from kingest.runner.layout import (
     check_table_prefix,
     load_id_pattern,
 )
+from kingest.runner.s3_destination import key_safe_table_name
 
 # Sunday 2026-11-01 07:08:09.123456 UTC
 STAMP = LoadStamp(
@@ -167,3 +168,10 @@ def test_load_id_pattern_finds_the_load_id_of_a_tables_keys() -> None:
     assert (
         load_id_pattern(Layout.parse("{table_name}.{ext}"), table_name="t", schema_name="s") is None
     )
+
+
+def test_source_names_become_clean_key_segments() -> None:
+    assert key_safe_table_name("users") == "users"
+    assert key_safe_table_name("my table") == "my_table"
+    assert key_safe_table_name("students/*.csv") == "students_.csv"
+    assert key_safe_table_name("**") == "data"
