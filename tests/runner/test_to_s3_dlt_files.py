@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from kingest.runner import dlt_files
 from kingest.runner.layout import LoadStamp
@@ -122,3 +125,64 @@ def test_state_and_loads_documents_have_dlts_fields() -> None:
         "schema_version_hash": schema["version_hash"],
     }
     assert re.fullmatch(r"[A-Za-z0-9+/]{43}=", schema["version_hash"])
+
+
+def dlt_python() -> Path | None:
+    """A Python with dlt installed: $KINGEST_DLT_PYTHON, or the benchmark's ingestr 0.14 venv."""
+    configured = os.environ.get("KINGEST_DLT_PYTHON")
+    candidates = [Path(configured)] if configured else []
+    candidates.append(
+        Path(__file__).resolve().parents[2] / "bench/results/peers/ingestr-0.14.155/bin/python"
+    )
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def test_real_dlt_accepts_our_schema_and_state(tmp_path: Path) -> None:
+    python = dlt_python()
+    if python is None:
+        pytest.skip("no Python with dlt (set KINGEST_DLT_PYTHON or run bench/duckdb_to_s3.py)")
+    arrow = pa.schema(
+        [
+            ("id", pa.int64()),
+            ("name", pa.string()),
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("amount", pa.decimal128(10, 2)),
+            ("tags", pa.list_(pa.string())),
+        ]
+    )
+    # dlt requires schema names to be identifiers; ingestr's hex pipeline names are not.
+    schema = dlt_files.stored_schema(
+        "records_schema", [dlt_files.table_schema("users", arrow, "append", "parquet")], None
+    )
+    (tmp_path / "version.json").write_bytes(dlt_files.version_object(schema, STAMP).body)
+    state = dlt_files.pipeline_state_object(
+        pipeline_name="records_pipeline", dataset_name="records", schema=schema, stamp=STAMP
+    )
+    (tmp_path / "state.json").write_bytes(state.body)
+    check = (
+        "import json, sys\n"
+        "from dlt.common.schema import Schema\n"
+        "from dlt.common.schema.utils import verify_schema_hash\n"
+        "from dlt.common.versioned_state import decompress_state\n"
+        "version = json.load(open(sys.argv[1]))\n"
+        "stored = json.loads(version['schema'])\n"
+        "assert verify_schema_hash(stored), 'hash'\n"
+        "schema = Schema.from_dict(stored)\n"
+        "assert schema.version_hash == version['version_hash']\n"
+        "doc = json.load(open(sys.argv[2]))\n"
+        "state = decompress_state(doc['state'])\n"
+        "print(json.dumps({'tables': sorted(schema.data_table_names()),\n"
+        "    'ts': schema.get_table_columns('users')['ts'], 'pipeline': state['pipeline_name']}))\n"
+    )
+    done = subprocess.run(
+        [str(python), "-c", check, str(tmp_path / "version.json"), str(tmp_path / "state.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": os.environ.get("PATH", ""), "RUNTIME__DLTHUB_TELEMETRY": "false"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout)
+    assert seen["tables"] == ["users"]
+    assert seen["ts"]["data_type"] == "timestamp" and seen["ts"]["timezone"] is True
+    assert seen["pipeline"] == "records_pipeline"
