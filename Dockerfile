@@ -1,0 +1,38 @@
+# One image for the operator (`kingest operator`) and the runner Jobs (`kingest ingest`).
+#
+#   docker build -t ghcr.io/kingest/kingest:0.1.0 .
+#
+# The build stage installs the hash-pinned runtime dependencies and the kingest wheel into a
+# virtualenv; the final stage copies only that virtualenv onto a fresh slim base, so pip,
+# setuptools and the build context never reach the image. tests/image runs these same
+# commands (outside Docker) and checks the result.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY requirements.lock requirements-build.lock ./
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps --only-binary=:all: -r requirements-build.lock
+RUN python -m venv /opt/kingest \
+ && /opt/kingest/bin/pip install --require-hashes --no-deps --only-binary=:all: -r requirements.lock
+COPY pyproject.toml README.md ./
+COPY runner runner
+COPY operator operator
+# Not `python -m pip` here: `-m` puts the current folder on sys.path, where `operator/`
+# shadows the standard library's `operator` module.
+RUN /opt/build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /wheels . \
+ && /opt/kingest/bin/pip install --no-deps --no-index /wheels/kingest-*.whl \
+ && /opt/kingest/bin/pip uninstall --yes pip setuptools
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="kingest" \
+      org.opencontainers.image.description="ingestr-compatible data ingestion as a Kubernetes operator" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/kingest/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY --from=build /opt/kingest /opt/kingest
+# A numeric UID, so `runAsNonRoot: true` can be verified by the kubelet without /etc/passwd.
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["kingest"]
+CMD ["--help"]
