@@ -29,7 +29,7 @@ from kubernetes import config as k8s_config
 from pydantic import ValidationError
 
 from kingest.operator.job import ANNOTATION_INGESTION, LABEL_INGESTION_UID, render_job
-from kingest.operator.reconcile import Event, Plan, needs_pods, plan
+from kingest.operator.reconcile import RUN_REQUESTED, Event, Plan, needs_pods, plan
 from kingest.operator.spec import (
     GROUP,
     KIND,
@@ -289,12 +289,32 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     api()
 
 
+def wants_reconcile(event_type: str | None, body: dict[str, Any]) -> bool:
+    """Whether an Ingestion event can change anything: it is new to this operator, or asks
+    for a run its status has not acted on.
+
+    Status-only changes (the operator's own writes) are skipped: a run's progress arrives
+    through its Job's and Pod's events instead.
+    """
+    if event_type in (None, "ADDED"):  # None: listed when the operator (re)starts
+        return True
+    if event_type == "DELETED":
+        return False
+    status = body.get("status") or {}
+    meta = body["metadata"]
+    request = (meta.get("annotations") or {}).get(RUN_REQUESTED)
+    return (
+        not status
+        or meta.get("generation") != status.get("observedGeneration")
+        or (request is not None and request != status.get("handledRunRequest"))
+    )
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def ingestion_changed(type: str, body: kopf.Body, **_: Any) -> None:
-    """An Ingestion was created, changed (spec, annotations, status) or listed at start."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    if type != "DELETED":
-        request_reconcile(namespace, name)
+def ingestion_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """An Ingestion was created, listed at start, or its spec or run request changed."""
+    if wants_reconcile(type, body):
+        request_reconcile(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_INGESTION_UID: kopf.PRESENT})
