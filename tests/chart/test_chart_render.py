@@ -1,0 +1,306 @@
+"""The chart, linted and rendered offline by real Go Helm (no cluster needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from kingest.operator import crd, rbac
+from kingest.operator.main import _parser as operator_parser
+from tests.image.dockerfile import parse as parse_dockerfile
+from tests.platform.helm import lint, render
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "kingest"
+RELEASE, NAMESPACE = "kingest", "kingest-system"
+CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces"}
+
+
+def rendered(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return render(CHART, values, name=RELEASE, namespace=NAMESPACE)
+
+
+def only(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    matches = [
+        o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
+    assert len(matches) == 1, f"{len(matches)} {kind} {name or ''}"
+    return matches[0]
+
+
+def kinds(objects: list[dict[str, Any]]) -> list[str]:
+    return sorted(o["kind"] for o in objects)
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def canonical(rules: list[dict[str, Any]]) -> list[str]:
+    """Rules as comparable strings, one per (group, resource, verb)."""
+    return sorted(
+        f"{group}/{resource}:{verb}"
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    )
+
+
+# --- lint --------------------------------------------------------------------------------
+
+NON_DEFAULT_VALUES: dict[str, Any] = {
+    "replicaCount": 2,
+    "image": {"repository": "registry.example/kingest", "tag": "1.2.3", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "registry"}],
+    "crds": {"install": False},
+    "watchNamespaces": ["team-a", "team-b"],
+    "serviceAccount": {"name": "ingest-op", "annotations": {"eks.amazonaws.com/role-arn": "x"}},
+    "runner": {"image": {"tag": "1.2.4"}, "resources": {"limits": {"memory": "8Gi"}}},
+    "logLevel": "debug",
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "etl"}],
+    "affinity": {"nodeAffinity": {}},
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+}
+
+
+def test_lint_is_clean_with_default_values() -> None:
+    report = lint(CHART)
+    assert report["errors"] == [] and report["messages"] == [], report
+
+
+def test_lint_is_clean_with_non_default_values() -> None:
+    report = lint(CHART, NON_DEFAULT_VALUES)
+    assert report["errors"] == [] and report["messages"] == [], report
+
+
+# --- what the chart must not hand-copy ---------------------------------------------------
+
+
+def test_chart_crd_is_the_generated_crd() -> None:
+    chart_copy = CHART / "files" / "crds" / crd.CRD_FILE.name
+    assert chart_copy.read_text() == crd.CRD_FILE.read_text(), (
+        f"the chart's CRD drifted: cp {crd.CRD_FILE.relative_to(REPO_ROOT)} "
+        f"{chart_copy.relative_to(REPO_ROOT)}"
+    )
+    ours = only(rendered(), "CustomResourceDefinition")
+    generated = yaml.safe_load(crd.CRD_FILE.read_text())
+    assert ours["spec"] == generated["spec"]
+    assert ours["metadata"]["name"] == generated["metadata"]["name"]
+
+
+def test_chart_rules_file_is_what_the_operator_declares() -> None:
+    declared = yaml.safe_load((CHART / "files" / "operator-rules.yaml").read_text())
+    assert declared == rbac.cluster_role_rules(), (
+        "the chart's RBAC drifted from kingest.operator.rbac: regenerate "
+        "charts/kingest/files/operator-rules.yaml from rbac.CLUSTER_ROLE_RULES_YAML"
+    )
+
+
+def test_cluster_role_grants_exactly_the_operators_rules() -> None:
+    role = only(rendered(), "ClusterRole", RELEASE)
+    assert canonical(role["rules"]) == canonical(rbac.cluster_role_rules())
+
+
+def test_namespace_list_gets_roles_with_the_operators_namespaced_rules() -> None:
+    objects = rendered({"watchNamespaces": ["team-a", "team-b"]})
+    cluster_role = only(objects, "ClusterRole", RELEASE)
+    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} <= CLUSTER_SCOPED
+    roles = [o for o in objects if o["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert canonical(role["rules"] + cluster_role["rules"]) == canonical(
+            rbac.cluster_role_rules()
+        )
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    args = operator_container(objects)["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert "--all-namespaces" not in args
+
+
+def test_operator_rules_never_touch_secrets_nor_use_wildcards() -> None:
+    objects = rendered({"watchNamespaces": ["team-a"]}) + rendered()
+    for role in (o for o in objects if o["kind"] in ("ClusterRole", "Role")):
+        for rule in role["rules"]:
+            assert "secrets" not in rule["resources"], role["metadata"]["name"]
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+
+
+# --- defaults ----------------------------------------------------------------------------
+
+
+def test_default_render_has_the_operator_and_its_rbac() -> None:
+    assert kinds(rendered()) == [
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+
+
+def test_crd_is_kept_when_the_release_is_uninstalled() -> None:
+    crd_object = only(rendered(), "CustomResourceDefinition")
+    assert crd_object["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_crds_can_be_left_to_the_user_or_deleted_with_the_release() -> None:
+    assert "CustomResourceDefinition" not in kinds(rendered({"crds": {"install": False}}))
+    crd_object = only(rendered({"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (crd_object["metadata"].get("annotations") or {})
+
+
+def test_image_tag_defaults_to_app_version() -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    container = operator_container(rendered())
+    assert container["image"] == f"ghcr.io/kingest/kingest:{app_version}"
+    assert env_of(container)["KINGEST_RUNNER_IMAGE"] == container["image"]
+
+
+def test_digest_pins_the_operator_and_runner_images() -> None:
+    digest = "sha256:" + "a" * 64
+    container = operator_container(rendered({"image": {"repository": "r/k", "digest": digest}}))
+    assert container["image"] == f"r/k@{digest}"
+    assert env_of(container)["KINGEST_RUNNER_IMAGE"] == f"r/k@{digest}"
+
+
+def test_runner_image_and_defaults_reach_the_operator() -> None:
+    container = operator_container(rendered(NON_DEFAULT_VALUES))
+    env = env_of(container)
+    assert container["image"] == "registry.example/kingest:1.2.3"
+    assert env["KINGEST_RUNNER_IMAGE"] == "registry.example/kingest:1.2.4"
+    defaults = json.loads(env["KINGEST_RUNNER_DEFAULTS"])
+    # Helm merges maps: the limit is replaced, the default requests stay.
+    assert defaults["resources"]["limits"] == {"memory": "8Gi"}
+    assert defaults["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
+
+
+def test_pod_and_container_are_restricted_by_default() -> None:
+    objects = rendered()
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = pod["containers"][0]["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert pod["containers"][0]["resources"]["limits"]["memory"]
+
+
+def test_liveness_probe_targets_the_operators_liveness_endpoint() -> None:
+    container = operator_container(rendered())
+    probe = container["livenessProbe"]["httpGet"]
+    port = next(p for p in container["ports"] if p["name"] == probe["port"])["containerPort"]
+    assert f"--liveness=http://0.0.0.0:{port}{probe['path']}" in container["args"]
+
+
+def test_operator_command_is_the_image_entrypoint_with_arguments_it_accepts() -> None:
+    entrypoint = parse_dockerfile().final.all("ENTRYPOINT")[-1].exec_form()
+    for values in ({}, NON_DEFAULT_VALUES):
+        container = operator_container(rendered(values))
+        assert "command" not in container, "the image's ENTRYPOINT (kingest) must be used"
+        assert entrypoint == ["kingest"] and container["args"][0] == "operator"
+        operator_parser().parse_args(container["args"][1:])  # exits (fails) on a bad flag
+
+
+def test_scheduling_settings_pass_through() -> None:
+    pod = only(rendered(NON_DEFAULT_VALUES), "Deployment")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == NON_DEFAULT_VALUES["nodeSelector"]
+    assert pod["tolerations"] == NON_DEFAULT_VALUES["tolerations"]
+    assert pod["affinity"] == NON_DEFAULT_VALUES["affinity"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["serviceAccountName"] == "ingest-op"
+
+
+def test_metrics_service_targets_the_metrics_port() -> None:
+    objects = rendered()
+    service = only(objects, "Service")
+    container = operator_container(objects)
+    port = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert env_of(container)["KINGEST_METRICS_PORT"] == str(port)
+    selector = only(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+
+
+def test_service_monitor_is_optional() -> None:
+    assert "ServiceMonitor" not in kinds(rendered())
+    monitor = only(rendered(NON_DEFAULT_VALUES), "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert "Service" not in kinds(rendered({"metrics": {"enabled": False}}))
+
+
+def test_aggregated_roles_let_namespace_editors_manage_and_viewers_read_ingestions() -> None:
+    objects = rendered()
+    edit = only(objects, "ClusterRole", f"{RELEASE}-edit")
+    view = only(objects, "ClusterRole", f"{RELEASE}-view")
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert {"create", "delete", "patch"} <= set(edit["rules"][0]["verbs"])
+    assert set(view["rules"][0]["verbs"]) == {"get", "list", "watch"}
+    assert "ClusterRole" not in kinds(
+        [
+            o
+            for o in rendered({"rbac": {"aggregateToDefaultRoles": False}})
+            if "-" in o["metadata"]["name"]
+        ]
+    )
+
+
+def test_one_replica_never_overlaps_its_replacement_and_two_get_a_disruption_budget() -> None:
+    single = rendered()
+    assert only(single, "Deployment")["spec"]["strategy"]["type"] == "Recreate"
+    assert "PodDisruptionBudget" not in kinds(single)
+    pair = rendered({"replicaCount": 2})
+    assert only(pair, "Deployment")["spec"]["replicas"] == 2
+    assert only(pair, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+
+
+def test_notes_tell_the_user_what_to_apply_next() -> None:
+    notes = helm.Chart.load(str(CHART)).render(values={"crds": {"install": False}}, name="r")
+    text = notes["kingest/templates/NOTES.txt"]
+    assert "kubectl apply -f examples/" in text
+    assert "kubectl apply -f crds/ingestions.kingest.io.yaml" in text
+    assert "kubectl create secret generic" in text
+
+
+# --- the values schema -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"replicaCount": 0}, "/replicaCount"),
+        ({"replicaCount": "two"}, "/replicaCount"),
+        ({"image": {"repository": "r", "pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+        ({"image": {"repository": "r", "digest": "latest"}}, "/image/digest"),
+        ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
+        ({"watchNamespaces": "team-a"}, "/watchNamespaces"),
+        ({"securityContext": {"privileged": True}}, "/securityContext/privileged"),
+        ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
+        ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
+        ({"metrics": {"port": 80}}, "/metrics/port"),
+        ({"crds": {"install": "yes"}}, "/crds/install"),
+        ({"replicas": 2}, "replicas"),  # a typo of replicaCount must not pass silently
+    ],
+)
+def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as error:
+        rendered(values)
+    assert where in str(error.value)
