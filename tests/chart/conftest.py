@@ -1,0 +1,251 @@
+"""Fixtures for the chart on the real control plane: releases, and the operator run as the
+chart's ServiceAccount with the chart's own arguments and environment.
+
+The control plane has no kubelet for Deployments, so the operator Deployment the chart
+creates never starts by itself: tests start its container as a local process, with the
+args and env rendered into that Deployment and a kubeconfig for its ServiceAccount (a
+bound token; the API server enforces the chart's RBAC on every request).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from kingest.operator.spec import GROUP, PLURAL, VERSION
+from tests.platform.helm import Helm
+from tests.platform.kube import ControlPlane
+from tests.platform.kubelet import Kubelet
+from tests.platform.processes import ManagedProcess, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "kingest"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+
+def adopt_crd(api: k8s.ApiClient, release: str, namespace: str) -> None:
+    """Mark an existing Ingestion CRD as the release's, the way Helm documents adoption.
+
+    Other tests (and users upgrading from `kubectl apply`) create the CRD outside Helm, and a
+    kept CRD stays annotated with the release that installed it; Helm refuses to install over
+    an object another owner manages, and deleting the CRD would delete every Ingestion.
+    """
+    extensions = k8s.ApiextensionsV1Api(api)
+    try:
+        extensions.read_custom_resource_definition(CRD_NAME)
+    except k8s.ApiException as error:
+        if error.status == 404:
+            return
+        raise
+    extensions.patch_custom_resource_definition(
+        CRD_NAME,
+        {
+            "metadata": {
+                "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                "annotations": {
+                    "meta.helm.sh/release-name": release,
+                    "meta.helm.sh/release-namespace": namespace,
+                },
+            }
+        },
+    )
+
+
+def wait_established(api: k8s.ApiClient, timeout: float = 60) -> dict[str, Any]:
+    extensions = k8s.ApiextensionsV1Api(api)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        crd = api.sanitize_for_serialization(extensions.read_custom_resource_definition(CRD_NAME))
+        conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+        if conditions.get("Established") == "True":
+            return crd
+        time.sleep(0.2)
+    raise AssertionError(f"CRD {CRD_NAME} not Established in {timeout} s")
+
+
+class Release:
+    """One Helm release of the chart in a test namespace (uninstalled after the test)."""
+
+    def __init__(self, kube: ControlPlane, api: k8s.ApiClient, namespace: str) -> None:
+        self.kube, self.api, self.namespace = kube, api, namespace
+        self.name = f"k{uuid.uuid4().hex[:8]}"
+        self.helm = Helm(kube, namespace)
+        self.installed = False
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-kingest"
+
+    def install(self, values: dict[str, Any] | None = None, chart: Path = CHART) -> Any:
+        adopt_crd(self.api, self.name, self.namespace)
+        release = self.helm.install(chart, self.name, values)
+        self.installed = True
+        wait_established(self.api)
+        return release
+
+    def upgrade(self, values: dict[str, Any] | None = None, chart: Path = CHART) -> Any:
+        release = self.helm.upgrade(chart, self.name, values)
+        wait_established(self.api)
+        return release
+
+    def uninstall(self) -> None:
+        self.helm.uninstall(self.name)
+        self.installed = False
+
+    def deployment(self) -> dict[str, Any]:
+        apps = k8s.AppsV1Api(self.api)
+        return self.api.sanitize_for_serialization(
+            apps.read_namespaced_deployment(self.fullname, self.namespace)
+        )
+
+    def service_account(self) -> str:
+        return self.deployment()["spec"]["template"]["spec"]["serviceAccountName"]
+
+
+@pytest.fixture
+def release(kube: ControlPlane, kube_api: k8s.ApiClient, namespace: str) -> Iterator[Release]:
+    installed = Release(kube, kube_api, namespace)
+    try:
+        yield installed
+    finally:
+        if installed.installed:
+            installed.uninstall()
+
+
+class OperatorProcess:
+    """The chart's operator container, run locally as the chart's ServiceAccount."""
+
+    def __init__(self, release: Release, log_dir: Path, pod_name: str) -> None:
+        self.release, self.log_dir, self.pod_name = release, log_dir, pod_name
+        self.process: ManagedProcess | None = None
+
+    def _env(self, container: dict[str, Any], kubeconfig: Path) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "KUBECONFIG": str(kubeconfig),
+            "HOME": str(self.log_dir),
+        }
+        fields = {"metadata.name": self.pod_name, "metadata.namespace": self.release.namespace}
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            else:
+                env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        return env
+
+    def start(self) -> None:
+        deployment = self.release.deployment()
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        kubeconfig = self.release.kube.kubeconfig_as(
+            self.release.namespace, self.release.service_account()
+        )
+        # The image's ENTRYPOINT is `kingest` (tests/image checks it); here it is this venv's.
+        argv = [str(Path(sys.executable).parent / "kingest"), *container["args"]]
+        self.process = ManagedProcess(
+            f"operator-{self.pod_name}", argv, self.log_dir, env=self._env(container, kubeconfig)
+        )
+        port = next(p for p in container["ports"] if p["name"] == "healthz")["containerPort"]
+        url = f"http://127.0.0.1:{port}/healthz"
+        self.process.wait_until(
+            lambda: urllib.request.urlopen(url, timeout=1).status == 200,
+            timeout=60,
+            what="liveness endpoint",
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to hand anything over."""
+        assert self.process is not None
+        self.process.proc.kill()
+        self.process.proc.wait()
+        self.process.stop()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in self.log_dir.glob(f"operator-{self.pod_name}*")
+        )
+
+
+@pytest.fixture
+def start_operator(release: Release, tmp_path: Path) -> Iterator[Callable[[str], OperatorProcess]]:
+    """Start (name) -> a running operator replica of the installed release."""
+    started: list[OperatorProcess] = []
+
+    def start(pod_name: str = "operator-0") -> OperatorProcess:
+        replica = OperatorProcess(release, tmp_path, pod_name)
+        replica.start()
+        started.append(replica)
+        return replica
+
+    try:
+        yield start
+    finally:
+        for replica in started:
+            replica.stop()
+
+
+def operator_values(**extra: Any) -> dict[str, Any]:
+    """Chart values for a local run: free ports instead of the in-Pod defaults."""
+    return {
+        "livenessProbe": {"port": free_port()},
+        "metrics": {"port": free_port()},
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def _chart_kubelet(kube_api: k8s.ApiClient) -> Iterator[Kubelet]:
+    # Under $HOME, not /tmp: the harness maps mount paths by rewriting text, and the runner
+    # Pod mounts its own /tmp.
+    root = Path.home() / ".cache" / "kingest" / f"kubelet-chart-{uuid.uuid4().hex[:8]}"
+    kubelet = Kubelet(kube_api, root)
+    try:
+        yield kubelet
+    finally:
+        kubelet.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def apps_namespace(kube_api: k8s.ApiClient) -> Iterator[str]:
+    """A namespace for users' Ingestions, apart from the operator's release namespace."""
+    from tests.platform.kube import delete_namespace
+
+    name = f"a-{uuid.uuid4().hex[:10]}"
+    k8s.CoreV1Api(kube_api).create_namespace({"metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        delete_namespace(kube_api, name)
+
+
+@pytest.fixture
+def chart_kubelet(_chart_kubelet: Kubelet, apps_namespace: str) -> Iterator[Kubelet]:
+    """The kubelet harness running the runner Pods of `apps_namespace`."""
+    _chart_kubelet.serve(apps_namespace)
+    try:
+        yield _chart_kubelet
+    finally:
+        _chart_kubelet.release(apps_namespace)
+
+
+def ingestion_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Ingestion",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
