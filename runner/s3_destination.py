@@ -101,11 +101,16 @@ def s3_client(settings: S3Settings) -> Any:
         aws_session_token=settings.session_token,
         region_name=settings.region,
     )
+    compatible_store = settings.endpoint_url is not None
     config = Config(
         retries={"mode": "standard", "max_attempts": 5},
         # S3-compatible stores (MinIO, R2, Spaces) all serve path-style requests; AWS
         # itself is reached virtual-host style.
-        s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
+        s3={"addressing_style": "path" if compatible_store else "auto"},
+        # botocore >= 1.36 adds CRC32 checksums (with aws-chunked bodies) to every upload,
+        # which several S3-compatible stores reject; send them only where required there.
+        request_checksum_calculation="when_required" if compatible_store else "when_supported",
+        response_checksum_validation="when_required" if compatible_store else "when_supported",
         max_pool_connections=16,
     )
     return session.client(
