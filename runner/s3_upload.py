@@ -48,6 +48,7 @@ class ObjectSink:
         self._parts: list[Future[dict[str, Any]]] = []
         self._slots = threading.BoundedSemaphore(max_pending)
         self._finished = False
+        self._failed: Future[dict[str, Any]] | None = None
 
     # -- file protocol used by pyarrow's writers ------------------------------------------
 
@@ -111,12 +112,16 @@ class ObjectSink:
         except BaseException:
             self._slots.release()
             raise
-        future.add_done_callback(lambda _f: self._slots.release())
+        future.add_done_callback(self._part_done)
         self._parts.append(future)
         # Surface a failed part now rather than after encoding the rest of the file.
-        for done in self._parts:
-            if done.done() and done.exception() is not None:
-                done.result()
+        if self._failed is not None:
+            self._failed.result()
+
+    def _part_done(self, future: Future[dict[str, Any]]) -> None:
+        if not future.cancelled() and future.exception() is not None and self._failed is None:
+            self._failed = future
+        self._slots.release()
 
     def _upload_part(self, number: int, chunk: bytes) -> dict[str, Any]:
         response = self.client.upload_part(
