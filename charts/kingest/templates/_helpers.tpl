@@ -74,7 +74,11 @@ copied to files/operator-rules.yaml; a test fails when the two differ).
 {{- $rules := list }}
 {{- range (.Files.Get "files/operator-rules.yaml" | fromYamlArray) }}
 {{- if has (first .resources) $clusterScoped }}
+{{- /* kopf lists and watches namespaces only to resolve a namespace list, never when it
+watches every namespace: there the rule would be a right the operator never uses. */}}
+{{- if or $.Values.watchNamespaces (ne (first .resources) "namespaces") }}
 {{- $rules = append $rules . }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- toYaml $rules }}
