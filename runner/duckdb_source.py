@@ -141,11 +141,12 @@ class DuckDBSource(Source):
             yield batch
 
     def _reader(self, connection: duckdb.DuckDBPyConnection) -> pa.RecordBatchReader:
+        # DuckDB resolves identifiers case-insensitively; so does this lookup.
         available = {
             name
             for (name,) in connection.execute(
                 "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = ? AND table_name = ?",
+                "WHERE lower(table_schema) = lower(?) AND lower(table_name) = lower(?)",
                 [self.table.schema, self.table.name],
             ).fetchall()
         }
@@ -161,7 +162,8 @@ class DuckDBSource(Source):
                 f"--source-table: table '{self.table}' not found in {str(self.path)!r}"
                 + (f" (it has: {', '.join(tables)})" if tables else " (it has no tables)")
             )
-        if self.incremental_key and self.incremental_key not in available:
+        lowered = {name.lower() for name in available}
+        if self.incremental_key and self.incremental_key.lower() not in lowered:
             raise DataError(
                 f"--incremental-key: column {self.incremental_key!r} not found in "
                 f"table '{self.table}' (columns: {', '.join(sorted(available))})"

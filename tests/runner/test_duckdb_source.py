@@ -135,3 +135,11 @@ def test_duckdb_to_duckdb(db: Path, tmp_path: Path) -> None:
             "SELECT count(*), max(day) FROM copied.orders"
         ).fetchall()
     assert (count, last_day) == (10000, date(2024, 1, 1) + timedelta(days=9999))
+
+
+def test_table_names_resolve_case_insensitively_like_duckdb(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute('CREATE SCHEMA "Sales"; CREATE TABLE "Sales"."Orders" AS SELECT 1 AS "Id"')
+    with source(f"duckdb:///{path}", "sales.orders", incremental_key="id").open() as stream:
+        assert stream.reader.read_all().to_pylist() == [{"Id": 1}]
