@@ -517,7 +517,7 @@ class S3Destination(Destination):
         committed = False
         try:
             self._write_data(reader, table_name, stamp, result, written)
-            self._write_bookkeeping(reader.schema, table_name, table_prefix, stamp, result)
+            self._write_bookkeeping(reader.schema, table_name, table_prefix, stamp, result, written)
             committed = True
         finally:
             if not committed:
@@ -669,7 +669,9 @@ class S3Destination(Destination):
         table_prefix: str,
         stamp: LoadStamp,
         result: S3LoadResult,
+        written: list[str],
     ) -> None:
+        """Steps 3-5 of the module docstring; empties ``written`` once old files are deleted."""
         loc = self.location
         if not self._exists(loc.key(dlt_files.INIT_KEY)):
             self._put(loc.key(dlt_files.INIT_KEY), dlt_files.init_object().body)
@@ -696,6 +698,9 @@ class S3Destination(Destination):
         if self.options.strategy == "replace" or self.options.full_refresh:
             keep = set(result.files)
             stale = [k for k in self._list(loc.key(table_prefix)) if k not in keep]
+            # Point of no return: once previous files go, this load's files are the table,
+            # committed or not; a failure from here on keeps them (a retry replaces them).
+            written.clear()
             self._delete(stale)
             result.deleted = len(stale)
             self._abort_abandoned_uploads(loc.key(table_prefix), before=stamp.started_at)

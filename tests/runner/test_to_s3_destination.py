@@ -580,3 +580,35 @@ def test_full_refresh_of_one_table_keeps_the_other_tables_schema(
     newest = json.loads(json.loads(body(s3_server, bucket, versions[-1]))["schema"])
     assert {"users", "orders"} <= set(newest["tables"])
     assert [k for k in table_keys(s3_server, bucket) if "/orders/" in k]
+
+
+def test_failure_before_replacing_keeps_the_previous_files(
+    s3_server: S3Server, bucket: str, records_db: Path
+) -> None:
+    previous = load(records_db, settings(s3_server), f"{bucket}/records")
+    s3_server.faults.add("fail", method="PUT", path_regex=r"/_dlt_version/", times=None)
+    s3_server.faults.add("fail", method="PUT", path_regex=r"/init$", times=None)
+    s3_server.client().delete_object(Bucket=bucket, Key="records/init")  # forces a write
+
+    with pytest.raises(KingestError):
+        load(records_db, settings(s3_server), f"{bucket}/records", file_format="csv")
+
+    assert table_keys(s3_server, bucket) == previous.files
+
+
+def test_failure_after_replacing_keeps_the_new_complete_files(
+    s3_server: S3Server, bucket: str, records_db: Path
+) -> None:
+    load(records_db, settings(s3_server), f"{bucket}/records")
+    s3_server.faults.add("fail", method="PUT", path_regex=r"/_dlt_loads/", times=None)
+
+    with pytest.raises(KingestError):
+        load(records_db, settings(s3_server), f"{bucket}/records", file_format="csv")
+    s3_server.faults.clear()
+
+    (left,) = table_keys(s3_server, bucket)
+    assert left.endswith(".csv")  # the old parquet is gone, the new file is whole
+    assert len(body(s3_server, bucket, left).decode().splitlines()) == 2501
+    assert len([k for k in keys(s3_server, bucket) if "/_dlt_loads/" in k]) == 1
+    retry = load(records_db, settings(s3_server), f"{bucket}/records")
+    assert table_keys(s3_server, bucket) == retry.files
