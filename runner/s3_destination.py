@@ -18,8 +18,9 @@ One load, in this order (each step only after the previous one completed):
    pipeline state;
 5. the ``_dlt_pipeline_state`` entry, then the ``_dlt_loads`` entry - the commit marker.
 
-If anything fails before step 5, the files this load completed are deleted again (best
-effort) and no ``_dlt_loads`` entry exists for the load; a retry loads cleanly.
+If anything fails, no ``_dlt_loads`` entry exists for the load and a retry loads cleanly.
+Before step 4 the files this load completed are deleted again (best effort), so the table
+reads as the previous load; from step 4 on they are kept, since they are all the table has.
 """
 
 from __future__ import annotations
