@@ -2,9 +2,9 @@
 
 pyarrow's own S3 output stream completes the multipart upload when it is closed *or garbage
 collected*, so a writer that fails half-way would publish a truncated file. This sink keeps
-that decision explicit: :meth:`ObjectSink.commit` makes the object visible, :meth:`abort`
-(also on any exception inside ``with``) discards every uploaded part. Until then nothing is
-visible under the key, which is what lets a failed or killed load leave no half-written file.
+that decision explicit: :meth:`ObjectSink.commit` makes the object visible,
+:meth:`ObjectSink.abort` discards every uploaded part. Until then nothing is visible under
+the key, which is what lets a failed or killed load leave no half-written file.
 
 Parts are uploaded by a small thread pool while the caller keeps encoding; at most
 ``max_pending`` parts are in flight, so memory stays at about ``(max_pending + 1) * part_size``.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from types import TracebackType
 from typing import Any
 
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -176,15 +175,3 @@ class ObjectSink:
                 self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
                 )
-
-    def __enter__(self) -> ObjectSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None:
-            self.abort()
