@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets
 import struct
@@ -102,7 +103,12 @@ def s3_client(settings: S3Settings) -> Any:
         aws_session_token=settings.session_token,
         region_name=settings.region,
     )
-    compatible_store = settings.endpoint_url is not None
+    # An endpoint other than AWS's, given in the URI or through the AWS SDKs' variables.
+    compatible_store = bool(
+        settings.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
     config = Config(
         retries={"mode": "standard", "max_attempts": 5},
         # S3-compatible stores (MinIO, R2, Spaces) all serve path-style requests; AWS
