@@ -10,6 +10,7 @@ bound token; the API server enforces the chart's RBAC on every request).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
@@ -133,6 +134,12 @@ def release(kube: ControlPlane, kube_api: k8s.ApiClient, namespace: str) -> Iter
             installed.uninstall()
 
 
+def _map_ports(text: str, ports: dict[str, str]) -> str:
+    for port, local in ports.items():
+        text = re.sub(rf"(?<![0-9]){port}(?![0-9])", local, text)
+    return text
+
+
 class OperatorProcess:
     """The chart's operator container, run locally as the chart's ServiceAccount."""
 
@@ -160,13 +167,16 @@ class OperatorProcess:
         kubeconfig = self.release.kube.kubeconfig_as(
             self.release.namespace, self.release.service_account()
         )
+        # Each Pod has its own network namespace; replicas on this one machine need their own
+        # ports, so the chart's container ports are mapped to free ones in args and env.
+        ports = {str(p["containerPort"]): str(free_port()) for p in container.get("ports", [])}
         # The image's ENTRYPOINT is `kingest` (tests/image checks it); here it is this venv's.
-        argv = [str(Path(sys.executable).parent / "kingest"), *container["args"]]
-        self.process = ManagedProcess(
-            f"operator-{self.pod_name}", argv, self.log_dir, env=self._env(container, kubeconfig)
-        )
-        port = next(p for p in container["ports"] if p["name"] == "healthz")["containerPort"]
-        url = f"http://127.0.0.1:{port}/healthz"
+        argv = [str(Path(sys.executable).parent / "kingest")]
+        argv += [_map_ports(arg, ports) for arg in container["args"]]
+        env = {k: _map_ports(v, ports) for k, v in self._env(container, kubeconfig).items()}
+        self.process = ManagedProcess(f"operator-{self.pod_name}", argv, self.log_dir, env=env)
+        healthz = next(p for p in container["ports"] if p["name"] == "healthz")["containerPort"]
+        url = f"http://127.0.0.1:{ports[str(healthz)]}/healthz"
         self.process.wait_until(
             lambda: urllib.request.urlopen(url, timeout=1).status == 200,
             timeout=60,

@@ -265,6 +265,14 @@ def test_aggregated_roles_let_namespace_editors_manage_and_viewers_read_ingestio
     )
 
 
+def test_replicas_share_one_lease_named_after_the_release() -> None:
+    env = env_of(operator_container(rendered({"leaderElection": {"leaseDurationSeconds": 7}})))
+    assert env["KINGEST_LEADER_ELECTION_LEASE"] == RELEASE
+    assert env["KINGEST_LEADER_ELECTION_LEASE_DURATION"] == "7"
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
 def test_one_replica_never_overlaps_its_replacement_and_two_get_a_disruption_budget() -> None:
     single = rendered()
     assert only(single, "Deployment")["spec"]["strategy"]["type"] == "Recreate"

@@ -1,0 +1,186 @@
+"""`replicaCount: 2`: the active operator is killed mid-run, and no run is lost or duplicated.
+
+Two replicas of the chart's operator run as local processes (same ServiceAccount, their own
+POD_NAME), like the Deployment's two Pods. The active one is SIGKILLed while a run's commit
+marker is held up on the S3 server, and a new run is requested while it is down.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from kingest.operator.spec import GROUP, PLURAL, VERSION
+from tests.chart.conftest import OperatorProcess, Release, operator_values
+from tests.chart.test_chart_rbac import ROWS, permission_errors, seed_users_to_s3
+from tests.platform.kube import ControlPlane
+from tests.platform.kubelet import Kubelet
+from tests.platform.s3 import S3Server
+
+pytestmark = pytest.mark.cluster
+
+RUN_REQUESTED = "kingest.io/run-requested"
+# The bound on a takeover: how long a dead leader's lease may keep the standby waiting.
+LEASE_SECONDS = 5
+TAKEOVER_BOUND = LEASE_SECONDS * 3
+
+
+def operator_elects_a_leader() -> bool:
+    """Whether `kingest operator` has leader election (the contract in the chart's env)."""
+    help_text = subprocess.run(
+        [str(Path(sys.executable).parent / "kingest"), "operator", "--help"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return "--leader-election" in help_text
+
+
+def s3_loads(s3: S3Server, bucket: str) -> list[str]:
+    listing = s3.client().list_objects_v2(Bucket=bucket, Prefix="records/_dlt_loads/")
+    return [
+        json.loads(s3.client().get_object(Bucket=bucket, Key=o["Key"])["Body"].read())["load_id"]
+        for o in listing.get("Contents", [])
+    ]
+
+
+def wait_status(
+    api: k8s.ApiClient,
+    namespace: str,
+    name: str,
+    until: Callable[[dict[str, Any]], bool],
+    timeout: float,
+) -> dict[str, Any]:
+    custom = k8s.CustomObjectsApi(api)
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        status = obj.get("status") or {}
+        if until(status):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"{name}: not reached in {timeout} s; status={status}")
+
+
+def lease_holder(api: k8s.ApiClient, release: Release) -> str | None:
+    lease = k8s.CoordinationV1Api(api).read_namespaced_lease(release.fullname, release.namespace)
+    return lease.spec.holder_identity
+
+
+@pytest.fixture
+def two_replicas(
+    release: Release, start_operator: Callable[[str], OperatorProcess]
+) -> dict[str, OperatorProcess]:
+    release.install(
+        operator_values(replicaCount=2, leaderElection={"leaseDurationSeconds": LEASE_SECONDS})
+    )
+    return {name: start_operator(name) for name in ("operator-0", "operator-1")}
+
+
+def test_killing_the_active_replica_mid_run_loses_and_duplicates_nothing(
+    kube: ControlPlane,
+    kube_api: k8s.ApiClient,
+    release: Release,
+    two_replicas: dict[str, OperatorProcess],
+    apps_namespace: str,
+    chart_kubelet: Kubelet,
+    s3_server: S3Server,
+    bucket: str,
+) -> None:
+    # The first run's commit marker is held up, so the run is in flight when the kill lands.
+    s3_server.faults.add(
+        action="delay", method="PUT", path_regex=r".*/_dlt_loads/.*", delay_s=4.0, times=1
+    )
+    name = seed_users_to_s3(kube, apps_namespace, chart_kubelet, s3_server, bucket)
+    wait_status(kube_api, apps_namespace, name, lambda s: s.get("phase") == "Running", 30)
+
+    active = "operator-0"
+    if operator_elects_a_leader():
+        active = lease_holder(kube_api, release) or active
+    two_replicas[active].kill()
+    killed_at = time.monotonic()
+
+    custom = k8s.CustomObjectsApi(kube_api)
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        apps_namespace,
+        PLURAL,
+        name,
+        {"metadata": {"annotations": {RUN_REQUESTED: "after-kill"}}},
+    )
+    status = wait_status(
+        kube_api,
+        apps_namespace,
+        name,
+        lambda s: s.get("handledRunRequest") == "after-kill" and s.get("phase") == "Succeeded",
+        timeout=TAKEOVER_BOUND + 45,
+    )
+    took_over_in = time.monotonic() - killed_at
+
+    # Exactly two runs: the one in flight at the kill, and the requested one; each one Job,
+    # one load in S3, one entry in the status history.
+    jobs = k8s.BatchV1Api(kube_api).list_namespaced_job(apps_namespace).items
+    assert len(jobs) == 2, [j.metadata.name for j in jobs]
+    assert all(j.status.succeeded == 1 for j in jobs)
+    loads = s3_loads(s3_server, bucket)
+    assert len(loads) == 2 and status["lastLoadId"] in loads
+    assert [r["trigger"] for r in status["runs"]] == ["Requested", "Generation"]
+    assert {r["rows"] for r in status["runs"]} == {ROWS}
+    assert took_over_in < TAKEOVER_BOUND + 45
+    survivor = next(r for n, r in two_replicas.items() if n != active)
+    assert not permission_errors(survivor.logs(), apps_namespace), survivor.logs()[-3000:]
+
+
+@pytest.mark.skipif(
+    not operator_elects_a_leader(),
+    reason="`kingest operator` has no leader election yet (the operator engineer's part)",
+)
+def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
+    kube: ControlPlane,
+    kube_api: k8s.ApiClient,
+    release: Release,
+    two_replicas: dict[str, OperatorProcess],
+    apps_namespace: str,
+    chart_kubelet: Kubelet,
+    s3_server: S3Server,
+    bucket: str,
+) -> None:
+    name = seed_users_to_s3(kube, apps_namespace, chart_kubelet, s3_server, bucket)
+    wait_status(kube_api, apps_namespace, name, lambda s: s.get("phase") == "Succeeded", 60)
+    leader = lease_holder(kube_api, release)
+    assert leader in two_replicas
+    standby = next(n for n in two_replicas if n != leader)
+    assert "created Job" in two_replicas[leader].logs()
+    assert "created Job" not in two_replicas[standby].logs()
+
+    two_replicas[leader].kill()
+    killed_at = time.monotonic()
+    deadline = killed_at + TAKEOVER_BOUND
+    while lease_holder(kube_api, release) != standby:
+        assert time.monotonic() < deadline, f"no takeover in {TAKEOVER_BOUND} s"
+        time.sleep(0.2)
+    k8s.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        apps_namespace,
+        PLURAL,
+        name,
+        {"metadata": {"annotations": {RUN_REQUESTED: "now"}}},
+    )
+    wait_status(
+        kube_api,
+        apps_namespace,
+        name,
+        lambda s: s.get("handledRunRequest") == "now" and s.get("phase") == "Succeeded",
+        timeout=60,
+    )
+    assert "created Job" in two_replicas[standby].logs()
