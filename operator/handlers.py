@@ -28,7 +28,12 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from pydantic import ValidationError
 
-from kingest.operator.job import ANNOTATION_INGESTION, LABEL_INGESTION_UID, render_job
+from kingest.operator.job import (
+    ANNOTATION_INGESTION,
+    LABEL_INGESTION_UID,
+    RunnerDefaults,
+    render_job,
+)
 from kingest.operator.reconcile import RUN_REQUESTED, Event, Plan, needs_pods, plan
 from kingest.operator.spec import (
     GROUP,
@@ -54,7 +59,19 @@ class OperatorSettings:
     runner_image: str = field(
         default_factory=lambda: os.environ.get("KINGEST_RUNNER_IMAGE", DEFAULT_IMAGE)
     )
+    # `{"resources": {...}, "securityContext": {...}}` for every runner Pod (the chart's values).
+    runner_defaults: dict[str, Any] = field(
+        default_factory=lambda: json.loads(os.environ.get("KINGEST_RUNNER_DEFAULTS") or "{}")
+    )
     workers: int = 16
+
+    def runner(self) -> RunnerDefaults:
+        """The defaults `render_job` applies where an Ingestion's spec sets nothing."""
+        return RunnerDefaults(
+            image=self.runner_image,
+            resources=self.runner_defaults.get("resources") or None,
+            security_context=self.runner_defaults.get("securityContext") or {},
+        )
 
 
 operator_settings = OperatorSettings()
@@ -161,9 +178,7 @@ def reconcile(namespace: str, name: str) -> None:
     for job in step.delete:
         _delete_job(batch, namespace, job)
     if step.create is not None:
-        manifest = render_job(
-            meta, spec, step.create, operator_settings.runner_image, _now(micro=True)
-        )
+        manifest = render_job(meta, spec, step.create, operator_settings.runner(), _now(micro=True))
         try:
             _raw(batch.create_namespaced_job, namespace, manifest)
             log.info("created Job %s/%s", namespace, manifest["metadata"]["name"])

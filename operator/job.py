@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kingest.operator.spec import (
@@ -50,6 +50,16 @@ DEFAULT_CREDENTIAL_ITEMS: dict[str, list[CredentialItem]] = {
         CredentialItem(parameter="session_token", optional=True),
     ],
 }
+
+
+@dataclass(frozen=True)
+class RunnerDefaults:
+    """What the operator's installation sets for every runner Pod (the Helm chart's values)."""
+
+    image: str
+    resources: dict[str, Any] | None = None
+    # Extra container securityContext fields; the restricted ones below always win.
+    security_context: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,7 +177,11 @@ def selector_labels(meta: IngestionMeta) -> dict[str, str]:
 
 
 def render_job(
-    meta: IngestionMeta, spec: IngestionSpec, run: Run, default_image: str, created_at: str
+    meta: IngestionMeta,
+    spec: IngestionSpec,
+    run: Run,
+    defaults: RunnerDefaults,
+    created_at: str,
 ) -> dict[str, Any]:
     """The Job manifest of `run`, owned by the Ingestion, with a restricted Pod.
 
@@ -186,7 +200,7 @@ def render_job(
     ]
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": runner.image or default_image,
+        "image": runner.image or defaults.image,
         "command": ["kingest"],
         "args": runner_args(spec),
         "env": env,
@@ -194,6 +208,7 @@ def render_job(
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
+            **defaults.security_context,
             "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
             "privileged": False,
@@ -206,8 +221,9 @@ def render_job(
         container["imagePullPolicy"] = runner.image_pull_policy
     if runner.env_from:
         container["envFrom"] = runner.env_from
-    if runner.resources:
-        container["resources"] = runner.resources
+    resources = runner.resources if runner.resources is not None else defaults.resources
+    if resources:
+        container["resources"] = resources
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",

@@ -8,11 +8,13 @@ from typing import Any
 from kingest.operator.job import (
     TERMINATION_MESSAGE_PATH,
     Run,
+    RunnerDefaults,
     job_name,
     render_job,
 )
 from kingest.operator.spec import IngestionMeta, IngestionSpec
 
+DEFAULTS = RunnerDefaults(image="ghcr.io/kingest/kingest:1")
 META = IngestionMeta(name="students", namespace="data", uid="1234-abcd", generation=3)
 SPEC = IngestionSpec.model_validate(
     {
@@ -33,7 +35,7 @@ SPEC = IngestionSpec.model_validate(
 
 def _render(spec: IngestionSpec = SPEC, run: Run | None = None) -> dict[str, Any]:
     run = run or Run("Generation", META.generation)
-    return render_job(META, spec, run, "ghcr.io/kingest/kingest:1", "2026-01-01T00:00:00.000001Z")
+    return render_job(META, spec, run, DEFAULTS, "2026-01-01T00:00:00.000001Z")
 
 
 def _container(job: dict[str, Any]) -> dict[str, Any]:
@@ -176,3 +178,22 @@ def test_user_pod_labels_cannot_override_the_operator_labels() -> None:
 
 def test_manifest_is_plain_json() -> None:
     json.dumps(_render())
+
+
+def test_installation_defaults_apply_where_the_spec_sets_nothing() -> None:
+    defaults = RunnerDefaults(
+        image="registry.local/kingest:2",
+        resources={"limits": {"memory": "2Gi"}},
+        security_context={"runAsUser": 1000, "allowPrivilegeEscalation": True},
+    )
+    container = _container(render_job(META, SPEC, Run("Generation", 3), defaults, "t"))
+    assert container["image"] == "registry.local/kingest:2"
+    assert container["resources"] == {"limits": {"memory": "2Gi"}}
+    assert container["securityContext"]["runAsUser"] == 1000
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False  # never weakened
+    own = SPEC.model_copy(
+        update={"runner": SPEC.runner.model_copy(update={"resources": {"limits": {"cpu": "1"}}})}
+    )
+    assert _container(render_job(META, own, Run("Generation", 3), defaults, "t"))["resources"] == {
+        "limits": {"cpu": "1"}
+    }

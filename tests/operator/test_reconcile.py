@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kingest.operator.job import Run, job_name, render_job
+from kingest.operator.job import Run, RunnerDefaults, job_name, render_job
 from kingest.operator.reconcile import RUN_REQUESTED, plan
 from kingest.operator.spec import IngestionMeta, IngestionSpec, IngestionStatus
 
@@ -26,7 +26,7 @@ def meta(generation: int = 1, **annotations: str) -> IngestionMeta:
 
 def a_job(run: Run, state: str = "active", created_at: str = "2026-01-01T00:00:00.1Z") -> dict:
     """A Job as the API returns it; `state` is active, Complete or Failed."""
-    job = render_job(meta(run.generation), SPEC, run, "img", created_at)
+    job = render_job(meta(run.generation), SPEC, run, RunnerDefaults("img"), created_at)
     job["status"] = {"startTime": "2026-01-01T00:00:00Z"}
     if state != "active":
         job["status"]["conditions"] = [
