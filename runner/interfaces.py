@@ -17,7 +17,7 @@ from typing import Self
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from kingest.runner.errors import UsageError
+from kingest.runner.errors import KingestError, UsageError
 from kingest.runner.uri import ParsedUri
 
 
@@ -144,6 +144,9 @@ class SourceStream:
     total_files: int | None = None
     total_bytes: int | None = None
     on_close: Callable[[], None] | None = None
+    error: KingestError | None = None
+    """Set by a source whose batches failed: the pipeline reports it instead of the consumer's
+    (e.g. DuckDB's) wrapped exception."""
 
     def close(self) -> None:
         """Release readers, threads and temporary files (idempotent)."""

@@ -90,7 +90,12 @@ def run(
     with source.open() as stream:
         if on_open is not None:
             on_open(stream)
-        summary = destination.load(stream, load_id)
+        try:
+            summary = destination.load(stream, load_id)
+        except Exception:
+            if stream.error is not None:
+                raise stream.error from None
+            raise
         return LoadOutcome(load_id, summary, stream.stats.files, stream.stats.bytes)
 
 

@@ -1,0 +1,321 @@
+"""DuckDB files as a destination: one transaction per run, bookkept like dlt/ingestr.
+
+The whole run is one DuckDB transaction: the table change, ``_dlt_loads``,
+``_dlt_version`` and ``_dlt_pipeline_state`` rows commit together or not at all. A database
+file the run created is removed again if the run fails, so a failed run leaves the path
+exactly as it found it.
+
+Bookkeeping follows what ingestr 0.14 (dlt) writes into ``<schema>``: ``_dlt_loads``
+(load_id, schema_name, status 0, inserted_at, schema_version_hash), ``_dlt_version`` (the
+stored dlt schema) and ``_dlt_pipeline_state``; loaded rows carry ``_dlt_load_id``. As in
+ingestr, the pipeline and its schema are named after the sha256 of ``--dest-table``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+import duckdb
+import pyarrow as pa
+
+from kingest.runner import dlt_files
+from kingest.runner.errors import DestinationError, UsageError
+from kingest.runner.interfaces import (
+    Destination,
+    LoadOptions,
+    LoadSummary,
+    SourceStream,
+    Strategy,
+)
+from kingest.runner.uri import DuckDBUri, ParsedUri
+
+LOAD_ID_COLUMN = "_dlt_load_id"
+STREAM_VIEW = "kingest_source_stream"
+STAGE_TABLE = "kingest_stage"
+# DuckDB's buffer pool would otherwise grow towards 80% of RAM on a large load; data beyond
+# this spills to the database file / temp folder, so memory stays flat whatever the input.
+DEFAULT_MEMORY_LIMIT = "256MB"
+MEMORY_LIMIT_ENV = "KINGEST_DUCKDB_MEMORY_LIMIT"
+
+_DISPOSITION = {
+    Strategy.REPLACE: "replace",
+    Strategy.APPEND: "append",
+    Strategy.MERGE: "merge",
+    Strategy.DELETE_INSERT: "merge",
+}
+
+_BOOKKEEPING_DDL = (
+    """CREATE TABLE IF NOT EXISTS {s}."_dlt_loads" (
+        load_id VARCHAR NOT NULL, schema_name VARCHAR, status BIGINT NOT NULL,
+        inserted_at TIMESTAMP WITH TIME ZONE NOT NULL, schema_version_hash VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS {s}."_dlt_version" (
+        version BIGINT NOT NULL, engine_version BIGINT NOT NULL,
+        inserted_at TIMESTAMP WITH TIME ZONE NOT NULL, schema_name VARCHAR NOT NULL,
+        version_hash VARCHAR NOT NULL, schema VARCHAR NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS {s}."_dlt_pipeline_state" (
+        version BIGINT NOT NULL, engine_version BIGINT NOT NULL, pipeline_name VARCHAR NOT NULL,
+        state VARCHAR NOT NULL, created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+        version_hash VARCHAR, _dlt_load_id VARCHAR NOT NULL, _dlt_id VARCHAR NOT NULL)""",
+)
+
+
+def quote(identifier: str) -> str:
+    """A DuckDB identifier in double quotes (inner quotes doubled)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+_NAME = re.compile(r"^[^\x00-\x1f./]+$")
+
+
+class DuckDBDestination(Destination):
+    """A table in a DuckDB file: ``--dest-table schema.table`` or ``table`` (schema main)."""
+
+    def __init__(self, uri: DuckDBUri, table: str, options: LoadOptions) -> None:
+        parts = table.split(".")
+        if len(parts) > 2 or not all(p and _NAME.match(p) for p in parts):
+            raise UsageError(
+                f"--dest-table {table!r}: expected 'schema.table' or 'table' for DuckDB"
+            )
+        self.path = uri.path
+        self.schema = parts[0] if len(parts) == 2 else "main"
+        self.table = parts[-1]
+        self.dest_table = table
+        self.options = options
+
+    @classmethod
+    def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> Self:
+        """Validate the ``duckdb://`` URI and ``--dest-table`` (no I/O)."""
+        return cls(DuckDBUri.from_parsed(uri), table, options)
+
+    @property
+    def qualified(self) -> str:
+        """The quoted ``"schema"."table"``."""
+        return f"{quote(self.schema)}.{quote(self.table)}"
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        if not self.path.parent.is_dir():
+            raise DestinationError(f"{self.path}: folder {self.path.parent} does not exist")
+        config = {"memory_limit": os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)}
+        try:
+            return duckdb.connect(str(self.path), config=config)
+        except duckdb.Error as exc:
+            raise DestinationError(f"cannot open DuckDB database {self.path}: {exc}") from None
+
+    def load(self, stream: SourceStream, load_id: str) -> LoadSummary:
+        """Load ``stream`` into the table in one transaction; raise DestinationError on failure."""
+        existed = self.path.exists()
+        con = self._connect()
+        try:
+            con.begin()
+            rows = self._load(con, stream, load_id)
+            con.commit()
+        except BaseException as exc:
+            # An aborted transaction cannot be rolled back again; nothing was committed anyway.
+            with contextlib.suppress(duckdb.Error):
+                con.rollback()
+            con.close()
+            if not existed:
+                for leftover in (self.path, Path(f"{self.path}.wal")):
+                    leftover.unlink(missing_ok=True)
+            if isinstance(exc, duckdb.Error):
+                raise DestinationError(
+                    f"DuckDB {self.path}, table {self.schema}.{self.table}: {exc}"
+                ) from None
+            raise
+        con.close()
+        return LoadSummary(
+            rows=rows,
+            destination_table=f"{self.schema}.{self.table}",
+            tables={f"{self.schema}.{self.table}": rows},
+        )
+
+    # -- the data ------------------------------------------------------------------------
+
+    def _select(self, schema: pa.Schema, load_id: str) -> str:
+        """SELECT over the stream: JSON columns serialized, interval filter, load id added."""
+        replaces = []
+        for hint in self.options.columns:
+            if not hint.is_json or hint.name not in schema.names:
+                continue
+            data_type = schema.field(hint.name).type
+            expression = (
+                f"{quote(hint.name)}::JSON"
+                if pa.types.is_string(data_type)
+                else f"to_json({quote(hint.name)})::JSON"
+            )
+            replaces.append(f"{expression} AS {quote(hint.name)}")
+        star = f"* REPLACE ({', '.join(replaces)})" if replaces else "*"
+        if LOAD_ID_COLUMN in schema.names:
+            star += f" EXCLUDE ({quote(LOAD_ID_COLUMN)})"
+        conditions = []
+        key = self.options.incremental_key
+        if key is not None and (self.options.interval_start or self.options.interval_end):
+            if key not in schema.names:
+                raise UsageError(
+                    f"--incremental-key {key!r} is not a column of the source "
+                    f"(columns: {', '.join(schema.names)})"
+                )
+            if self.options.interval_start:
+                conditions.append(f"{quote(key)} >= {_literal(self.options.interval_start)}")
+            if self.options.interval_end:
+                conditions.append(f"{quote(key)} < {_literal(self.options.interval_end)}")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return f"SELECT {star}, {_literal(load_id)} AS {LOAD_ID_COLUMN} FROM {STREAM_VIEW}{where}"
+
+    def _table_exists(self, con: duckdb.DuckDBPyConnection) -> bool:
+        found = con.execute(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = ? AND table_name = ?",
+            [self.schema, self.table],
+        ).fetchone()
+        return bool(found and found[0])
+
+    def _columns(self, con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+        return {row[0]: row[1] for row in con.execute(f"DESCRIBE {table}").fetchall()}
+
+    def _evolve(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Add the staged columns the table lacks (nulls in the rows already there)."""
+        existing = self._columns(con, self.qualified)
+        for name, data_type in self._columns(con, STAGE_TABLE).items():
+            if name not in existing:
+                con.execute(f"ALTER TABLE {self.qualified} ADD COLUMN {quote(name)} {data_type}")
+
+    def _check_keys(self, con: duckdb.DuckDBPyConnection, keys: tuple[str, ...], flag: str) -> None:
+        staged = self._columns(con, STAGE_TABLE)
+        missing = [k for k in keys if k not in staged]
+        if missing:
+            raise UsageError(
+                f"{flag} {', '.join(missing)}: not a column of the source "
+                f"(columns: {', '.join(n for n in staged if n != LOAD_ID_COLUMN)})"
+            )
+
+    def _load(self, con: duckdb.DuckDBPyConnection, stream: SourceStream, load_id: str) -> int:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
+        for ddl in _BOOKKEEPING_DDL:
+            con.execute(ddl.format(s=quote(self.schema)))
+        con.register(STREAM_VIEW, stream.reader)
+        select = self._select(stream.reader.schema, load_id)
+        strategy = self.options.strategy
+        exists = self._table_exists(con)
+        if strategy is Strategy.REPLACE or self.options.full_refresh or not exists:
+            if strategy is Strategy.MERGE:
+                # Even into an empty table, merge keeps one row per primary key (the last).
+                con.execute(f"CREATE TEMP TABLE {STAGE_TABLE} AS {select}")
+                self._check_keys(con, self.options.primary_key, "--primary-key")
+                select = self._deduplicated()
+            result = con.execute(f"CREATE OR REPLACE TABLE {self.qualified} AS {select}")
+            rows = int(result.fetchone()[0])  # type: ignore[index]
+        else:
+            con.execute(f"CREATE TEMP TABLE {STAGE_TABLE} AS {select}")
+            self._evolve(con)
+            if strategy is Strategy.APPEND:
+                result = con.execute(
+                    f"INSERT INTO {self.qualified} BY NAME SELECT * FROM {STAGE_TABLE}"
+                )
+            elif strategy is Strategy.MERGE:
+                self._check_keys(con, self.options.primary_key, "--primary-key")
+                keys = ", ".join(quote(k) for k in self.options.primary_key)
+                con.execute(
+                    f"DELETE FROM {self.qualified} WHERE ({keys}) IN "
+                    f"(SELECT ({keys}) FROM {STAGE_TABLE})"
+                )
+                result = con.execute(f"INSERT INTO {self.qualified} BY NAME {self._deduplicated()}")
+            else:
+                delete_keys = (
+                    (self.options.incremental_key,)
+                    if self.options.incremental_key
+                    else self.options.primary_key
+                )
+                self._check_keys(con, delete_keys, "--incremental-key")  # type: ignore[arg-type]
+                keys = ", ".join(quote(k) for k in delete_keys if k)
+                con.execute(
+                    f"DELETE FROM {self.qualified} WHERE ({keys}) IN "
+                    f"(SELECT DISTINCT ({keys}) FROM {STAGE_TABLE})"
+                )
+                result = con.execute(
+                    f"INSERT INTO {self.qualified} BY NAME SELECT * FROM {STAGE_TABLE}"
+                )
+            rows = int(result.fetchone()[0])  # type: ignore[index]
+        con.unregister(STREAM_VIEW)
+        self._bookkeep(con, load_id)
+        return rows
+
+    def _deduplicated(self) -> str:
+        keys = ", ".join(quote(k) for k in self.options.primary_key)
+        return (
+            f"SELECT * FROM {STAGE_TABLE} "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY rowid DESC) = 1"
+        )
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _bookkeep(self, con: duckdb.DuckDBPyConnection, load_id: str) -> None:
+        schema_ident = quote(self.schema)
+        schema_name = dlt_files.pipeline_name_for(self.dest_table)
+        now = datetime.now(UTC)
+        arrow_schema = con.sql(f"SELECT * FROM {self.qualified} LIMIT 0").to_arrow_table().schema
+        table = dlt_files.table_schema(
+            self.table, arrow_schema, _DISPOSITION[self.options.strategy], "parquet"
+        )
+        previous_row = con.execute(
+            f"SELECT schema FROM {schema_ident}._dlt_version WHERE schema_name = ? "
+            "ORDER BY inserted_at DESC, version DESC LIMIT 1",
+            [schema_name],
+        ).fetchone()
+        previous: dict[str, Any] | None = json.loads(previous_row[0]) if previous_row else None
+        stored = dlt_files.stored_schema(schema_name, [table], previous)
+        if previous is None or previous.get("version_hash") != stored["version_hash"]:
+            con.execute(
+                f"INSERT INTO {schema_ident}._dlt_version VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    stored["version"],
+                    stored["engine_version"],
+                    now,
+                    schema_name,
+                    stored["version_hash"],
+                    json.dumps(stored, separators=(",", ":")),
+                ],
+            )
+        state: dict[str, Any] = {
+            "_state_version": 1,
+            "_state_engine_version": dlt_files.STATE_ENGINE_VERSION,
+            "pipeline_name": schema_name,
+            "dataset_name": self.schema,
+            "default_schema_name": schema_name,
+            "schema_names": [schema_name],
+            "destination_type": "dlt.destinations.duckdb",
+            "destination_name": None,
+            "sources": {schema_name: {}},
+        }
+        state["_version_hash"] = dlt_files.state_version_hash(state)
+        packed = json.dumps(state, separators=(",", ":")).encode()
+        con.execute(
+            f"INSERT INTO {schema_ident}._dlt_pipeline_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                state["_state_version"],
+                dlt_files.STATE_ENGINE_VERSION,
+                schema_name,
+                base64.b64encode(zlib.compress(packed, level=9)).decode("ascii"),
+                now,
+                state["_version_hash"],
+                load_id,
+                base64.b64encode(os.urandom(10)).decode("ascii").rstrip("="),
+            ],
+        )
+        # Written last, as dlt does: a load is complete once its _dlt_loads row exists.
+        con.execute(
+            f"INSERT INTO {schema_ident}._dlt_loads VALUES (?, ?, 0, ?, ?)",
+            [load_id, schema_name, now, stored["version_hash"]],
+        )

@@ -1,0 +1,293 @@
+"""File formats: which reader a file needs, its schema, and its rows as Arrow batches.
+
+Everything here streams: CSV and JSONL through pyarrow's block-wise readers (types inferred
+from a file's first block), Parquet one row group at a time. Python only configures the
+native readers and casts batches to the run's unified schema.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from kingest.runner.errors import DataError, UsageError
+from kingest.runner.glob import Hints
+from kingest.runner.interfaces import ColumnHint
+
+# Bytes per CSV/JSON block: types are inferred from a file's first block, and each block is
+# parsed by one core. Bigger blocks infer better and parse faster; they cost memory per reader.
+BLOCK_SIZE = 4 * 1024 * 1024
+PARQUET_BATCH_ROWS = 64 * 1024
+
+_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": None,
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ZONED = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+
+OpenStream = Callable[[], pa.NativeFile]
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """How one object is read: ``format`` (csv | csv_headless | jsonl | parquet), compression."""
+
+    format: str
+    compression: str | None
+
+    @property
+    def family(self) -> str:
+        """The format without its variant (``csv_headless`` is ``csv``), for mixing checks."""
+        return "csv" if self.format == "csv_headless" else self.format
+
+
+def detect_kind(key: str, hints: Hints) -> FileKind | None:
+    """The kind of object ``key`` (the format hint wins over the extension); None if unknown."""
+    name = key.rsplit("/", 1)[-1].lower()
+    compression = None
+    for suffix, codec in _COMPRESSION.items():
+        if name.endswith(suffix):
+            compression, name = codec, name[: -len(suffix)]
+            break
+    if hints.format is not None:
+        return FileKind(hints.format, compression)
+    for suffix, fmt in _EXTENSIONS.items():
+        if name.endswith(suffix) and fmt is not None:
+            return FileKind(fmt, compression)
+    return None
+
+
+def normalize_type(data_type: pa.DataType) -> pa.DataType:
+    """The type a column is loaded as: timestamps in microseconds (DuckDB's TIMESTAMP)."""
+    if pa.types.is_timestamp(data_type) and data_type.unit != "us":
+        return pa.timestamp("us", tz=data_type.tz)
+    if pa.types.is_dictionary(data_type):
+        return normalize_type(data_type.value_type)
+    if pa.types.is_large_string(data_type) or pa.types.is_string_view(data_type):
+        return pa.string()
+    return data_type
+
+
+def _rank(data_type: pa.DataType) -> int | None:
+    if pa.types.is_null(data_type):
+        return 0
+    if pa.types.is_boolean(data_type):
+        return 1
+    if pa.types.is_integer(data_type):
+        return 2
+    if pa.types.is_floating(data_type) or pa.types.is_decimal(data_type):
+        return 3
+    return None
+
+
+def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type holding both ``a`` and ``b`` (int+float -> double, date+timestamp ->
+    timestamp, scalar+text -> text); None when nothing sensible holds both (e.g. struct+int).
+    """
+    if a.equals(b):
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b):
+        return a
+    ra, rb = _rank(a), _rank(b)
+    if ra is not None and rb is not None and ra >= 2 and rb >= 2:
+        return pa.int64() if ra == rb == 2 else pa.float64()
+    temporal = (pa.types.is_timestamp, pa.types.is_date)
+    if any(t(a) for t in temporal) and any(t(b) for t in temporal):
+        zones = {t.tz for t in (a, b) if pa.types.is_timestamp(t) and t.tz}
+        return pa.timestamp("us", tz="UTC" if zones else None)
+    nested = (pa.types.is_struct, pa.types.is_list, pa.types.is_large_list, pa.types.is_map)
+    if any(t(a) or t(b) for t in nested):
+        return None
+    return pa.string()
+
+
+def unify_schemas(schemas: list[tuple[str, pa.Schema]]) -> pa.Schema:
+    """One schema for all files: columns in first-seen order, types widened across files.
+
+    Raises :class:`DataError` naming the column and two files whose types cannot be unified.
+    """
+    fields: dict[str, pa.DataType] = {}
+    seen_in: dict[str, str] = {}
+    for name, schema in schemas:
+        for field in schema:
+            current = fields.get(field.name)
+            if current is None:
+                fields[field.name] = normalize_type(field.type)
+                seen_in[field.name] = name
+                continue
+            merged = unify_types(current, normalize_type(field.type))
+            if merged is None:
+                raise DataError(
+                    f"column {field.name!r} is {current} in {seen_in[field.name]} but "
+                    f"{field.type} in {name}; pass --columns {field.name}:<type> to choose"
+                )
+            fields[field.name] = merged
+    return pa.schema(list(fields.items()))
+
+
+def conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with exactly ``target``'s columns and types (missing columns are null)."""
+    columns = []
+    for field in target:
+        index = batch.schema.get_field_index(field.name)
+        if index == -1:
+            columns.append(pa.nulls(batch.num_rows, field.type))
+            continue
+        column = batch.column(index)
+        if not column.type.equals(field.type):
+            # Timestamps lose sub-microsecond digits on purpose (DuckDB stores microseconds).
+            lossy = pa.types.is_timestamp(field.type) and pa.types.is_timestamp(column.type)
+            column = column.cast(field.type, safe=not lossy)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=target)
+
+
+class CsvReader:
+    """CSV with a header (or headless): UTF-8 with or without BOM, quoted fields spanning
+    lines, any encoding by ``#encoding=``; ``--columns`` types (and names, when headless)."""
+
+    def __init__(self, hints: Hints, columns: tuple[ColumnHint, ...], headless: bool) -> None:
+        self.headless = headless
+        self.encoding = hints.encoding or "utf8"
+        self.columns = columns
+        self.parse_options = pa_csv.ParseOptions(newlines_in_values=True)
+
+    def _read_options(self, names: list[str] | None) -> pa_csv.ReadOptions:
+        return pa_csv.ReadOptions(
+            block_size=BLOCK_SIZE,
+            encoding=self.encoding,
+            column_names=names,
+            autogenerate_column_names=self.headless and names is None,
+        )
+
+    def _open(
+        self, stream: pa.NativeFile, names: list[str] | None, types: dict[str, pa.DataType]
+    ) -> pa_csv.CSVStreamingReader:
+        return pa_csv.open_csv(
+            stream,
+            read_options=self._read_options(names),
+            parse_options=self.parse_options,
+            convert_options=pa_csv.ConvertOptions(column_types=types),
+        )
+
+    def _hinted_names(self) -> list[str] | None:
+        return [c.name for c in self.columns] if self.headless and self.columns else None
+
+    def schema(self, stream: pa.NativeFile) -> pa.Schema:
+        """The file's columns and types, from its first block."""
+        hint_types = {c.name: c.arrow_type for c in self.columns}
+        reader = self._open(stream, self._hinted_names(), hint_types)
+        schema = reader.schema
+        reader.close()
+        if self.headless and not self.columns:
+            schema = pa.schema([pa.field(f"unknown_col_{i}", f.type) for i, f in enumerate(schema)])
+        return pa.schema([pa.field(f.name, normalize_type(f.type)) for f in schema])
+
+    def batches(
+        self, stream: pa.NativeFile, own: pa.Schema, target: pa.Schema
+    ) -> Iterator[pa.RecordBatch]:
+        """The file's rows, parsed straight into ``target``'s types."""
+        names = own.names if self.headless else None
+        types = {f.name: target.field(f.name).type for f in own}
+        yield from self._open(stream, names, types)
+
+
+class JsonLinesReader:
+    """JSON Lines (one object per line; blank lines skipped). Nested objects and arrays stay
+    nested (STRUCT / LIST); ISO dates and timestamps become DATE / TIMESTAMP."""
+
+    def __init__(self, hints: Hints, columns: tuple[ColumnHint, ...]) -> None:
+        self.encoding = hints.encoding
+        # JSON-typed columns keep their nested type here; the destination serializes them.
+        self.columns = columns
+
+    def _source(self, stream: pa.NativeFile) -> pa.NativeFile:
+        if self.encoding and self.encoding.replace("-", "").lower() != "utf8":
+            return pa.transcoding_input_stream(stream, self.encoding, "utf8")
+        return stream
+
+    def _open(
+        self, stream: pa.NativeFile, explicit: pa.Schema | None
+    ) -> pa_json.JSONStreamingReader:
+        return pa_json.open_json(
+            self._source(stream),
+            read_options=pa_json.ReadOptions(block_size=BLOCK_SIZE),
+            parse_options=pa_json.ParseOptions(explicit_schema=explicit),
+        )
+
+    def schema(self, stream: pa.NativeFile, reopen: OpenStream) -> pa.Schema:
+        """The file's fields and types, from its first block; string-encoded temporals are
+        told apart (date, timestamp with or without zone) from the values themselves."""
+        typed = [(c.name, c.arrow_type) for c in self.columns if not c.is_json]
+        reader = self._open(stream, pa.schema(typed) if typed else None)
+        schema = reader.schema
+        reader.close()
+        temporal = [f.name for f in schema if pa.types.is_timestamp(f.type)]
+        temporal = [n for n in temporal if not any(c.name == n for c in self.columns)]
+        fields = {f.name: normalize_type(f.type) for f in schema}
+        if temporal:
+            as_text = pa.schema([(n, pa.string()) for n in temporal])
+            reader = self._open(reopen(), as_text)
+            first = reader.read_next_batch()
+            reader.close()
+            for name in temporal:
+                values = [v for v in first.column(name).to_pylist() if v]
+                if values and all(_DATE.match(v) for v in values):
+                    fields[name] = pa.date32()
+                elif any(_ZONED.search(v) for v in values):
+                    fields[name] = pa.timestamp("us", tz="UTC")
+                else:
+                    fields[name] = pa.timestamp("us")
+        return pa.schema(list(fields.items()))
+
+    def batches(
+        self, stream: pa.NativeFile, own: pa.Schema, target: pa.Schema
+    ) -> Iterator[pa.RecordBatch]:
+        """The file's rows; temporal fields are parsed from text into ``target``'s types."""
+        hinted = {c.name for c in self.columns}
+        explicit = [
+            (f.name, pa.string())
+            for f in own
+            if (pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)) and f.name not in hinted
+        ]
+        explicit += [(c.name, c.arrow_type) for c in self.columns if not c.is_json]
+        yield from self._open(stream, pa.schema(explicit) if explicit else None)
+
+
+class ParquetReader:
+    """Parquet, one row group at a time (memory bounded by the row group, not the file)."""
+
+    def __init__(self, batch_rows: int | None) -> None:
+        self.batch_rows = batch_rows or PARQUET_BATCH_ROWS
+
+    def schema(self, file: pa.NativeFile) -> pa.Schema:
+        """The file's schema, from its footer."""
+        schema = pq.ParquetFile(file).schema_arrow
+        return pa.schema([pa.field(f.name, normalize_type(f.type)) for f in schema])
+
+    def batches(self, file: pa.NativeFile) -> Iterator[pa.RecordBatch]:
+        """The file's rows in batches of ``batch_rows``."""
+        parquet = pq.ParquetFile(file, pre_buffer=True)
+        yield from parquet.iter_batches(batch_size=self.batch_rows, use_threads=True)
+
+
+def check_hint_columns(
+    kind: FileKind, columns: tuple[ColumnHint, ...], schema: pa.Schema, name: str
+) -> None:
+    """A headless CSV must have as many columns as ``--columns`` names."""
+    if kind.format == "csv_headless" and columns and len(schema) != len(columns):
+        raise UsageError(f"{name} has {len(schema)} columns but --columns names {len(columns)}")

@@ -1,0 +1,451 @@
+"""S3 (and S3-compatible stores) as a source: the objects a glob matches, as one Arrow stream.
+
+Listing and credentials go through boto3 (its default chain gives environment variables,
+web identity / IRSA and instance roles); the bytes are read by pyarrow's native S3 client,
+several files at once (``--extract-parallelism``), each streamed block by block.
+
+Before any data moves, every matched file's schema is read (first block or Parquet footer,
+in parallel) and unified, so the stream has one schema for all files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Self
+from urllib.parse import unquote
+
+import boto3
+import pyarrow as pa
+import pyarrow.fs as pafs
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from kingest.runner.errors import (
+    AccessDenied,
+    BucketNotFound,
+    DataError,
+    KingestError,
+    NoFilesMatched,
+    UsageError,
+)
+from kingest.runner.formats import (
+    CsvReader,
+    FileKind,
+    JsonLinesReader,
+    ParquetReader,
+    conform,
+    detect_kind,
+    unify_schemas,
+)
+from kingest.runner.glob import ObjectGlob
+from kingest.runner.interfaces import LoadOptions, Source, SourceStream
+from kingest.runner.prefetch import ordered_parallel
+from kingest.runner.uri import ParsedUri, S3Uri
+
+SOURCE_FILE_COLUMN = "_ingestr_source_file_path"
+
+_DENIED_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AllAccessDisabled",
+    "403",
+}
+_HIVE_SEGMENT = re.compile(r"^([^=/]+)=([^/]*)$")
+_INT = re.compile(r"^-?\d{1,18}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class SourceUnavailable(KingestError):
+    """The store could not be reached or failed while reading (network, 5xx)."""
+
+    reason = "SourceUnavailable"
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """One matched object and how to read it."""
+
+    key: str
+    size: int
+    kind: FileKind
+    partitions: tuple[tuple[str, str], ...] = ()
+
+    def url(self, bucket: str) -> str:
+        """``s3://bucket/key``, for messages and the source-file column."""
+        return f"s3://{bucket}/{self.key}"
+
+
+@dataclass
+class _Plan:
+    """What to read, resolved by listing and reading schemas."""
+
+    objects: list[S3Object]
+    schemas: list[pa.Schema]
+    target: pa.Schema
+    partition_types: dict[str, pa.DataType] = field(default_factory=dict)
+
+
+def _client_error(exc: ClientError, what: str, bucket: str) -> KingestError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ("NoSuchBucket", "404") and "bucket" in what:
+        return BucketNotFound(f"bucket {bucket!r} does not exist ({what})")
+    if code in _DENIED_CODES or status == 403:
+        return AccessDenied(
+            f"access denied to bucket {bucket!r} ({what}: {code}); check the source URI's "
+            "access_key_id / secret_access_key / session_token or the role's permissions"
+        )
+    return SourceUnavailable(f"S3 {what} on bucket {bucket!r} failed: {code or status}")
+
+
+def _arrow_error(exc: OSError, url: str) -> KingestError:
+    text = str(exc)
+    if "ACCESS_DENIED" in text or "AccessDenied" in text or "403" in text:
+        return AccessDenied(f"access denied reading {url}")
+    if "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text:
+        return BucketNotFound(f"bucket of {url} does not exist")
+    if "NoSuchKey" in text or "NO_SUCH_KEY" in text or "Path does not exist" in text:
+        return SourceUnavailable(f"{url} disappeared while the run was reading it")
+    return SourceUnavailable(f"reading {url} failed: {text}")
+
+
+def _partition_type(values: list[str]) -> pa.DataType:
+    present = [v for v in values if v not in ("", "__HIVE_DEFAULT_PARTITION__")]
+    if present and all(_INT.match(v) for v in present):
+        return pa.int64()
+    if present and all(_DATE.match(v) for v in present):
+        return pa.date32()
+    return pa.string()
+
+
+def hive_partitions(key: str) -> tuple[tuple[str, str], ...]:
+    """``a/dt=2026-11-25/country=DE/f.parquet`` -> ``(("dt", "2026-11-25"), ("country", "DE"))``."""
+    folders = key.split("/")[:-1]
+    return tuple(
+        (unquote(m.group(1)), unquote(m.group(2)))
+        for m in (_HIVE_SEGMENT.match(folder) for folder in folders)
+        if m
+    )
+
+
+class S3Source(Source):
+    """Objects in an S3 bucket matched by ``--source-table <bucket>/<glob>[#hints]``."""
+
+    def __init__(self, uri: S3Uri, glob: ObjectGlob, options: LoadOptions) -> None:
+        self.uri = uri
+        self.glob = glob
+        self.options = options
+
+    @classmethod
+    def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> Self:
+        """Validate the ``s3://`` URI and the ``bucket/glob`` table (no I/O)."""
+        return cls(S3Uri.from_parsed(uri), ObjectGlob.parse(table), options)
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _session(self) -> boto3.session.Session:
+        secret = self.uri.secret_access_key
+        return boto3.session.Session(
+            aws_access_key_id=self.uri.access_key_id.get_secret_value()
+            if self.uri.access_key_id
+            else None,
+            aws_secret_access_key=secret.get_secret_value() if secret else None,
+            aws_session_token=self.uri.session_token.get_secret_value()
+            if self.uri.session_token
+            else None,
+            region_name=self.uri.region,
+        )
+
+    def _client(self, session: boto3.session.Session) -> Any:
+        # Path-style for S3-compatible stores and for legacy bucket names (underscores,
+        # upper case), which are not valid host names.
+        legacy = not re.fullmatch(r"[a-z0-9.-]+", self.glob.bucket)
+        path_style = self.uri.endpoint_url is not None or legacy
+        return session.client(
+            "s3",
+            endpoint_url=self.uri.endpoint_url,
+            region_name=self.uri.region or session.region_name or "us-east-1",
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 4},
+                s3={"addressing_style": "path" if path_style else "auto"},
+            ),
+        )
+
+    def _filesystem(
+        self, session: boto3.session.Session, client: Any, region: str
+    ) -> pafs.S3FileSystem:
+        credentials = session.get_credentials()
+        if credentials is None:
+            raise AccessDenied(
+                "no AWS credentials: set access_key_id and secret_access_key in the source URI "
+                "(or KINGEST_SOURCE_ACCESS_KEY_ID / KINGEST_SOURCE_SECRET_ACCESS_KEY), or "
+                "configure the default chain (AWS_* variables, web identity, instance role)"
+            )
+        frozen = credentials.get_frozen_credentials()
+        endpoint = (
+            self.uri.endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
+        kwargs: dict[str, Any] = {}
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            kwargs = {"endpoint_override": host, "scheme": scheme}
+        return pafs.S3FileSystem(
+            access_key=frozen.access_key,
+            secret_key=frozen.secret_key,
+            session_token=frozen.token,
+            region=region,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=4),
+            **kwargs,
+        )
+
+    # -- listing --------------------------------------------------------------------------
+
+    def _list(self, client: Any) -> tuple[list[tuple[str, int]], str, int]:
+        """Matched (key, size) pairs, the bucket's region and how many objects were listed."""
+        bucket, prefix = self.glob.bucket, self.glob.prefix
+        matched: list[tuple[str, int]] = []
+        listed = 0
+        region = self.uri.region or ""
+        try:
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                headers = page.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+                region = region or headers.get("x-amz-bucket-region", "")
+                for obj in page.get("Contents", []):
+                    listed += 1
+                    key = obj["Key"]
+                    if key.endswith("/") or not self.glob.matches(key):
+                        continue
+                    matched.append((key, int(obj["Size"])))
+        except NoCredentialsError:
+            raise AccessDenied(
+                "no AWS credentials: set access_key_id and secret_access_key in the source URI, "
+                "or configure the default chain (AWS_* variables, web identity, instance role)"
+            ) from None
+        except ClientError as exc:
+            raise _client_error(exc, "listing the bucket", bucket) from None
+        except BotoCoreError as exc:
+            where = self.uri.endpoint_url or "AWS S3"
+            raise SourceUnavailable(f"cannot list bucket {bucket!r} at {where}: {exc}") from None
+        return matched, region or "us-east-1", listed
+
+    def _objects(self, matched: list[tuple[str, int]], listed: int) -> list[S3Object]:
+        bucket = self.glob.bucket
+        if not matched:
+            raise NoFilesMatched(
+                f"no object matches {self.glob.describe()}: listed prefix "
+                f"'s3://{bucket}/{self.glob.prefix}' ({listed} object(s), none matching)"
+            )
+        objects: list[S3Object] = []
+        for key, size in matched:
+            kind = detect_kind(key, self.glob.hints)
+            if kind is None:
+                raise UsageError(
+                    f"s3://{bucket}/{key}: unknown file format; supported: .csv, .jsonl, "
+                    ".ndjson, .parquet (optionally .gz or .zst), or add a hint to "
+                    "--source-table such as '#csv', '#jsonl' or '#parquet'"
+                )
+            partitions = hive_partitions(key) if self.uri.hive_partitioning else ()
+            objects.append(S3Object(key, size, kind, partitions))
+        families: dict[str, str] = {}
+        for obj in objects:
+            families.setdefault(obj.kind.family, obj.url(bucket))
+        if len(families) > 1:
+            listing = "; ".join(f"{fmt} (e.g. {url})" for fmt, url in sorted(families.items()))
+            raise UsageError(
+                f"{self.glob.describe()} matches files of several formats: {listing}. "
+                "Narrow the glob (e.g. '*.csv') so one run reads one format"
+            )
+        return objects
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _reader_for(self, kind: FileKind) -> CsvReader | JsonLinesReader | ParquetReader:
+        if kind.family == "csv":
+            return CsvReader(self.glob.hints, self.options.columns, kind.format == "csv_headless")
+        if kind.family == "jsonl":
+            return JsonLinesReader(self.glob.hints, self.options.columns)
+        return ParquetReader(self.options.page_size)
+
+    def _path(self, obj: S3Object) -> str:
+        return f"{self.glob.bucket}/{obj.key}"
+
+    def _read_schema(self, fs: pafs.S3FileSystem, obj: S3Object, spool: str) -> pa.Schema:
+        url = obj.url(self.glob.bucket)
+        reader = self._reader_for(obj.kind)
+        try:
+            if isinstance(reader, ParquetReader):
+                with self._random_access(fs, obj, spool) as file:
+                    return reader.schema(file)
+            stream = fs.open_input_stream(self._path(obj), compression=obj.kind.compression)
+            with stream:
+                if isinstance(reader, JsonLinesReader):
+                    return reader.schema(
+                        stream,
+                        lambda: fs.open_input_stream(
+                            self._path(obj), compression=obj.kind.compression
+                        ),
+                    )
+                return reader.schema(stream)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{url}: cannot read as {obj.kind.format}: {exc}") from None
+        except pa.ArrowNotImplementedError as exc:
+            raise DataError(f"{url}: unsupported content: {exc}") from None
+        except OSError as exc:
+            raise _arrow_error(exc, url) from None
+
+    def _random_access(self, fs: pafs.S3FileSystem, obj: S3Object, spool: str) -> pa.NativeFile:
+        if obj.kind.compression is None:
+            return fs.open_input_file(self._path(obj))
+        # Parquet needs random access: a compressed one is decompressed to local disk first.
+        local = os.path.join(spool, obj.key.replace("/", "_"))
+        if not os.path.exists(local):
+            with (
+                fs.open_input_stream(self._path(obj), compression=obj.kind.compression) as src,
+                open(local, "wb") as dst,
+            ):
+                shutil.copyfileobj(src, dst, 8 * 1024 * 1024)
+        return pa.OSFile(local)
+
+    def _plan(self, fs: pafs.S3FileSystem, objects: list[S3Object], spool: str) -> _Plan:
+        workers = max(1, min(self.options.extract_parallelism * 2, len(objects), 32))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="schema") as pool:
+            schemas = list(pool.map(lambda o: self._read_schema(fs, o, spool), objects))
+        named = [(o.url(self.glob.bucket), s) for o, s in zip(objects, schemas, strict=True)]
+        target = unify_schemas(named)
+        fields = list(target)
+        for hint in self.options.columns:
+            index = target.get_field_index(hint.name)
+            if index == -1:
+                if objects[0].kind.format != "csv_headless":
+                    raise UsageError(
+                        f"--columns names {hint.name!r}, which no matched file has "
+                        f"(columns: {', '.join(target.names)})"
+                    )
+                continue
+            if not hint.is_json:
+                fields[index] = pa.field(hint.name, hint.arrow_type)
+        partition_types: dict[str, pa.DataType] = {}
+        for name in dict.fromkeys(k for o in objects for k, _ in o.partitions):
+            values = [v for o in objects for k, v in o.partitions if k == name]
+            partition_types[name] = _partition_type(values)
+        fields = [f for f in fields if f.name not in partition_types]
+        fields += [pa.field(n, t) for n, t in partition_types.items()]
+        if self.uri.include_file_path:
+            fields.append(pa.field(SOURCE_FILE_COLUMN, pa.string()))
+        return _Plan(objects, schemas, pa.schema(fields), partition_types)
+
+    def _file_batches(
+        self,
+        fs: pafs.S3FileSystem,
+        plan: _Plan,
+        index: int,
+        stream_state: SourceStream,
+        spool: str,
+    ) -> Iterator[pa.RecordBatch]:
+        obj, own = plan.objects[index], plan.schemas[index]
+        url = obj.url(self.glob.bucket)
+        reader = self._reader_for(obj.kind)
+        extras: dict[str, pa.Scalar] = {
+            name: pa.scalar(value if value != "__HIVE_DEFAULT_PARTITION__" else None).cast(
+                plan.partition_types[name]
+            )
+            for name, value in obj.partitions
+        }
+        if self.uri.include_file_path:
+            extras[SOURCE_FILE_COLUMN] = pa.scalar(url)
+        rows = 0
+        try:
+            if isinstance(reader, ParquetReader):
+                file = self._random_access(fs, obj, spool)
+                batches = reader.batches(file)
+            else:
+                file = fs.open_input_stream(self._path(obj), compression=obj.kind.compression)
+                batches = reader.batches(file, own, plan.target)
+            with file:
+                for batch in batches:
+                    for name, value in extras.items():
+                        column = pa.repeat(value, batch.num_rows)
+                        index_in = batch.schema.get_field_index(name)
+                        batch = (
+                            batch.set_column(index_in, name, column)
+                            if index_in != -1
+                            else batch.append_column(name, column)
+                        )
+                    out = conform(batch, plan.target)
+                    rows += batch.num_rows
+                    stream_state.stats.add(rows=batch.num_rows)
+                    yield out
+            stream_state.stats.add(files=1, bytes=obj.size)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
+            error = DataError(self._describe_data_error(exc, url, own, rows))
+            stream_state.error = error
+            raise error from None
+        except OSError as exc:
+            error = _arrow_error(exc, url)
+            stream_state.error = error
+            raise error from None
+
+    @staticmethod
+    def _describe_data_error(exc: Exception, url: str, own: pa.Schema, rows_before: int) -> str:
+        text = str(exc)
+        column = re.search(r"In CSV column #(\d+): ", text)
+        if column:
+            index = int(column.group(1))
+            name = own.names[index] if index < len(own.names) else f"#{index + 1}"
+            detail = text[column.end() :].replace("CSV conversion error to ", "cannot convert to ")
+            return (
+                f"{url}: column {name!r}, after data row {rows_before:,}: {detail}; "
+                f"pass --columns {name}:text to load it as text"
+            )
+        row = re.search(r" in row (\d+)", text)
+        if row:
+            return f"{url}: row {rows_before + int(row.group(1)) + 1:,}: {text[: row.start()]}"
+        return f"{url}, after data row {rows_before:,}: {text}"
+
+    def open(self) -> SourceStream:
+        """List the glob, read and unify the schemas, and stream every matched file."""
+        session = self._session()
+        client = self._client(session)
+        matched, region, listed = self._list(client)
+        objects = self._objects(matched, listed)
+        fs = self._filesystem(session, client, region)
+        spool = tempfile.mkdtemp(prefix="kingest-")
+        try:
+            plan = self._plan(fs, objects, spool)
+        except BaseException:
+            shutil.rmtree(spool, ignore_errors=True)
+            raise
+        stream = SourceStream(
+            reader=pa.RecordBatchReader.from_batches(plan.target, iter(())),
+            name=self.glob.pattern.rsplit("/", 1)[-1],
+            total_files=len(objects),
+            total_bytes=sum(o.size for o in objects),
+        )
+        batches = ordered_parallel(
+            range(len(objects)),
+            lambda i: self._file_batches(fs, plan, i, stream, spool),
+            parallelism=self.options.extract_parallelism,
+        )
+        stream.reader = pa.RecordBatchReader.from_batches(plan.target, batches)
+
+        def close() -> None:
+            batches.close()
+            shutil.rmtree(spool, ignore_errors=True)
+
+        stream.on_close = close
+        return stream
