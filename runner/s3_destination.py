@@ -297,13 +297,19 @@ class _JsonlFile:
         self._db.close()
 
 
-def key_safe_table_name(name: str) -> str:
-    """A source's table name as one clean key segment: runs of other characters become ``_``.
+_FILE_SUFFIXES = re.compile(r"(\.(csv|tsv|jsonl|ndjson|json|parquet|gz|gzip|zst|zstd))+$", re.I)
 
-    ``users`` stays ``users``; a name derived from a glob or with spaces cannot break the
-    layout (``my table`` -> ``my_table``).
+
+def key_safe_table_name(name: str) -> str:
+    """A source's table name as one clean key segment.
+
+    DuckDB tables keep their name (``users``). A name taken from a file glob loses its file
+    extensions and wildcards (``students_details.csv`` -> ``students_details``,
+    ``part-*.csv.gz`` -> ``part``, ``*.csv`` -> ``data``); other characters that do not
+    belong in a key become ``_`` (``my table`` -> ``my_table``).
     """
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "data"
+    base = re.sub(r"[*?\[\]{}]", "", _FILE_SUFFIXES.sub("", name))
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("._-") or "data"
 
 
 # -- the destination -------------------------------------------------------------------------

@@ -173,5 +173,7 @@ def test_load_id_pattern_finds_the_load_id_of_a_tables_keys() -> None:
 def test_source_names_become_clean_key_segments() -> None:
     assert key_safe_table_name("users") == "users"
     assert key_safe_table_name("my table") == "my_table"
-    assert key_safe_table_name("students/*.csv") == "students_.csv"
+    assert key_safe_table_name("students_details.csv") == "students_details"
+    assert key_safe_table_name("part-*.csv.gz") == "part"
+    assert key_safe_table_name("*.csv") == "data"
     assert key_safe_table_name("**") == "data"
