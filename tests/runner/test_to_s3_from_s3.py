@@ -70,3 +70,39 @@ def test_csv_files_in_s3_become_a_parquet_dataset_in_s3(
     assert written.num_rows == 300
     assert written.column_names[:2] == ["id", "name"]
     assert sorted(written.column("id").to_pylist()) == list(range(300))
+
+
+def test_one_named_jsonl_file_becomes_a_csv_table_named_after_it(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    client = s3_server.client()
+    lines = "".join(json.dumps({"id": i, "city": f"c{i}"}) + "\n" for i in range(50))
+    client.put_object(Bucket=bucket, Key="in/students_details.jsonl", Body=lines)
+
+    proc = subprocess.run(
+        [
+            KINGEST,
+            "ingest",
+            "--source-uri",
+            s3_server.uri(),
+            "--source-table",
+            f"{bucket}/in/students_details.jsonl",
+            "--dest-uri",
+            s3_server.uri(layout="{table_name}.{ext}"),
+            "--dest-table",
+            f"{bucket}/out",
+            "--loader-file-format",
+            "csv",
+        ],
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    body = client.get_object(Bucket=bucket, Key="out/students_details.csv")["Body"].read()
+    rows = body.decode().splitlines()
+    assert len(rows) == 51
+    assert rows[0].replace('"', "").split(",")[:2] == ["id", "city"]
