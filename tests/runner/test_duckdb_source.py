@@ -109,7 +109,6 @@ def test_the_file_is_not_locked_for_others_while_streaming(db: Path) -> None:
 
 
 def test_duckdb_to_duckdb(db: Path, tmp_path: Path) -> None:
-    pytest.importorskip("kingest.runner.duckdb_destination")  # the other runner engineer's
     dest = tmp_path / "dest.duckdb"
     proc = subprocess.run(
         [
