@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from kingest.operator.spec import GROUP, PLURAL, VERSION
@@ -119,6 +120,9 @@ class Release:
         return self.api.sanitize_for_serialization(
             apps.read_namespaced_deployment(self.fullname, self.namespace)
         )
+
+    def app_version(self, chart: Path = CHART) -> str:
+        return yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"]
 
     def service_account(self) -> str:
         return self.deployment()["spec"]["template"]["spec"]["serviceAccountName"]

@@ -25,7 +25,7 @@ from kubernetes import client as k8s
 
 from kingest.operator import rbac
 from kingest.operator.spec import GROUP, PLURAL, VERSION
-from tests.chart.conftest import OperatorProcess, Release, operator_values
+from tests.chart.conftest import CHART, OperatorProcess, Release, operator_values
 from tests.platform.kube import ControlPlane
 from tests.platform.kubelet import Kubelet
 from tests.platform.s3 import S3Server
@@ -188,6 +188,12 @@ def test_operator_reconciles_as_the_chart_service_account(
     operator = start_operator("operator-0")
     name = seed_users_to_s3(kube, apps_namespace, chart_kubelet, s3_server, bucket)
     reconciled_end_to_end(kube_api, apps_namespace, name, operator, s3_server, bucket)
+    # The chart's runner defaults reached the Job (the example sets no resources of its own).
+    job = k8s.BatchV1Api(kube_api).list_namespaced_job(apps_namespace).items[0]
+    runner = kube_api.sanitize_for_serialization(job.spec.template.spec.containers[0])
+    chart_defaults = yaml.safe_load((CHART / "values.yaml").read_text())["runner"]
+    assert runner["resources"] == chart_defaults["resources"]
+    assert runner["image"] == f"ghcr.io/kingest/kingest:{release.app_version()}"
 
 
 def test_the_chart_service_account_cannot_read_secrets(

@@ -258,7 +258,7 @@ def test_entrypoint_commands_run_in_the_built_venv(
 
 
 def test_runner_job_command_resolves_in_the_built_venv(built_image: BuiltImage) -> None:
-    from kingest.operator.job import Run, render_job
+    from kingest.operator.job import Run, RunnerDefaults, render_job
     from kingest.operator.spec import IngestionMeta, IngestionSpec
 
     spec = IngestionSpec.model_validate(
@@ -268,7 +268,9 @@ def test_runner_job_command_resolves_in_the_built_venv(built_image: BuiltImage) 
         }
     )
     meta = IngestionMeta(name="x", namespace="ns", uid="u", generation=1)
-    job = render_job(meta, spec, Run("Generation", 1), "img", "2026-01-01T00:00:00.000000Z")
+    job = render_job(
+        meta, spec, Run("Generation", 1), RunnerDefaults(image="img"), "2026-01-01T00:00:00.000000Z"
+    )
     container = job["spec"]["template"]["spec"]["containers"][0]
     command = [*container["command"], *container["args"], "--help"]
     result = built_image.run(*command)
