@@ -26,7 +26,7 @@ from kubernetes import client as k8s
 
 from kingest.operator.spec import GROUP, PLURAL, VERSION
 from tests.platform.helm import Helm
-from tests.platform.kube import ControlPlane
+from tests.platform.kube import ControlPlane, delete_namespace
 from tests.platform.kubelet import Kubelet
 from tests.platform.processes import ManagedProcess, free_port
 from tests.platform.strict_kube import StrictControlPlane
@@ -247,8 +247,6 @@ def _chart_kubelet(kube_api: k8s.ApiClient) -> Iterator[Kubelet]:
 @pytest.fixture
 def apps_namespace(kube_api: k8s.ApiClient) -> Iterator[str]:
     """A namespace for users' Ingestions, apart from the operator's release namespace."""
-    from tests.platform.kube import delete_namespace
-
     name = f"a-{uuid.uuid4().hex[:10]}"
     k8s.CoreV1Api(kube_api).create_namespace({"metadata": {"name": name}})
     try:
