@@ -148,8 +148,10 @@ def test_s3_to_duckdb_seed_example(
     assert status["lastRun"]["rows"] == 4
     database = runner_kubelet.claim_path(namespace, "duckdb-data") / "s3_data.duckdb"
     with duckdb.connect(str(database), read_only=True) as db:
-        assert db.sql("select count(*) from processed_students.student_details").fetchone() == (4,)
-        loads = db.sql("select load_id from processed_students._dlt_loads").fetchall()
+        assert db.execute("select count(*) from processed_students.student_details").fetchone() == (
+            4,
+        )
+        loads = db.execute("select load_id from processed_students._dlt_loads").fetchall()
     assert loads == [(status["lastLoadId"],)]
 
 
