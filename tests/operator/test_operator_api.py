@@ -82,6 +82,11 @@ def test_api_server_fills_in_defaults(ingestions: Ingestions, ingestion_crd: Non
         (_with("source", uri="duckdb://"), "no database file"),
         (_with("source", table="a.b.c.d"), "a.b.c.d"),
         (_with("destination", uri="s3://?layout={nonsense}"), "layout"),
+        (
+            S3_TO_DUCKDB | {"source": S3_TO_DUCKDB["source"] | {"uri": "s3://?regoin=x"}},
+            "'regoin'",
+        ),
+        (S3_TO_DUCKDB | {"source": S3_TO_DUCKDB["source"] | {"table": "no-glob"}}, "table"),
     ],
     ids=[
         "bad-scheme",
@@ -90,6 +95,8 @@ def test_api_server_fills_in_defaults(ingestions: Ingestions, ingestion_crd: Non
         "no-duckdb-file",
         "bad-table",
         "bad-layout",
+        "s3-source-unknown-parameter",
+        "s3-source-table-without-bucket-and-glob",
     ],
 )
 def test_invalid_spec_is_reported_without_a_job(
