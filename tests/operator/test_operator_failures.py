@@ -55,7 +55,7 @@ def test_missing_secret_key_is_create_container_config_error_naming_it(
     ingestions.patch(
         NAME, {"spec": {"destination": {"credentials": {"secretRef": {"name": "s3-credentials"}}}}}
     )
-    status = ingestions.wait_for_phase(NAME, "Succeeded", timeout=60)["status"]
+    status = ingestions.wait_for_phase(NAME, "Succeeded", timeout=120)["status"]
     assert status["observedGeneration"] == 2
     assert len(ingestions.jobs()) == 1  # the stuck one was deleted, not left to linger
 
