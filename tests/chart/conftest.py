@@ -29,21 +29,10 @@ from tests.platform.helm import Helm
 from tests.platform.kube import ControlPlane, delete_namespace
 from tests.platform.kubelet import Kubelet
 from tests.platform.processes import ManagedProcess, free_port
-from tests.platform.strict_kube import StrictControlPlane
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "kingest"
 CRD_NAME = f"{PLURAL}.{GROUP}"
-
-
-@pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """The control plane, with ownerReference permissions enforced (see strict_kube)."""
-    control_plane = StrictControlPlane(tmp_path_factory.mktemp("kube-strict"))
-    try:
-        yield control_plane
-    finally:
-        control_plane.stop()
 
 
 def adopt_crd(api: k8s.ApiClient, release: str, namespace: str) -> None:

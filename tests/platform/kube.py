@@ -127,6 +127,9 @@ class ControlPlane:
                 "--advertise-address=127.0.0.1",
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
+                # As on OpenShift: an ownerReference that blocks its owner's deletion needs
+                # `update` on the owner's finalizers, so RBAC is proven where it is strictest.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             ],
         )
         self.ca_file = root / "certs" / "apiserver.crt"
