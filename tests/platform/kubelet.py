@@ -472,13 +472,18 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 
 def _map_paths(value: str, paths: dict[str, str]) -> str:
-    for mount_path in sorted(paths, key=len, reverse=True):
-        value = re.sub(
-            re.escape(mount_path) + r"(?=/|$|[^A-Za-z0-9_.-])",
-            lambda _m, p=paths[mount_path]: p,
-            value,
-        )
-    return value
+    """Container paths in `value` replaced by their local folders, in one pass.
+
+    One pass, longest mount first: a local folder that itself lies under another mount path
+    (a harness root under /tmp, and a Pod with a /tmp emptyDir) is never mapped twice.
+    """
+    if not paths:
+        return value
+    mounts = sorted(paths, key=len, reverse=True)
+    pattern = "|".join(re.escape(m) for m in mounts)
+    return re.sub(
+        rf"(?:{pattern})(?=/|$|[^A-Za-z0-9_.-])", lambda match: paths[match.group(0)], value
+    )
 
 
 def _field(pod: dict[str, Any], path: str) -> str:

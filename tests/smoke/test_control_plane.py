@@ -191,3 +191,30 @@ def test_a_service_account_client_is_held_to_its_rbac(
 def test_kubectl_reads_the_cluster(kube: ControlPlane, namespace: str) -> None:
     result = kube.kubectl("get", "namespace", namespace, "-o", "name")
     assert result.stdout.strip() == f"namespace/{namespace}"
+
+
+def test_mount_paths_are_mapped_once_even_under_another_mount(
+    kube_api: k8s.ApiClient, namespace: str, kubelet: Kubelet
+) -> None:
+    # The harness keeps its folders under the machine's /tmp; the Pod mounts an emptyDir at
+    # /tmp too. The claim's local folder must not be rewritten again by the /tmp mount.
+    script = "import os, sys; open(sys.argv[1], 'w').write(os.environ['OUT'])"
+    job = _job("twice", ["python", "-c", script, "/data/out.txt"])
+    spec = job["spec"]["template"]["spec"]
+    spec["volumes"] = [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "nested"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    container = spec["containers"][0]
+    container["volumeMounts"] = [
+        {"name": "data", "mountPath": "/data"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    container["env"] = [{"name": "OUT", "value": "/data/x and /tmp/y"}]
+    k8s.BatchV1Api(kube_api).create_namespaced_job(namespace, job)
+    assert _wait_for_job(kube_api, namespace, "twice")["status"].get("succeeded") == 1
+    claim = kubelet.claim_path(namespace, "nested")
+    written = (claim / "out.txt").read_text()
+    pod_tmp = written.split(" and ")[1]
+    assert written.startswith(f"{claim}/x and ")
+    assert pod_tmp.endswith("/volumes/tmp/y") and str(claim) not in pod_tmp
