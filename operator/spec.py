@@ -9,9 +9,8 @@ objects that the operator only passes through to the Pod (resources, volumes, af
 are kept as plain dicts and marked `x-kubernetes-preserve-unknown-fields` in the CRD: the API
 server validates them again when the Job is created, against the cluster's own version.
 
-Schedule fields (`schedule`, `timeZone`, `suspend`, `concurrencyPolicy`, ...) are optional
-additions to `IngestionSpec` and `IngestionStatus.nextRunTime` already exists for them, so
-adding them later changes no existing field.
+Schedule fields (`schedule`, `timeZone`, `suspend`, `concurrencyPolicy`, ...) are optional:
+without `schedule` an Ingestion runs once per spec generation, as before they existed.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Invalid", "Schedul
 RunResult = Literal["Pending", "Running", "Succeeded", "Failed"]
 Trigger = Literal["Generation", "Requested", "Schedule"]
 ConditionStatus = Literal["True", "False", "Unknown"]
+ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
 
 _PASS_THROUGH = {"x-kubernetes-preserve-unknown-fields": True}
 _PASS_THROUGH_LIST = {"items": {"type": "object", **_PASS_THROUGH}}
@@ -296,12 +296,62 @@ class IngestionSpec(Model):
     runner: RunnerSpec = Field(
         default_factory=RunnerSpec, description="How each run's Pod is built."
     )
+    schedule: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Run on this cron schedule: 5 fields (minute hour day-of-month month "
+        "day-of-week, names like MON/JAN allowed) or a macro (@hourly, @daily, @weekly, "
+        "@monthly, @yearly). Without it the Ingestion runs once per spec change.",
+    )
+    time_zone: str = Field(
+        default="UTC",
+        min_length=1,
+        description="IANA time zone the schedule's wall-clock times are in, e.g. "
+        "Europe/Berlin. Around daylight-saving changes a fixed-hour schedule fires once per "
+        "wall-clock time (Vixie cron's rule).",
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Fire no scheduled runs (a running one finishes). On resume the latest "
+        "missed slot runs if it is within startingDeadlineSeconds; older ones are skipped.",
+    )
+    concurrency_policy: ConcurrencyPolicy = Field(
+        default="Forbid",
+        description="What a slot does while a run is active: Forbid skips it (counted in "
+        "status.skippedSlots), Allow runs alongside, Replace deletes the active run's Job "
+        "and starts the new run once it is gone.",
+    )
+    starting_deadline_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="A slot that cannot start within this many seconds of its time (operator "
+        "down, suspended) is skipped. Unset: the latest missed slot always runs, once.",
+    )
+    run_on_create: bool = Field(
+        default=False,
+        description="With a schedule: also run once right away when the Ingestion is created.",
+    )
+    successful_runs_history_limit: int | None = Field(
+        default=None,
+        ge=0,
+        description="Succeeded runs' Jobs to keep; older ones are deleted. Default: 3 for "
+        "scheduled Ingestions, all otherwise.",
+    )
+    failed_runs_history_limit: int | None = Field(
+        default=None,
+        ge=0,
+        description="Failed runs' Jobs to keep; older ones are deleted. Default: 1 for "
+        "scheduled Ingestions, all otherwise.",
+    )
 
 
 class Condition(Model):
     """A Kubernetes-convention condition."""
 
-    type: str = Field(description="Ready, Running or Succeeded.")
+    type: str = Field(
+        description="Ready, Running, Succeeded, or for scheduled Ingestions Suspended, "
+        "InvalidSchedule and ConcurrencyForbidden."
+    )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase word a user can search for.")
     message: str = Field(default="", description="What happened, for a human.")
@@ -360,7 +410,25 @@ class IngestionStatus(Model):
         default=None, description="When the latest successful run finished."
     )
     next_run_time: str | None = Field(
-        default=None, description="When the next scheduled run is due (scheduled Ingestions)."
+        default=None,
+        description="When the next scheduled slot is due (scheduled Ingestions, not suspended); "
+        "recomputed on every spec change.",
+    )
+    last_schedule_time: str | None = Field(
+        default=None, description="The slot of the latest scheduled run (RFC 3339)."
+    )
+    scheduled_from: str | None = Field(
+        default=None,
+        description="Slots after this time are due: the latest slot run or skipped, or when "
+        "the schedule was last edited (an edit moves the next slot, it never fires old ones).",
+    )
+    skipped_slots: int | None = Field(
+        default=None,
+        description="Slots that did not run: a run was active (Forbid), or past "
+        "startingDeadlineSeconds, or older than the one catch-up run after downtime.",
+    )
+    last_skipped_time: str | None = Field(
+        default=None, description="The latest skipped slot (RFC 3339)."
     )
     runs: list[RunStatus] = Field(
         default_factory=list, description="Recent runs, newest first (bounded)."
@@ -376,5 +444,6 @@ class IngestionMeta(Model):
     namespace: str
     uid: str
     generation: int = 1
+    creation_timestamp: str | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
     deletion_timestamp: str | None = None
