@@ -174,7 +174,7 @@ def reconcile(namespace: str, name: str) -> None:
         if needs_pods(jobs, old)
         else []
     )
-    step = plan(meta, invalid, old, jobs, pods, _now())
+    step = plan(meta, invalid, old, jobs, pods, _now(), spec)
     for job in step.delete:
         _delete_job(batch, namespace, job)
     if step.create is not None:
@@ -188,7 +188,9 @@ def reconcile(namespace: str, name: str) -> None:
             elif exc.status in (400, 422):
                 # The API server's validation of the runner's Pod fields (volumes, ...).
                 reason = _api_message(exc)
-                step = plan(meta, f"the runner Job was rejected: {reason}", old, jobs, pods, _now())
+                step = plan(
+                    meta, f"the runner Job was rejected: {reason}", old, jobs, pods, _now(), spec
+                )
             else:
                 raise
     _write(custom, core, obj, step)
@@ -205,7 +207,7 @@ def _delete_job(batch: k8s.BatchV1Api, namespace: str, name: str) -> None:
     try:
         # Foreground: the Job stays (and blocks the next run) until its Pods are gone.
         batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground")
-        log.info("deleted superseded Job %s/%s", namespace, name)
+        log.info("deleted Job %s/%s", namespace, name)
     except k8s.ApiException as exc:
         if exc.status != 404:
             raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kingest.operator.spec import (
@@ -38,6 +39,7 @@ ANNOTATION_TRIGGER = "kingest.io/trigger"
 ANNOTATION_GENERATION = "kingest.io/generation"
 ANNOTATION_RUN_REQUEST = "kingest.io/run-request"
 ANNOTATION_CREATED_AT = "kingest.io/created-at"
+ANNOTATION_SCHEDULED_AT = "kingest.io/scheduled-at"  # the slot of a scheduled run (RFC 3339)
 ANNOTATION_INGESTION = "kingest.io/ingestion"  # the full name; label values stop at 63
 RESERVED_ENV_PREFIXES = ("KINGEST_",)
 RESERVED_ENV = {"SOURCE_URI", "DESTINATION_URI", "HOME"}
@@ -64,25 +66,56 @@ class RunnerDefaults:
 
 @dataclass(frozen=True)
 class Run:
-    """What a run is for: a spec generation, or a value of the run-requested annotation."""
+    """What a run is for: a spec generation, a value of the run-requested annotation, or a
+    schedule slot (`slot`, a UTC datetime on a whole minute)."""
 
     trigger: Trigger
     generation: int
     run_request: str | None = None
+    slot: datetime | None = None
 
     @property
     def key(self) -> str:
         """Identifies the run among all runs of one Ingestion."""
         if self.trigger == "Requested":
             return f"requested/{self.run_request}"
+        if self.trigger == "Schedule":
+            return f"schedule/{slot_minutes(self.slot)}"
         return f"generation/{self.generation}"
 
 
+def slot_minutes(slot: datetime | None) -> int:
+    """A schedule slot as whole minutes since the Unix epoch (slots fall on whole minutes)."""
+    if slot is None:
+        raise ValueError("a scheduled run needs its slot")
+    return int(slot.timestamp()) // 60
+
+
 def job_name(name: str, uid: str, run: Run) -> str:
-    """The run's deterministic Job name: a readable prefix and a hash, at most 63 characters."""
-    digest = hashlib.sha256(f"{uid}/{run.key}".encode()).hexdigest()[:10]
+    """The run's deterministic Job name, at most 63 characters.
+
+    A readable prefix and a hash of the Ingestion's uid and the run's key; a scheduled run
+    ends in its slot's Unix minute instead (`<name>-<uid hash>-<minute>`), so every replica
+    and every restart names a slot's run the same, and the name says when it was due. The
+    uid hash keeps a re-created Ingestion of the same name from adopting its predecessor's Job.
+    """
+    if run.trigger == "Schedule":
+        uid_hash = hashlib.sha256(uid.encode()).hexdigest()[:5]
+        digest = f"{uid_hash}-{slot_minutes(run.slot)}"
+    else:
+        digest = hashlib.sha256(f"{uid}/{run.key}".encode()).hexdigest()[:10]
     prefix = re.sub(r"[^a-z0-9-]", "-", name.lower())[: MAX_NAME - len(digest) - 1].strip("-")
     return f"{prefix}-{digest}" if prefix else f"run-{digest}"
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time as Kubernetes writes it (Z or an offset) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def _scheme(uri: str) -> str:
@@ -255,6 +288,8 @@ def render_job(
     }
     if run.run_request is not None:
         annotations[ANNOTATION_RUN_REQUEST] = run.run_request
+    if run.slot is not None:
+        annotations[ANNOTATION_SCHEDULED_AT] = format_time(run.slot)
     job_spec: dict[str, Any] = {
         "backoffLimit": runner.backoff_limit,
         "template": {

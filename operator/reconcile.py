@@ -14,18 +14,43 @@ Rules:
   missing Secret, an image that cannot be pulled) is superseded: deleted, and the new run
   created once it is gone;
 - an invalid spec starts nothing and says what to fix; the next generation is checked again.
+
+Scheduled Ingestions (`spec.schedule`) run per slot instead of per generation (a spec change
+only moves the next slot; `runOnCreate` adds one run at creation). CronJob's semantics:
+
+- slots after `status.scheduledFrom` (the latest slot run or skipped, or the time of the
+  latest edit; the creation time at first) up to `now` are due; only the latest one runs, the
+  older ones are counted in `skippedSlots`, so downtime causes at most one catch-up run;
+  with `startingDeadlineSeconds` a latest slot older than that is skipped too;
+- a slot's Job name is derived from the slot, so a restart or a second replica adopts it;
+- while another run is active, Forbid skips the slot (ConcurrencyForbidden), Allow starts it
+  alongside, Replace deletes the active Job and starts the slot's run once it is gone;
+- `suspend` fires nothing and keeps `scheduledFrom`: on resume the missed slots are due as
+  after downtime (one catch-up at most, within the deadline);
+- an invalid cron or time zone sets InvalidSchedule and recovers with the next generation;
+- finished Jobs beyond the history limits are deleted, oldest first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
-from kingest.operator.job import ANNOTATION_CREATED_AT, Run, job_name
+from kingest.operator.job import (
+    ANNOTATION_CREATED_AT,
+    ANNOTATION_SCHEDULED_AT,
+    Run,
+    format_time,
+    job_name,
+    parse_time,
+)
+from kingest.operator.schedule import InvalidSchedule, Schedule, decide
 from kingest.operator.spec import (
     Condition,
     ConditionStatus,
     IngestionMeta,
+    IngestionSpec,
     IngestionStatus,
     RunStatus,
 )
@@ -33,6 +58,9 @@ from kingest.operator.status import has_started, job_finished, run_status
 
 RUN_REQUESTED = "kingest.io/run-requested"
 HISTORY_LIMIT = 10
+# CronJob's defaults; an unscheduled Ingestion keeps all its Jobs unless limits are set.
+SCHEDULED_SUCCESSFUL_JOBS = 3
+SCHEDULED_FAILED_JOBS = 1
 JobDict = dict
 PodDict = dict
 
@@ -71,6 +99,8 @@ def pods_of(job: JobDict, pods: list[PodDict]) -> list[PodDict]:
 def _describe(run: Run) -> str:
     if run.trigger == "Requested":
         return f"run request {run.run_request!r}"
+    if run.trigger == "Schedule" and run.slot is not None:
+        return f"schedule slot {format_time(run.slot)}"
     return f"spec generation {run.generation}"
 
 
@@ -138,6 +168,146 @@ def needs_pods(jobs: list[JobDict], old: IngestionStatus) -> bool:
     return any(not job_finished(j) or j["metadata"]["name"] not in recorded for j in jobs)
 
 
+@dataclass
+class _Slots:
+    """The schedule's part of one plan: the slot's run (if it may start now) and status."""
+
+    run: Run | None = None
+    delete: tuple[str, ...] = ()
+    waiting: str | None = None
+    scheduled_from: str | None = None
+    last_schedule_time: str | None = None
+    skipped: int = 0
+    last_skipped: str | None = None
+    next_slot: str | None = None
+    forbidden: tuple[ConditionStatus, str, str] | None = None
+    events: list[Event] = field(default_factory=list)
+
+
+def _scheduled_at(job: JobDict) -> datetime | None:
+    value = (job["metadata"].get("annotations") or {}).get(ANNOTATION_SCHEDULED_AT)
+    return parse_time(value) if value else None
+
+
+def _slots(
+    meta: IngestionMeta,
+    spec: IngestionSpec,
+    schedule: Schedule,
+    old: IngestionStatus,
+    jobs: list[JobDict],
+    active: list[JobDict],
+    now: str,
+    edited: bool,
+    busy: bool,
+) -> _Slots:
+    """Which slot runs now; `edited`: a new generation; `busy`: this plan already starts a run."""
+    now_at = parse_time(now)
+    resuming = any(c.type == "Suspended" and c.status == "True" for c in old.conditions)
+    if edited and not resuming and old.observed_generation is not None:
+        # An edit moves the next slot; slots the new schedule had before now never fire.
+        baseline = now_at
+    else:
+        baseline = parse_time(old.scheduled_from or meta.creation_timestamp or now)
+    # The Jobs themselves say which slots ran, should the status have been lost.
+    ran = [at for at in map(_scheduled_at, jobs) if at is not None]
+    since = max([baseline, *ran])
+    out = _Slots(
+        scheduled_from=format_time(since),
+        last_schedule_time=old.last_schedule_time,
+        skipped=old.skipped_slots or 0,
+        last_skipped=old.last_skipped_time,
+    )
+    if ran and (old.last_schedule_time is None or max(ran) > parse_time(old.last_schedule_time)):
+        out.last_schedule_time = format_time(max(ran))
+    if spec.suspend:
+        return out
+    decision = decide(schedule, now_at, since, since, spec.starting_deadline_seconds)
+    out.skipped += decision.skipped
+    if decision.last_skipped is not None:
+        out.last_skipped = format_time(decision.last_skipped)
+    out.next_slot = format_time(decision.next_slot) if decision.next_slot else None
+    if decision.slot is None:
+        if decision.skipped:
+            out.scheduled_from = out.last_skipped
+            out.events.append(
+                Event(
+                    "Warning",
+                    "SlotSkipped",
+                    f"slot {out.last_skipped} missed its starting deadline of "
+                    f"{spec.starting_deadline_seconds} s",
+                )
+            )
+        return out
+    slot = format_time(decision.slot)
+    run = Run("Schedule", meta.generation, slot=decision.slot)
+    name = job_name(meta.name, meta.uid, run)
+    others = [job for job in active if job["metadata"]["name"] != name]
+    if busy:
+        # One Job per plan: the slot stays due and runs on the next reconcile.
+        out.next_slot = slot
+        return out
+    if any(job["metadata"]["name"] == name for job in jobs):
+        out.scheduled_from = out.last_schedule_time = slot
+        return out
+    if not others or spec.concurrency_policy == "Allow":
+        out.run = run
+        out.scheduled_from = out.last_schedule_time = slot
+        out.forbidden = ("False", "SlotStarted", f"slot {slot} started {name}")
+        out.events.append(Event("Normal", "RunCreated", f"{name}: for {_describe(run)}"))
+        return out
+    blocking = others[0]["metadata"]["name"]
+    if spec.concurrency_policy == "Forbid":
+        out.skipped += 1
+        out.scheduled_from = out.last_skipped = slot
+        message = f"slot {slot} skipped: {blocking} is still running (concurrencyPolicy Forbid)"
+        out.forbidden = ("True", "RunActive", message)
+        out.events.append(Event("Warning", "SlotSkipped", message))
+        return out
+    out.delete = tuple(
+        job["metadata"]["name"] for job in others if not job["metadata"].get("deletionTimestamp")
+    )
+    if out.delete:
+        out.events.append(
+            Event(
+                "Normal",
+                "RunReplaced",
+                f"{', '.join(out.delete)} deleted for {_describe(run)} (concurrencyPolicy Replace)",
+            )
+        )
+    out.waiting = f"the run for {_describe(run)} waits for {blocking} to be deleted"
+    out.next_slot = slot
+    return out
+
+
+def _beyond_history(
+    spec: IngestionSpec | None, jobs: list[JobDict], keep: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Finished Jobs beyond the history limits (`jobs` newest first), never one in `keep`."""
+    if spec is None:
+        return ()
+    scheduled = spec.schedule is not None
+    limits = {
+        "Complete": spec.successful_runs_history_limit,
+        "Failed": spec.failed_runs_history_limit,
+    }
+    if scheduled:
+        limits["Complete"] = (
+            SCHEDULED_SUCCESSFUL_JOBS if limits["Complete"] is None else limits["Complete"]
+        )
+        limits["Failed"] = SCHEDULED_FAILED_JOBS if limits["Failed"] is None else limits["Failed"]
+    beyond: list[str] = []
+    for outcome, limit in limits.items():
+        if limit is None:
+            continue
+        finished = [
+            job["metadata"]["name"]
+            for job in jobs
+            if job_finished(job) == outcome and not job["metadata"].get("deletionTimestamp")
+        ]
+        beyond.extend(name for name in finished[limit:] if name not in keep)
+    return tuple(beyond)
+
+
 def plan(
     meta: IngestionMeta,
     invalid: str | None,
@@ -145,16 +315,33 @@ def plan(
     jobs: list[JobDict],
     pods: list[PodDict],
     now: str,
+    spec: IngestionSpec | None = None,
 ) -> Plan:
     """Decide the next step for one Ingestion; see the module docstring for the rules.
 
-    `invalid` is what is wrong with the spec (None when it can run); `jobs` and `pods` are
+    `invalid` is what is wrong with the spec (None when it can run); `spec` is the parsed spec
+    (needed for schedules and history limits; None when invalid); `jobs` and `pods` are
     everything labelled with the Ingestion's uid; `now` is an RFC 3339 timestamp.
     """
-    if invalid is None and old.phase == "Invalid" and old.observed_generation == meta.generation:
+    schedule: Schedule | None = None
+    schedule_error: str | None = None
+    if invalid is None and spec is not None and spec.schedule is not None:
+        try:
+            schedule = Schedule.parse(spec.schedule, spec.time_zone)
+        except InvalidSchedule as exc:
+            schedule_error = f"schedule {spec.schedule!r} (timeZone {spec.time_zone!r}): {exc}"
+    if (
+        invalid is None
+        and schedule_error is None
+        and old.phase == "Invalid"
+        and old.reason != "InvalidSchedule"
+        and old.observed_generation == meta.generation
+    ):
         # A verdict holds for its generation, also one only the API server could give (a
         # Job it rejected): the spec is checked again when it changes.
         invalid = old.message or "invalid spec"
+    invalid = invalid or schedule_error
+    scheduled = schedule is not None
     jobs = sorted(jobs, key=_order, reverse=True)
     recorded = _recorded(old)
     derived = [
@@ -174,15 +361,21 @@ def plan(
     waiting: str | None = None
     events: list[Event] = []
 
+    run: Run | None = None
     if invalid is not None:
         # Acted on: this generation (and any request made for it) will never run.
         observed, handled = meta.generation, request
-    elif generation_due or request_due:
-        run = (
-            Run("Generation", meta.generation)
-            if generation_due
-            else Run("Requested", meta.generation, request)
-        )
+    elif generation_due and (
+        not scheduled
+        or (spec is not None and spec.run_on_create and old.observed_generation is None)
+    ):
+        run = Run("Generation", meta.generation)
+    elif request_due:
+        run = Run("Requested", meta.generation, request)
+    if scheduled and invalid is None:
+        # A scheduled Ingestion runs per slot; a new generation only moves the next slot.
+        observed = meta.generation
+    if run is not None:
         name = job_name(meta.name, meta.uid, run)
         if any(job["metadata"]["name"] == name for job in jobs) or not active:
             create = None if any(j["metadata"]["name"] == name for j in jobs) else run
@@ -205,6 +398,29 @@ def plan(
                 )
             waiting = f"a run for {_describe(run)} waits for {blocking} to finish"
 
+    slots: _Slots | None = None
+    if schedule is not None and spec is not None:
+        slots = _slots(
+            meta,
+            spec,
+            schedule,
+            old,
+            jobs,
+            active,
+            now,
+            edited=generation_due,
+            busy=create is not None,
+        )
+        if slots.run is not None:
+            create = slots.run
+        delete = tuple(dict.fromkeys(delete + slots.delete))
+        waiting = waiting or slots.waiting
+        events.extend(slots.events)
+    kept_jobs = (job_name(meta.name, meta.uid, create),) if create else ()
+    delete = delete + tuple(
+        name for name in _beyond_history(spec, jobs, kept_jobs) if name not in delete
+    )
+
     created = (
         RunStatus(
             job=job_name(meta.name, meta.uid, create),
@@ -222,9 +438,18 @@ def plan(
     succeeded = next((r for r in runs if r.result == "Succeeded"), None)
     last_load_id = succeeded.load_id if succeeded else old.last_load_id
     last_successful_time = succeeded.completion_time if succeeded else old.last_successful_time
+    suspended = scheduled and spec is not None and spec.suspend
+    running = last_run is not None and last_run.result in ("Pending", "Running")
 
     if invalid is not None:
-        phase, reason, message = "Invalid", "InvalidSpec", invalid
+        reason = "InvalidSchedule" if schedule_error else "InvalidSpec"
+        phase, message = "Invalid", invalid
+    elif suspended and not running:
+        phase, reason, message = "Suspended", "Suspended", "spec.suspend is true: no slot fires"
+    elif last_run is None and scheduled:
+        next_slot = slots.next_slot if slots else None
+        phase, reason = "Scheduled", "Scheduled"
+        message = f"next run at {next_slot}" if next_slot else "the schedule has no next slot"
     elif last_run is None:
         phase, reason, message = "Pending", "NoRun", waiting or "no run yet"
     else:
@@ -233,7 +458,6 @@ def plan(
         if waiting:
             message = f"{message}; {waiting}" if message else waiting
     finished = next((r for r in runs if r.result in ("Succeeded", "Failed")), None)
-    running = last_run is not None and last_run.result in ("Pending", "Running")
     conditions = [
         _condition(
             old,
@@ -265,6 +489,10 @@ def plan(
             now,
         ),
     ]
+    if spec is not None and spec.schedule is not None:
+        conditions.extend(
+            _schedule_conditions(old, slots, schedule_error, bool(suspended), observed, now)
+        )
     status = IngestionStatus(
         phase=phase,
         reason=reason,
@@ -275,10 +503,54 @@ def plan(
         last_run=last_run,
         last_load_id=last_load_id,
         last_successful_time=last_successful_time,
-        next_run_time=old.next_run_time,
+        next_run_time=slots.next_slot if slots else None,
+        last_schedule_time=slots.last_schedule_time if slots else old.last_schedule_time,
+        scheduled_from=slots.scheduled_from if slots else old.scheduled_from,
+        skipped_slots=slots.skipped if slots else old.skipped_slots,
+        last_skipped_time=slots.last_skipped if slots else old.last_skipped_time,
         runs=runs,
     )
     if invalid is not None and (old.phase != "Invalid" or old.message != invalid):
-        events.append(Event("Warning", "InvalidSpec", invalid))
+        events.append(Event("Warning", reason, invalid))
     events.extend(_run_events(old.last_run, last_run if not created else None))
     return Plan(status=status, create=create, delete=delete, events=tuple(events))
+
+
+def _schedule_conditions(
+    old: IngestionStatus,
+    slots: _Slots | None,
+    schedule_error: str | None,
+    suspended: bool,
+    generation: int | None,
+    now: str,
+) -> list[Condition]:
+    """Suspended, InvalidSchedule and ConcurrencyForbidden: why a scheduled run is not running."""
+    previous = next((c for c in old.conditions if c.type == "ConcurrencyForbidden"), None)
+    forbidden = (
+        slots.forbidden
+        if slots and slots.forbidden
+        else (previous.status, previous.reason, previous.message)
+        if previous
+        else ("False", "NoSlotSkipped", "")
+    )
+    return [
+        _condition(
+            old,
+            "Suspended",
+            "True" if suspended else "False",
+            "Suspended" if suspended else "NotSuspended",
+            "spec.suspend is true: no slot fires" if suspended else "",
+            generation,
+            now,
+        ),
+        _condition(
+            old,
+            "InvalidSchedule",
+            "True" if schedule_error else "False",
+            "InvalidSchedule" if schedule_error else "ValidSchedule",
+            schedule_error or "",
+            generation,
+            now,
+        ),
+        _condition(old, "ConcurrencyForbidden", *forbidden, generation, now),
+    ]
