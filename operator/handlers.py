@@ -20,7 +20,6 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -28,13 +27,17 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from pydantic import ValidationError
 
+from kingest.operator import clock
 from kingest.operator.job import (
     ANNOTATION_INGESTION,
     LABEL_INGESTION_UID,
     RunnerDefaults,
+    parse_time,
     render_job,
 )
+from kingest.operator.metrics import IngestionMetrics
 from kingest.operator.reconcile import RUN_REQUESTED, Event, Plan, needs_pods, plan
+from kingest.operator.scheduler import MetricsServer, SlotTimer
 from kingest.operator.spec import (
     GROUP,
     KIND,
@@ -64,6 +67,14 @@ class OperatorSettings:
         default_factory=lambda: json.loads(os.environ.get("KINGEST_RUNNER_DEFAULTS") or "{}")
     )
     workers: int = 16
+    # Serve /metrics on this port (0: any free port; None: not at all).
+    metrics_port: int | None = field(
+        default_factory=lambda: (
+            int(os.environ["KINGEST_METRICS_PORT"])
+            if os.environ.get("KINGEST_METRICS_PORT")
+            else None
+        )
+    )
 
     def runner(self) -> RunnerDefaults:
         """The defaults `render_job` applies where an Ingestion's spec sets nothing."""
@@ -85,6 +96,17 @@ _dirty: set[tuple[str, str]] = set()
 _guard = threading.Lock()
 
 
+metrics = IngestionMetrics()
+
+
+def _wake(namespace: str, name: str) -> None:
+    request_reconcile(namespace, name)
+
+
+# Wakes each scheduled Ingestion's reconcile at its next slot (`status.nextRunTime`).
+slot_timer = SlotTimer(_wake, workers=operator_settings.workers)
+
+
 def api() -> k8s.ApiClient:
     """The shared API client: in-cluster credentials, or the kubeconfig ($KUBECONFIG)."""
     global _api
@@ -101,7 +123,7 @@ def api() -> k8s.ApiClient:
 
 
 def _now(micro: bool = False) -> str:
-    moment = datetime.now(UTC)
+    moment = clock.now()
     if micro:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -160,6 +182,7 @@ def reconcile(namespace: str, name: str) -> None:
         obj = _raw(custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
     except k8s.ApiException as exc:
         if exc.status == 404:
+            _forget((namespace, name))
             return
         raise
     meta = IngestionMeta.model_validate(obj["metadata"])
@@ -194,6 +217,33 @@ def reconcile(namespace: str, name: str) -> None:
             else:
                 raise
     _write(custom, core, obj, step)
+    _observe((namespace, name), old, step)
+
+
+def _observe(key: tuple[str, str], old: IngestionStatus, step: Plan) -> None:
+    """Set the next wake-up and feed the metrics with runs that finished since `old`."""
+    next_run = step.status.next_run_time
+    slot_timer.set(key, parse_time(next_run) if next_run else None)
+    metrics.set_next_run(key, parse_time(next_run).timestamp() if next_run else None)
+    counted = {run.job for run in old.runs if run.result in ("Succeeded", "Failed")}
+    for run in reversed(step.status.runs):
+        if run.result not in ("Succeeded", "Failed") or run.job in counted:
+            continue
+        finished = parse_time(run.completion_time).timestamp() if run.completion_time else 0.0
+        metrics.record_run(
+            key,
+            run.job,
+            succeeded=run.result == "Succeeded",
+            finished_at=finished,
+            duration_s=run.duration_s,
+            rows=run.rows or 0,
+            bytes_loaded=run.bytes or 0,
+        )
+
+
+def _forget(key: tuple[str, str]) -> None:
+    slot_timer.set(key, None)
+    metrics.forget(key)
 
 
 def _api_message(exc: k8s.ApiException) -> str:
@@ -304,6 +354,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     api()
+    slot_timer.start()
+    if operator_settings.metrics_port is not None:
+        server = MetricsServer(metrics, operator_settings.metrics_port)
+        server.start()
+        log.info("serving metrics on port %d", server.port)
 
 
 def wants_reconcile(event_type: str | None, body: dict[str, Any]) -> bool:
@@ -329,8 +384,10 @@ def wants_reconcile(event_type: str | None, body: dict[str, Any]) -> bool:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def ingestion_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-    """An Ingestion was created, listed at start, or its spec or run request changed."""
-    if wants_reconcile(type, body):
+    """An Ingestion was created, listed at start, deleted, or its spec or run request changed."""
+    if type == "DELETED":
+        _forget((body["metadata"]["namespace"], body["metadata"]["name"]))
+    elif wants_reconcile(type, body):
         request_reconcile(body["metadata"]["namespace"], body["metadata"]["name"])
 
 

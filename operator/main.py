@@ -1,11 +1,13 @@
 """`kingest operator`: run the kopf operator that turns Ingestions into Jobs.
 
     kingest operator [--all-namespaces | --namespace NS ...] [--runner-image IMAGE]
-                     [--liveness URL] [--verbose]
+                     [--liveness URL] [--metrics-port PORT] [--verbose]
 
 Watches every namespace unless namespaces are given (flags, or the comma-separated
 `KINGEST_WATCH_NAMESPACES`). The runner image defaults to `KINGEST_RUNNER_IMAGE`. It talks to
 the cluster with its in-cluster ServiceAccount, or the kubeconfig named by `KUBECONFIG`.
+`/metrics` (Prometheus) is served on `--metrics-port` / `KINGEST_METRICS_PORT` when given.
+Test hook: `KINGEST_CLOCK_FILE` (see `kingest.operator.clock`) replaces the system clock.
 One replica at a time (kopf's standalone mode): there is no peering between operators.
 """
 
@@ -42,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port at /metrics ($KINGEST_METRICS_PORT)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -61,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.runner_image:
         handlers.operator_settings.runner_image = args.runner_image
+    if args.metrics_port is not None:
+        handlers.operator_settings.metrics_port = args.metrics_port
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
