@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from kingest.operator.job import Run, RunnerDefaults, job_name, render_job
 from kingest.operator.reconcile import RUN_REQUESTED, Plan, plan
 from kingest.operator.spec import IngestionMeta, IngestionSpec, IngestionStatus
+from kingest.operator.validate import parse_spec, validate
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 CREATED = "2026-03-01T10:00:00Z"
 
@@ -287,3 +293,14 @@ def test_planning_a_scheduled_ingestion_twice_is_idempotent() -> None:
     assert again.status.model_dump(
         exclude={"conditions", "runs", "last_run"}
     ) == step.status.model_dump(exclude={"conditions", "runs", "last_run"})
+
+
+def test_the_scheduled_example_passes_validation_and_runs_hourly() -> None:
+    docs = yaml.safe_load_all((EXAMPLES / "scheduled-s3-to-duckdb.yaml").read_text())
+    raw = next(d for d in docs if d["kind"] == "Ingestion")["spec"]
+    example = parse_spec(raw)
+    validate(example)
+    step = plan(meta(), None, IngestionStatus(), [], [], "2026-03-01T10:00:05Z", example)
+    assert step.status.phase == "Scheduled"
+    assert step.status.next_run_time == "2026-03-01T11:00:00Z"
+    assert example.incremental_strategy == "append"
