@@ -302,11 +302,25 @@ class S3Source(Source):
                     )
                 return reader.schema(stream)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{url}: cannot read as {obj.kind.format}: {exc}") from None
+            names = self._column_names(fs, obj) if isinstance(reader, CsvReader) else []
+            own = pa.schema([(n, pa.string()) for n in names])
+            raise DataError(self._describe_data_error(exc, url, own, 0)) from None
         except pa.ArrowNotImplementedError as exc:
             raise DataError(f"{url}: unsupported content: {exc}") from None
         except OSError as exc:
             raise _arrow_error(exc, url) from None
+
+    def _column_names(self, fs: pafs.S3FileSystem, obj: S3Object) -> list[str]:
+        """A CSV file's column names, read without type hints (to name a failing column)."""
+        if obj.kind.format == "csv_headless" and self.options.columns:
+            return [c.name for c in self.options.columns]
+        plain = CsvReader(self.glob.hints, (), obj.kind.format == "csv_headless")
+        try:
+            path = self._path(obj)
+            with fs.open_input_stream(path, compression=obj.kind.compression) as stream:
+                return plain.schema(stream).names
+        except (OSError, pa.ArrowException):
+            return []
 
     def _random_access(self, fs: pafs.S3FileSystem, obj: S3Object, spool: str) -> pa.NativeFile:
         if obj.kind.compression is None:
