@@ -60,13 +60,18 @@ class FaultInjector:
             f"<Error><Code>{code}</Code><Message>injected fault</Message>"
             f"<Resource>{environ.get('PATH_INFO', '')}</Resource></Error>"
         ).encode()
-        # The request body is drained so the client sees the error rather than a reset.
-        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0) or -1)
+        # The request body is drained so the client sees the error rather than a reset; a
+        # request without a body is not read at all (reading would wait for the next one).
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length:
+            environ["wsgi.input"].read(length)
         start_response(
             f"{status} {code}",
             [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
         )
-        return [body]
+        # A response to HEAD has headers only: a body would be read as the start of the next
+        # response on the same keep-alive connection.
+        return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [body]
 
     def _match(self, environ: dict[str, Any]) -> dict[str, Any] | None:
         target = environ.get("PATH_INFO", "")

@@ -63,3 +63,14 @@ def test_a_delay_fault_delays(s3_server: S3Server, bucket: str) -> None:
 
 def test_faults_are_cleared_between_tests(s3_server: S3Server) -> None:
     assert s3_server.faults.rules() == []
+
+
+def test_a_failed_head_leaves_the_connection_usable(s3_server: S3Server, bucket: str) -> None:
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="there", Body=b"x")
+    s3_server.faults.add("fail", method="HEAD", path_regex=r"/there$", status=403)
+    with pytest.raises(ClientError):
+        client.head_object(Bucket=bucket, Key="there")
+    started = time.monotonic()
+    assert client.get_object(Bucket=bucket, Key="there")["Body"].read() == b"x"
+    assert time.monotonic() - started < 5
