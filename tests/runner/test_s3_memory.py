@@ -1,0 +1,60 @@
+"""Bounded memory: peak RSS of a `kingest ingest` process does not grow with the file size."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from tests.platform.s3 import S3Server
+
+KINGEST = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kingest")
+
+
+def _csv(rows: int) -> bytes:
+    ids = pa.array(range(rows), pa.int64())
+    text = pc.binary_join_element_wise("row ", pc.cast(ids, pa.string()), ", with a comma", "")
+    sink = io.BytesIO()
+    pa_csv.write_csv(pa.table({"id": ids, "text": text, "value": pc.multiply(ids, 0.5)}), sink)
+    return sink.getvalue()
+
+
+def _peak_rss_mb(argv: list[str]) -> tuple[float, int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KINGEST_"))}
+    process = psutil.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while process.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, process.memory_info().rss)
+        time.sleep(0.01)
+    return peak / 1e6, process.returncode
+
+
+def test_peak_rss_stays_flat_from_a_small_to_a_large_csv(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    small, large = _csv(20_000), _csv(4_000_000)
+    assert len(large) > 150e6
+    client = s3_server.client()
+    client.put_object(Bucket=bucket, Key="small.csv", Body=small)
+    client.put_object(Bucket=bucket, Key="large.csv", Body=large)
+    del large
+    peaks = {}
+    for name in ("small", "large"):
+        argv = [KINGEST, "ingest", "--source-uri", s3_server.uri(), "--source-table",
+                f"{bucket}/{name}.csv", "--dest-uri", f"duckdb:///{tmp_path}/{name}.duckdb",
+                "--dest-table", "raw.t"]  # fmt: skip
+        peaks[name], code = _peak_rss_mb(argv)
+        assert code == 0
+    print(f"peak RSS (MB): {peaks}")
+    # The large file is ~100x the small one; memory may grow by a bounded amount, not with it.
+    assert peaks["large"] < 500, peaks
+    assert peaks["large"] - peaks["small"] < 250, peaks
