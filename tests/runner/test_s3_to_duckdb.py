@@ -407,3 +407,13 @@ def test_the_result_file_holds_the_json_result(
     written = json.loads(result_file.read_text())
     assert written == result and written["rows"] == 5 and written["destination_table"] == "raw.t"
     assert len(result_file.read_bytes()) <= 4096
+
+
+def test_a_403_from_the_store_is_access_denied_exit_5(
+    s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s3_server.faults.add("fail", method="GET", path_regex=rf"/{bucket}\?", status=403, times=None)
+    code, result, out = run(capsys, *load(s3_server, bucket, tmp_path / "d.duckdb", "*.csv"))
+    assert (code, result["reason"]) == (5, "AccessDenied")
+    assert bucket in result["error"] and s3_server.secret_access_key not in out
+    assert not (tmp_path / "d.duckdb").exists()
