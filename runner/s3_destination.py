@@ -26,6 +26,7 @@ reads as the previous load; from step 4 on they are kept, since they are all the
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -399,9 +400,16 @@ class S3Destination(Destination):
                 f"{self.layout.template!r} has no {{file_id}} to tell them apart; add "
                 "{file_id} to the layout or drop --loader-file-size"
             )
-        self.client = client if client is not None else s3_client(settings)
+        if client is not None:
+            self.client = client
         self.pipeline_name = dlt_files.pipeline_name_for(dest_table)
         self.schema_name = self.pipeline_name
+
+    @functools.cached_property
+    def client(self) -> Any:
+        """The boto3 client, made on first use: checking a spec (the operator does, for every
+        new generation of every Ingestion) must not pay for one."""
+        return s3_client(self.settings)
 
     # -- S3 primitives with errors a user can act on --
 
