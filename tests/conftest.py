@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,10 @@ from kubernetes import client as k8s
 from tests.platform.kube import ControlPlane, delete_namespace
 from tests.platform.kubelet import Kubelet
 from tests.platform.s3 import S3Server
+
+# Tests contact loopback only: an AWS SDK left without credentials must not fall back to the
+# link-local instance metadata address (this holds for every process the tests start).
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
 @pytest.fixture(scope="session")

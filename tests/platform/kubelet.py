@@ -230,6 +230,9 @@ class Kubelet:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(pod_dir),
             "HOSTNAME": meta["name"],
+            # This "node" has no instance metadata service; an AWS SDK without credentials
+            # must fail here rather than call the link-local metadata address.
+            "AWS_EC2_METADATA_DISABLED": "true",
             **self.base_env,
             **{k: _map_paths(v, paths) for k, v in env.items()},
         }
