@@ -324,6 +324,7 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
             bytes=outcome.bytes,
             destination_table=outcome.summary.destination_table,
             tables=outcome.summary.tables,
+            written=outcome.summary.written(),
         )
         code = 0
     except KingestError as exc:

@@ -169,6 +169,11 @@ class LoadSummary:
     destination_table: str
     tables: dict[str, int] = field(default_factory=dict)
 
+    def written(self) -> dict[str, int]:
+        """What the load wrote as files (`files_written`, `bytes_written`, `objects_written`),
+        for destinations made of files; empty for a database."""
+        return {}
+
 
 class Source(ABC):
     """A place data is read from, e.g. an S3 glob or a DuckDB table."""

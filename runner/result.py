@@ -19,7 +19,11 @@ RESULT_FILE_ENV = "KINGEST_RESULT_FILE"
 
 @dataclass
 class RunResult:
-    """Everything a run reports; ``error`` and ``reason`` only on failure."""
+    """Everything a run reports; ``error`` and ``reason`` only on failure.
+
+    ``files`` and ``bytes`` are what was read; a destination made of files adds what it wrote
+    (``files_written``, ``bytes_written``, ``objects_written``).
+    """
 
     status: str
     load_id: str | None = None
@@ -29,6 +33,7 @@ class RunResult:
     duration_s: float = 0.0
     destination_table: str | None = None
     tables: dict[str, int] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     reason: str | None = None
 
@@ -43,6 +48,7 @@ class RunResult:
             "duration_s": round(self.duration_s, 3),
             "destination_table": self.destination_table,
             "tables": dict(self.tables),
+            **self.written,
         }
         if self.status != "succeeded":
             doc["error"] = self.error

@@ -324,6 +324,13 @@ class S3LoadSummary(LoadSummary):
     bytes_written: int = 0
     objects: tuple[str, ...] = ()
 
+    def written(self) -> dict[str, int]:
+        return {
+            "files_written": self.files_written,
+            "bytes_written": self.bytes_written,
+            "objects_written": len(self.objects),
+        }
+
 
 class S3Destination(Destination):
     """Loads one Arrow stream as one table of a dataset on S3."""
