@@ -296,3 +296,23 @@ def test_metrics_show_a_finished_run_and_drop_it_on_delete(
     assert any("next" in line for line in lines), lines
     ingestions.delete("measured")
     eventually(lambda: series not in clocked.metrics(), what="series dropped")
+
+
+def test_a_fixed_hour_fires_at_the_end_of_a_spring_forward_gap(
+    clocked: ClockedOperator, ingestions: Ingestions
+) -> None:
+    # Berlin skips 02:00-03:00 on 2027-03-28: "30 2 * * *" fires at 03:00 CEST (01:00Z) that
+    # day, then at 02:30 CEST (00:30Z). The deadline keeps the months between the
+    # Ingestion's real creation and the moved clock from causing a catch-up run.
+    clocked.set_clock(at("2027-03-27T12:00:00Z"))
+    ingestions.create(
+        "berlin",
+        spec(schedule="30 2 * * *", timeZone="Europe/Berlin", startingDeadlineSeconds=60),
+    )
+    status = ingestions.wait("berlin", lambda s: s.get("nextRunTime") == "2027-03-28T01:00:00Z")
+    assert slot_jobs(ingestions) == []
+    assert status["status"]["skippedSlots"] > 100
+    clocked.set_clock(at("2027-03-28T01:00:01Z"))
+    jobs = eventually(lambda: slot_jobs(ingestions), what="the slot at the end of the gap")
+    assert jobs[0].endswith(minute_of("2027-03-28T01:00:00Z"))
+    ingestions.wait("berlin", lambda s: s.get("nextRunTime") == "2027-03-29T00:30:00Z")

@@ -1,0 +1,179 @@
+"""Benchmark: N Ingestions on `*/1 * * * *`, two slots, on the local control plane.
+
+    .venv/bin/python bench/schedule_scale.py [--ingestions 1000]
+
+Starts the test platform's kube-apiserver + controller-manager, runs `kingest operator` on a
+clock file (`KINGEST_CLOCK_FILE`), creates the Ingestions, then moves the clock to the next
+slot twice. For each slot it measures, per Ingestion, the time from the clock reaching the
+slot (the clock file written; the operator polls it every second, so up to 1 s of this is
+the test hook's own) until the slot's Job exists, and counts Jobs per (Ingestion, slot): a
+slot must never fire twice. A kubelet stand-in finishes each run's Pod at once, so Forbid
+never skips the second slot. Target (issue 6): every slot's Job within 2 s, none twice.
+Results go to `bench/results/schedule_scale.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import watch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from operator_scale import complete_pods, percentile  # noqa: E402
+
+from tests.platform.kube import ControlPlane  # noqa: E402
+from tests.platform.processes import ManagedProcess  # noqa: E402
+
+NAMESPACE = "bench"
+SPEC = {
+    "source": {"uri": "duckdb:////data/records.db", "table": "public.users"},
+    "destination": {"uri": "s3://?endpoint_url=http://127.0.0.1:9", "table": "bucket/records"},
+    "schedule": "*/1 * * * *",
+    "startingDeadlineSeconds": 50,
+}
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_clock(path: Path, moment: datetime) -> None:
+    partial = path.with_suffix(".new")
+    partial.write_text(stamp(moment))
+    partial.replace(path)
+
+
+def watch_slot_jobs(
+    api: k8s.ApiClient, seen: dict[tuple[str, str], float], stop: threading.Event
+) -> None:
+    """First sighting of each (Ingestion, slot) Job; Job names per pair counted separately."""
+    batch = k8s.BatchV1Api(api)
+    while not stop.is_set():
+        for event in watch.Watch().stream(batch.list_namespaced_job, NAMESPACE, timeout_seconds=5):
+            annotations = event["object"].metadata.annotations or {}
+            slot = annotations.get("kingest.io/scheduled-at")
+            if slot:
+                seen.setdefault((annotations["kingest.io/ingestion"], slot), time.monotonic())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ingestions", type=int, default=1000)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="kingest-bench-"))
+    clock = work / "clock"
+    set_clock(clock, datetime.now(UTC))
+    kube = ControlPlane(work / "kube")
+    stop = threading.Event()
+    operator: ManagedProcess | None = None
+    try:
+        api = kube.api_client()
+        kube.kubectl("apply", "-f", str(REPO / "crds"))
+        kube.kubectl("wait", "--for=condition=Established", "crd/ingestions.kingest.io")
+        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+        operator = ManagedProcess(
+            "operator",
+            [str(Path(sys.executable).parent / "kingest"), "operator", "-n", NAMESPACE],
+            work,
+            env={
+                **kube.env(),
+                "PATH": os.environ.get("PATH", ""),
+                "KINGEST_CLOCK_FILE": str(clock),
+            },
+        )
+        time.sleep(5)
+        seen: dict[tuple[str, str], float] = {}
+        threading.Thread(
+            target=watch_slot_jobs, args=(kube.api_client(), seen, stop), daemon=True
+        ).start()
+        threading.Thread(target=complete_pods, args=(kube.api_client(), stop), daemon=True).start()
+        custom = k8s.CustomObjectsApi(api)
+
+        def create(i: int) -> None:
+            body = {
+                "apiVersion": "kingest.io/v1alpha1",
+                "kind": "Ingestion",
+                "metadata": {"name": f"scheduled-{i:04d}"},
+                "spec": SPEC | {"destination": {**SPEC["destination"], "table": f"b/r{i}"}},
+            }
+            custom.create_namespaced_custom_object(
+                "kingest.io", "v1alpha1", NAMESPACE, "ingestions", body
+            )
+
+        print(f"creating {args.ingestions} Ingestions", flush=True)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, range(args.ingestions)))
+
+        def next_runs() -> list[str]:
+            items = custom.list_namespaced_custom_object(
+                "kingest.io", "v1alpha1", NAMESPACE, "ingestions"
+            )["items"]
+            return [(i.get("status") or {}).get("nextRunTime") or "" for i in items]
+
+        deadline = time.monotonic() + 600
+        while not all(next_runs()) and time.monotonic() < deadline:
+            time.sleep(1)
+        first = datetime.fromisoformat(max(next_runs()).replace("Z", "+00:00"))
+        results: dict[str, Any] = {"ingestions": args.ingestions, "slots": []}
+        for slot in (first, first + timedelta(minutes=1)):
+            print(f"clock -> {stamp(slot)}", flush=True)
+            set_clock(clock, slot)
+            fired = time.monotonic()
+            slot_deadline = fired + 300
+            while time.monotonic() < slot_deadline:
+                if sum(1 for _, s in seen if s == stamp(slot)) >= args.ingestions:
+                    break
+                time.sleep(0.2)
+            delays = [t - fired for (_, s), t in seen.items() if s == stamp(slot)]
+            results["slots"].append(
+                {
+                    "slot": stamp(slot),
+                    "jobs": len(delays),
+                    "p50_s": round(statistics.median(delays), 3) if delays else None,
+                    "p99_s": round(percentile(delays, 0.99), 3) if delays else None,
+                    "max_s": round(max(delays), 3) if delays else None,
+                    "within_2s": sum(1 for d in delays if d <= 2.0),
+                }
+            )
+            time.sleep(3)  # let the kubelet stand-in finish the runs before the next slot
+        jobs = k8s.BatchV1Api(api).list_namespaced_job(NAMESPACE).items
+        per_slot = collections.Counter(
+            (
+                (j.metadata.annotations or {}).get("kingest.io/ingestion"),
+                (j.metadata.annotations or {}).get("kingest.io/scheduled-at"),
+            )
+            for j in jobs
+        )
+        results["slots_fired_twice"] = sum(1 for count in per_slot.values() if count > 1)
+        print(json.dumps(results, indent=2))
+        (REPO / "bench" / "results").mkdir(exist_ok=True)
+        (REPO / "bench" / "results" / "schedule_scale.json").write_text(
+            json.dumps(results, indent=2) + "\n"
+        )
+    finally:
+        stop.set()
+        if operator is not None:
+            operator.stop()
+        kube.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
