@@ -2,21 +2,34 @@
 
     kingest operator [--all-namespaces | --namespace NS ...] [--runner-image IMAGE]
                      [--liveness URL] [--metrics-port PORT] [--verbose]
+                     [--leader-election | --no-leader-election] [--lease NAME]
+                     [--lease-duration SECONDS]
 
 Watches every namespace unless namespaces are given (flags, or the comma-separated
 `KINGEST_WATCH_NAMESPACES`). The runner image defaults to `KINGEST_RUNNER_IMAGE`. It talks to
 the cluster with its in-cluster ServiceAccount, or the kubeconfig named by `KUBECONFIG`.
 `/metrics` (Prometheus) is served on `--metrics-port` / `KINGEST_METRICS_PORT` when given.
 Test hook: `KINGEST_CLOCK_FILE` (see `kingest.operator.clock`) replaces the system clock.
-One replica at a time (kopf's standalone mode): there is no peering between operators.
+Several replicas elect a leader on a `coordination.k8s.io/v1` Lease (`kingest.operator.leader`):
+only the holder runs kopf; a standby serves the liveness endpoint and takes over once the
+leader's Lease expires. Election is on by default when `KINGEST_LEADER_ELECTION_LEASE`,
+`POD_NAME` and `POD_NAMESPACE` are set (as the chart sets them).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.server
 import logging
 import os
-from collections.abc import Sequence
+import threading
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kingest.operator.leader import LeaseElection
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,13 +63,39 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="serve Prometheus metrics on this port at /metrics ($KINGEST_METRICS_PORT)",
     )
+    election = os.environ.get("KINGEST_LEADER_ELECTION_LEASE")
+    parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=bool(election and os.environ.get("POD_NAME") and os.environ.get("POD_NAMESPACE")),
+        help="act only while holding the Lease in $POD_NAMESPACE, as $POD_NAME (default: on "
+        "when $KINGEST_LEADER_ELECTION_LEASE, $POD_NAME and $POD_NAMESPACE are set)",
+    )
+    parser.add_argument(
+        "--lease",
+        default=election or "kingest-operator",
+        help="name of the Lease ($KINGEST_LEADER_ELECTION_LEASE)",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=int,
+        default=int(os.environ.get("KINGEST_LEADER_ELECTION_LEASE_DURATION", "15")),
+        help="seconds a dead leader's Lease keeps standbys waiting "
+        "($KINGEST_LEADER_ELECTION_LEASE_DURATION, default 15)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the operator until SIGINT / SIGTERM; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    identity, lease_namespace = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
+    if args.leader_election and not (identity and lease_namespace):
+        parser.error("--leader-election needs $POD_NAME and $POD_NAMESPACE (the replica's Pod)")
+    if args.lease_duration < 2:
+        parser.error("--lease-duration must be at least 2 seconds")
     namespaces = args.namespace
     if not namespaces and not args.all_namespaces:
         watched = os.environ.get("KINGEST_WATCH_NAMESPACES", "")
@@ -78,10 +117,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # kopf logs every watch-stream handler call at INFO: noise with hundreds of Ingestions.
         logging.getLogger("kopf").setLevel(logging.WARNING)
-    kopf.run(
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=args.liveness,
-    )
+    election = None
+    if args.leader_election:
+        election = _lead(args.lease, lease_namespace, identity, args.lease_duration, args.liveness)
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=args.liveness,
+        )
+    finally:
+        if election is not None:
+            election.release()
     return 0
+
+
+def _lead(
+    name: str, namespace: str, identity: str, duration_s: int, liveness: str | None
+) -> LeaseElection:
+    """Stand by (serving liveness) until this replica holds the Lease; then keep renewing it."""
+    import kubernetes
+
+    from kingest.operator.leader import LeaseElection
+
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    election = LeaseElection(kubernetes.client.ApiClient(), namespace, name, identity, duration_s)
+    with _standby_liveness(liveness):
+        election.wait_to_lead()
+    election.keep_leading()
+    return election
+
+
+@contextlib.contextmanager
+def _standby_liveness(url: str | None) -> Iterator[None]:
+    """Answer the liveness probe while standing by; kopf serves it once this replica leads."""
+    if url is None:
+        yield
+        return
+    where = urllib.parse.urlsplit(url)
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path.split("?")[0] == (where.path or "/")
+            self.send_response(200 if found else 404)
+            self.end_headers()
+            self.wfile.write(b"standby\n" if found else b"")
+
+        def log_message(self, *_: object) -> None:
+            pass  # a probe every few seconds is noise
+
+    server = http.server.ThreadingHTTPServer((where.hostname or "", where.port or 80), Healthz)
+    thread = threading.Thread(target=server.serve_forever, name="standby-liveness", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -43,6 +43,20 @@ CLUSTER_ROLE_RULES_YAML = f"""\
 """
 
 
+# Leader election between replicas: one Lease in the operator's own namespace (a Role there,
+# never a cluster-wide right on every namespace's Leases).
+LEADER_ELECTION_RULES_YAML = """\
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+"""
+
+
+def leader_election_rules() -> list[dict[str, Any]]:
+    """The rules of the Role in the operator's namespace that its Lease election needs."""
+    return yaml.safe_load(LEADER_ELECTION_RULES_YAML)
+
+
 def cluster_role_rules() -> list[dict[str, Any]]:
     """The ClusterRole's `rules`."""
     return yaml.safe_load(CLUSTER_ROLE_RULES_YAML)
