@@ -8,16 +8,14 @@ marker is held up on the S3 server, and a new run is requested while it is down.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
+from kingest.operator import rbac
 from kingest.operator.spec import GROUP, PLURAL, VERSION
 from tests.chart.conftest import OperatorProcess, Release, operator_values
 from tests.chart.test_chart_rbac import ROWS, permission_errors, seed_users_to_s3
@@ -31,16 +29,6 @@ RUN_REQUESTED = "kingest.io/run-requested"
 # The bound on a takeover: how long a dead leader's lease may keep the standby waiting.
 LEASE_SECONDS = 5
 TAKEOVER_BOUND = LEASE_SECONDS * 3
-
-
-def operator_elects_a_leader() -> bool:
-    """Whether `kingest operator` has leader election (the contract in the chart's env)."""
-    help_text = subprocess.run(
-        [str(Path(sys.executable).parent / "kingest"), "operator", "--help"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    return "--leader-election" in help_text
 
 
 def s3_loads(s3: S3Server, bucket: str) -> list[str]:
@@ -102,9 +90,8 @@ def test_killing_the_active_replica_mid_run_loses_and_duplicates_nothing(
     name = seed_users_to_s3(kube, apps_namespace, chart_kubelet, s3_server, bucket)
     wait_status(kube_api, apps_namespace, name, lambda s: s.get("phase") == "Running", 30)
 
-    active = "operator-0"
-    if operator_elects_a_leader():
-        active = lease_holder(kube_api, release) or active
+    active = lease_holder(kube_api, release)
+    assert active in two_replicas
     two_replicas[active].kill()
     killed_at = time.monotonic()
 
@@ -140,10 +127,6 @@ def test_killing_the_active_replica_mid_run_loses_and_duplicates_nothing(
     assert not permission_errors(survivor.logs(), apps_namespace), survivor.logs()[-3000:]
 
 
-@pytest.mark.skipif(
-    not operator_elects_a_leader(),
-    reason="`kingest operator` has no leader election yet (the operator engineer's part)",
-)
 def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
     kube: ControlPlane,
     kube_api: k8s.ApiClient,
@@ -184,3 +167,40 @@ def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
         timeout=60,
     )
     assert "created Job" in two_replicas[standby].logs()
+
+
+@pytest.mark.parametrize("verb", rbac.leader_election_rules()[0]["verbs"])
+def test_without_any_one_lease_verb_the_operator_stops_acting(
+    kube: ControlPlane,
+    kube_api: k8s.ApiClient,
+    release: Release,
+    start_operator: Callable[[str], OperatorProcess],
+    apps_namespace: str,
+    chart_kubelet: Kubelet,
+    s3_server: S3Server,
+    bucket: str,
+    verb: str,
+) -> None:
+    # The RBAC mutation test of the Lease Role (tests/chart/test_chart_rbac.py covers the
+    # ClusterRole's): without get or create no replica ever acts; without update the leader
+    # cannot renew and exits before its Lease runs out.
+    release.install(operator_values(leaderElection={"leaseDurationSeconds": LEASE_SECONDS}))
+    authz = k8s.RbacAuthorizationV1Api(kube_api)
+    role_name = f"{release.fullname}-leader-election"
+    role = authz.read_namespaced_role(role_name, release.namespace)
+    assert kube_api.sanitize_for_serialization(role.rules) == rbac.leader_election_rules()
+    role.rules[0].verbs = [v for v in role.rules[0].verbs if v != verb]
+    authz.replace_namespaced_role(role_name, release.namespace, role)
+    time.sleep(1)  # the authorizer's cache of RBAC objects follows within a moment
+    operator = start_operator("operator-0")
+    assert operator.process is not None
+    if verb == "update":
+        started = time.monotonic()
+        assert operator.process.proc.wait(timeout=LEASE_SECONDS * 3) == 1
+        assert time.monotonic() - started < LEASE_SECONDS * 3
+        assert "could not renew the Lease in time" in operator.logs()
+        return
+    seed_users_to_s3(kube, apps_namespace, chart_kubelet, s3_server, bucket)
+    time.sleep(LEASE_SECONDS * 3)
+    assert k8s.BatchV1Api(kube_api).list_namespaced_job(apps_namespace).items == []
+    assert "403" in operator.logs() and "get, create, update on leases" in operator.logs()
