@@ -127,13 +127,16 @@ def test_namespace_list_gets_roles_with_the_operators_namespaced_rules() -> None
     objects = rendered({"watchNamespaces": ["team-a", "team-b"]})
     cluster_role = only(objects, "ClusterRole", RELEASE)
     assert {r for rule in cluster_role["rules"] for r in rule["resources"]} <= CLUSTER_SCOPED
-    roles = [o for o in objects if o["kind"] == "Role"]
+    # The leader-election Role in the release namespace is tests/operator/test_leader.py's.
+    roles = [o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == RELEASE]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert canonical(role["rules"] + cluster_role["rules"]) == canonical(
             rbac.cluster_role_rules()
         )
-    bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+    bindings = [
+        o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["name"] == RELEASE
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     args = operator_container(objects)["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
@@ -159,6 +162,8 @@ def test_default_render_has_the_operator_and_its_rbac() -> None:
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "Deployment",
+        "Role",  # leader election, in the release namespace
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
