@@ -221,6 +221,17 @@ class Ingestions:
         items = k8s.CoreV1Api(self.api).list_namespaced_event(self.namespace).items
         return [self.api.sanitize_for_serialization(event) for event in items]
 
+    def wait_for_events(self, reason: str, timeout: float = 30) -> list[dict[str, Any]]:
+        """The Events with `reason`, once there is one: the operator posts them after the
+        status write a test usually waits for."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [e for e in self.events() if e["reason"] == reason]
+            if found:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"no {reason} Event within {timeout} s")
+
     def secret(self, name: str, data: dict[str, str]) -> None:
         k8s.CoreV1Api(self.api).create_namespaced_secret(
             self.namespace, {"metadata": {"name": name}, "stringData": data}

@@ -111,8 +111,8 @@ def test_invalid_spec_is_reported_without_a_job(
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert ingestions.jobs() == []
-    warnings = [e for e in ingestions.events() if e["reason"] == "InvalidSpec"]
-    assert warnings and all("VERYSECRET" not in e["message"] for e in warnings)
+    warnings = ingestions.wait_for_events("InvalidSpec")
+    assert all("VERYSECRET" not in e["message"] for e in warnings)
 
 
 def test_operator_identity_cannot_read_secrets(kube: ControlPlane, operator_kubeconfig) -> None:

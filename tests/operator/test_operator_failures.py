@@ -16,10 +16,6 @@ pytestmark = pytest.mark.cluster
 NAME = "users-to-s3"
 
 
-def _warnings(ingestions: Ingestions) -> dict[str, str]:
-    return {e["reason"]: e["message"] for e in ingestions.events() if e["type"] == "Warning"}
-
-
 def test_missing_secret_key_is_create_container_config_error_naming_it(
     kube: ControlPlane,
     namespace: str,
@@ -49,7 +45,7 @@ def test_missing_secret_key_is_create_container_config_error_naming_it(
     assert "partial-keys" in status["message"]
     running = next(c for c in status["conditions"] if c["type"] == "Running")
     assert running["reason"] == "CreateContainerConfigError"
-    assert "CreateContainerConfigError" in _warnings(ingestions)
+    assert ingestions.wait_for_events("CreateContainerConfigError")[0]["type"] == "Warning"
 
     # Fixing the spec (the right Secret) supersedes the stuck run and recovers.
     ingestions.patch(
@@ -99,7 +95,8 @@ def test_runner_error_is_the_failure_reason_and_message(
     assert "lastLoadId" not in status
     succeeded = next(c for c in status["conditions"] if c["type"] == "Succeeded")
     assert (succeeded["status"], succeeded["reason"]) == ("False", "BucketNotFound")
-    assert "no-such-bucket-kingest" in _warnings(ingestions)["BucketNotFound"]
+    (event,) = ingestions.wait_for_events("BucketNotFound")[:1]
+    assert event["type"] == "Warning" and "no-such-bucket-kingest" in event["message"]
 
 
 def test_backoff_limit_exceeded_keeps_the_runner_error(

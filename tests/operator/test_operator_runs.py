@@ -122,8 +122,8 @@ def test_duckdb_to_s3_seed_example(
     assert len(ingestions.jobs()) == 1
     table = kube.kubectl("get", "ingestions", "-n", namespace).stdout
     assert "Succeeded" in table and status["lastLoadId"] in table and "1000" in table
-    reasons = [e["reason"] for e in ingestions.events()]
-    assert "RunCreated" in reasons and "RunSucceeded" in reasons
+    ingestions.wait_for_events("RunSucceeded")
+    assert "RunCreated" in [e["reason"] for e in ingestions.events()]
 
 
 def test_s3_to_duckdb_seed_example(
