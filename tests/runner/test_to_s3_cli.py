@@ -374,5 +374,5 @@ def test_memory_follows_the_batch_size_not_the_table_size(
 
     # 4M more rows are ~80 MB more parquet; what may differ between the runs is how full
     # the upload queue gets (at most 4 parts of 5 MiB in flight plus one being filled).
+    # The absolute figure (the 300 MB target) is measured by bench/duckdb_to_s3.py.
     assert peaks[6_000_000] < peaks[2_000_000] + 45, peaks
-    assert peaks[6_000_000] < 300, peaks
