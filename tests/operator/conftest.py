@@ -89,6 +89,9 @@ class Operator:
         self.kubeconfig, self.namespace, self.log_dir = kubeconfig, namespace, log_dir
         self.process: ManagedProcess | None = None
         self.starts = 0
+        # What a test adds to every start (flags, environment), e.g. a clock file.
+        self.extra_args: list[str] = []
+        self.extra_env: dict[str, str] = {}
 
     def start(self) -> None:
         port = free_port()
@@ -102,12 +105,14 @@ class Operator:
                 self.namespace,
                 "--liveness",
                 f"http://127.0.0.1:{port}/healthz",
+                *self.extra_args,
             ],
             self.log_dir,
             env={
                 "PATH": os.environ.get("PATH", ""),
                 "KUBECONFIG": str(self.kubeconfig),
                 "KINGEST_RUNNER_IMAGE": RUNNER_IMAGE,
+                **self.extra_env,
             },
         )
         url = f"http://127.0.0.1:{port}/healthz"

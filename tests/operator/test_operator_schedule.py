@@ -6,8 +6,6 @@ its Pod the way the kubelet would (the Pod status subresource)."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,7 +18,7 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.operator.conftest import RUNNER_IMAGE, Ingestions, Operator
-from tests.platform.processes import ManagedProcess, free_port
+from tests.platform.processes import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -32,6 +30,8 @@ class ClockedOperator(Operator):
         super().__init__(kubeconfig, namespace, log_dir)
         self.clock_file = log_dir / "clock"
         self.metrics_port = free_port()
+        self.extra_args = ["--metrics-port", str(self.metrics_port)]
+        self.extra_env = {"KINGEST_CLOCK_FILE": str(self.clock_file)}
         self.set_clock(datetime.now(UTC))
 
     def set_clock(self, moment: datetime) -> None:
@@ -39,36 +39,6 @@ class ClockedOperator(Operator):
         partial = self.clock_file.with_suffix(".new")
         partial.write_text(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         partial.replace(self.clock_file)
-
-    def start(self) -> None:
-        port = free_port()
-        self.starts += 1
-        self.process = ManagedProcess(
-            f"operator-{self.starts}",
-            [
-                str(Path(sys.executable).parent / "kingest"),
-                "operator",
-                "--namespace",
-                self.namespace,
-                "--liveness",
-                f"http://127.0.0.1:{port}/healthz",
-                "--metrics-port",
-                str(self.metrics_port),
-            ],
-            self.log_dir,
-            env={
-                "PATH": os.environ.get("PATH", ""),
-                "KUBECONFIG": str(self.kubeconfig),
-                "KINGEST_RUNNER_IMAGE": RUNNER_IMAGE,
-                "KINGEST_CLOCK_FILE": str(self.clock_file),
-            },
-        )
-        url = f"http://127.0.0.1:{port}/healthz"
-        self.process.wait_until(
-            lambda: urllib.request.urlopen(url, timeout=1).status == 200,
-            timeout=60,
-            what="liveness endpoint",
-        )
 
     def metrics(self) -> str:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
