@@ -197,8 +197,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _from_env(flag: Flag, environ: Mapping[str, str]) -> tuple[str, str] | None:
     for name in flag.env:
-        if name in environ:
-            return name, environ[name]
+        if name not in environ:
+            continue
+        if name == "COLUMNS" and environ[name].strip().isdigit():
+            # Shells and terminals export COLUMNS as the terminal width ("80"): that is not
+            # ingestr's --columns (INGESTR_COLUMNS is unambiguous).
+            continue
+        return name, environ[name]
     return None
 
 

@@ -118,3 +118,14 @@ def test_help_documents_every_flag_and_its_environment_variables(
     for flag in [*flags.split(), "--extract-parallelism", "--page-size", "--full-refresh"]:
         assert flag in out
     assert "INGESTR_SOURCE_URI" in out and "DESTINATION_TABLE" in out
+
+
+def test_a_terminal_width_in_columns_is_not_taken_for_column_types() -> None:
+    from kingest.runner.cli import _options, _parser, _resolve_flags
+
+    required = ["ingest", "--source-uri", "s3://", "--source-table", "b/x.csv",
+                "--dest-uri", "duckdb:///x.duckdb"]  # fmt: skip
+    args = _parser().parse_args(required)
+    assert _options(_resolve_flags(args, {"COLUMNS": "80"})).columns == ()
+    typed = _options(_resolve_flags(args, {"COLUMNS": "id:bigint"})).columns
+    assert [(c.name, c.type_name) for c in typed] == [("id", "bigint")]
