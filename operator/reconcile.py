@@ -436,7 +436,10 @@ def plan(
     runs = _history(derived, old, created)
     last_run = runs[0] if runs else None
     succeeded = next((r for r in runs if r.result == "Succeeded"), None)
-    last_load_id = succeeded.load_id if succeeded else old.last_load_id
+    # A successful run with nothing new to load may commit no load: the last one stands.
+    last_load_id = next(
+        (r.load_id for r in runs if r.result == "Succeeded" and r.load_id), old.last_load_id
+    )
     last_successful_time = succeeded.completion_time if succeeded else old.last_successful_time
     suspended = scheduled and spec is not None and spec.suspend
     running = last_run is not None and last_run.result in ("Pending", "Running")

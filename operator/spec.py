@@ -382,6 +382,11 @@ class RunStatus(Model):
     load_id: str | None = Field(default=None, description="The load id the runner wrote.")
     rows: int | None = Field(default=None, description="Rows loaded.")
     files: int | None = Field(default=None, description="Files read or written.")
+    files_skipped: int | None = Field(
+        default=None,
+        description="Matched source files not read because the destination table already "
+        "holds them (incremental file syncs).",
+    )
     bytes: int | None = Field(default=None, description="Bytes read or written.")
     duration_s: float | None = Field(default=None, description="The runner's own duration.")
 

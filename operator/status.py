@@ -120,6 +120,7 @@ def _result_fields(result: dict[str, Any] | None) -> dict[str, Any]:
         "load_id": result.get("load_id") or None,
         "rows": _int(result.get("rows")),
         "files": _int(result.get("files")),
+        "files_skipped": _int(result.get("files_skipped")),
         "bytes": _int(result.get("bytes")),
         "duration_s": float(duration) if isinstance(duration, int | float) else None,
     }

@@ -74,7 +74,8 @@ FLAGS: tuple[Flag, ...] = (
         "--incremental-strategy",
         _env("INCREMENTAL_STRATEGY"),
         "replace (default): the table "
-        "holds exactly this load; append: add rows; merge: upsert on --primary-key; "
+        "holds exactly this load; append: add rows (from S3 into DuckDB: only files that are "
+        "new or changed since the table last loaded them); merge: upsert on --primary-key; "
         "delete+insert: delete rows whose --incremental-key values are loaded, then insert.",
         choices=tuple(s.value for s in Strategy),
     ),
@@ -88,7 +89,9 @@ FLAGS: tuple[Flag, ...] = (
         "--incremental-key",
         _env("INCREMENTAL_KEY"),
         "Column that orders the data; the "
-        "delete+insert key, and the column --interval-start/--interval-end filter on.",
+        "delete+insert key, and the column --interval-start/--interval-end filter on. For S3, "
+        "_ingestr_source_file_modified_at selects objects by modification time and adds it and "
+        "_ingestr_source_file_path to every row.",
     ),
     Flag(
         "--interval-start",
@@ -109,7 +112,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "--full-refresh",
         _env("FULL_REFRESH"),
-        "Drop the destination table's current contents first, whatever the strategy.",
+        "Drop the destination table's current contents first, whatever the strategy (and "
+        "forget which files it had loaded).",
         kind="bool",
     ),
     Flag(
@@ -277,11 +281,14 @@ def _options(values: dict[str, object]) -> LoadOptions:
 def _summary(result: RunResult) -> str:
     from kingest.runner.progress import human_bytes
 
+    skipped = f"; {result.files_skipped} matched file(s) skipped" if result.files_skipped else ""
+    if result.load_id is None:
+        return f"Nothing to load{skipped}; {result.destination_table} left as it was"
     rate = result.rows / result.duration_s if result.duration_s > 0 else 0.0
     return (
         f"Loaded {result.rows:,} rows from {result.files} file(s) "
         f"({human_bytes(result.bytes)}) into {result.destination_table} in "
-        f"{result.duration_s:.2f} s ({rate:,.0f} rows/s), load_id {result.load_id}"
+        f"{result.duration_s:.2f} s ({rate:,.0f} rows/s), load_id {result.load_id}{skipped}"
     )
 
 
@@ -327,6 +334,7 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
             rows=outcome.summary.rows,
             files=outcome.files,
             bytes=outcome.bytes,
+            files_skipped=outcome.skipped_files,
             destination_table=outcome.summary.destination_table,
             tables=outcome.summary.tables,
             written=outcome.summary.written(),

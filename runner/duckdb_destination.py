@@ -9,6 +9,11 @@ Bookkeeping follows what ingestr 0.14 (dlt) writes into ``<schema>``: ``_dlt_loa
 (load_id, schema_name, status 0, inserted_at, schema_version_hash), ``_dlt_version`` (the
 stored dlt schema) and ``_dlt_pipeline_state``; loaded rows carry ``_dlt_load_id``. As in
 ingestr, the pipeline and its schema are named after the sha256 of ``--dest-table``.
+
+Loads from files (S3) also record every file version they loaded in
+``<schema>._kingest_loaded_files``, in the same transaction as the rows. An append run asks
+for that record first and the source skips what it holds, so a scheduled sync loads each file
+once, also when a run dies mid-load and is retried (its transaction never committed).
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from kingest.runner import dlt_files
 from kingest.runner.errors import DestinationError, UsageError
 from kingest.runner.interfaces import (
     Destination,
+    LoadedFiles,
     LoadOptions,
     LoadSummary,
+    SourceFile,
     SourceStream,
     Strategy,
 )
@@ -40,6 +47,11 @@ from kingest.runner.uri import DuckDBUri, ParsedUri
 LOAD_ID_COLUMN = "_dlt_load_id"
 STREAM_VIEW = "kingest_source_stream"
 STAGE_TABLE = "kingest_stage"
+LOADED_FILES_TABLE = "_kingest_loaded_files"
+_NEW_FILES_VIEW = "kingest_new_files"
+_LOADED_FILES_DDL = """CREATE TABLE IF NOT EXISTS {s}."_kingest_loaded_files" (
+    table_name VARCHAR NOT NULL, file_url VARCHAR NOT NULL, etag VARCHAR NOT NULL,
+    size BIGINT NOT NULL, last_modified TIMESTAMP WITH TIME ZONE, _dlt_load_id VARCHAR NOT NULL)"""
 # DuckDB's buffer pool would otherwise grow towards 80% of RAM on a large load; data beyond
 # this spills to the database file / temp folder, so memory stays flat whatever the input.
 DEFAULT_MEMORY_LIMIT = "256MB"
@@ -113,12 +125,42 @@ class DuckDBDestination(Destination):
         except duckdb.Error as exc:
             raise DestinationError(f"cannot open DuckDB database {self.path}: {exc}") from None
 
+    def loaded_files(self) -> LoadedFiles | None:
+        """The file versions already in the table, for an append run (else None).
+
+        Only a table that still exists counts: after a user drops it, everything loads again.
+        """
+        if self.options.strategy is not Strategy.APPEND or self.options.full_refresh:
+            return None
+        if not self.path.is_file():
+            return {}
+        try:
+            with duckdb.connect(str(self.path), read_only=True) as con:
+                if not (self._table_exists(con) and self._table_exists(con, LOADED_FILES_TABLE)):
+                    return {}
+                rows = con.execute(
+                    f"SELECT file_url, etag, size, last_modified FROM "
+                    f"{quote(self.schema)}.{quote(LOADED_FILES_TABLE)} WHERE table_name = ?",
+                    [self.table],
+                ).fetchall()
+        except duckdb.Error as exc:
+            raise DestinationError(f"cannot read DuckDB database {self.path}: {exc}") from None
+        return {url: SourceFile(url, etag, size, modified) for url, etag, size, modified in rows}
+
     def load(self, stream: SourceStream, load_id: str) -> LoadSummary:
         """Load ``stream`` into the table in one transaction; raise DestinationError on failure."""
+        table = f"{self.schema}.{self.table}"
+        if stream.files == [] and not self.path.exists():
+            # Nothing new and nowhere to record a load: the path stays as it was (absent).
+            return LoadSummary(rows=0, destination_table=table, committed=False)
         existed = self.path.exists()
         con = self._connect()
         try:
             con.begin()
+            if stream.files == [] and not self._table_exists(con):
+                con.rollback()
+                con.close()
+                return LoadSummary(rows=0, destination_table=table, committed=False)
             rows = self._load(con, stream, load_id)
             con.commit()
         except BaseException as exc:
@@ -135,11 +177,7 @@ class DuckDBDestination(Destination):
                 ) from None
             raise
         con.close()
-        return LoadSummary(
-            rows=rows,
-            destination_table=f"{self.schema}.{self.table}",
-            tables={f"{self.schema}.{self.table}": rows},
-        )
+        return LoadSummary(rows=rows, destination_table=table, tables={table: rows})
 
     # -- the data ------------------------------------------------------------------------
 
@@ -174,11 +212,11 @@ class DuckDBDestination(Destination):
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         return f"SELECT {star}, {_literal(load_id)} AS {LOAD_ID_COLUMN} FROM {STREAM_VIEW}{where}"
 
-    def _table_exists(self, con: duckdb.DuckDBPyConnection) -> bool:
+    def _table_exists(self, con: duckdb.DuckDBPyConnection, name: str | None = None) -> bool:
         found = con.execute(
             "SELECT count(*) FROM information_schema.tables "
             "WHERE table_schema = ? AND table_name = ?",
-            [self.schema, self.table],
+            [self.schema, name or self.table],
         ).fetchone()
         return bool(found and found[0])
 
@@ -205,6 +243,13 @@ class DuckDBDestination(Destination):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
         for ddl in _BOOKKEEPING_DDL:
             con.execute(ddl.format(s=quote(self.schema)))
+        if stream.files == []:
+            # Nothing new to read (all loaded already, or none modified in the interval): the
+            # table stays as it is and the run commits its bookkeeping only.
+            self._bookkeep(con, load_id)
+            return 0
+        if stream.files is not None:
+            self._record_files(con, stream.files, load_id)
         con.register(STREAM_VIEW, stream.reader)
         select = self._select(stream.reader.schema, load_id)
         strategy = self.options.strategy
@@ -251,6 +296,59 @@ class DuckDBDestination(Destination):
         con.unregister(STREAM_VIEW)
         self._bookkeep(con, load_id)
         return rows
+
+    def _record_files(
+        self, con: duckdb.DuckDBPyConnection, files: list[SourceFile], load_id: str
+    ) -> None:
+        """Record the file versions this load reads, in the load's transaction.
+
+        Replace (and a full refresh, and a table created now) start the record over; other
+        strategies update the entries of the files they load. An append refuses to load a
+        version another run recorded after this run asked (it would load it twice).
+        """
+        ledger = f"{quote(self.schema)}.{quote(LOADED_FILES_TABLE)}"
+        con.execute(_LOADED_FILES_DDL.format(s=quote(self.schema)))
+        new = pa.table(
+            {
+                "file_url": pa.array([f.url for f in files], pa.string()),
+                "etag": pa.array([f.etag for f in files], pa.string()),
+                "size": pa.array([f.size for f in files], pa.int64()),
+                "last_modified": pa.array(
+                    [f.last_modified for f in files], pa.timestamp("us", tz="UTC")
+                ),
+            }
+        )
+        con.register(_NEW_FILES_VIEW, new)
+        starts_over = (
+            self.options.strategy is Strategy.REPLACE
+            or self.options.full_refresh
+            or not self._table_exists(con)
+        )
+        if starts_over:
+            con.execute(f"DELETE FROM {ledger} WHERE table_name = ?", [self.table])
+        elif self.options.strategy is Strategy.APPEND:
+            clash = con.execute(
+                f"SELECT n.file_url FROM {_NEW_FILES_VIEW} n JOIN {ledger} l "
+                "ON l.table_name = ? AND l.file_url = n.file_url AND l.etag = n.etag "
+                "AND l.size = n.size LIMIT 1",
+                [self.table],
+            ).fetchone()
+            if clash:
+                raise DestinationError(
+                    f"{clash[0]} was loaded into {self.schema}.{self.table} by another run "
+                    "while this one was reading; nothing was loaded, run again"
+                )
+        con.execute(
+            f"DELETE FROM {ledger} WHERE table_name = ? AND file_url IN "
+            f"(SELECT file_url FROM {_NEW_FILES_VIEW})",
+            [self.table],
+        )
+        con.execute(
+            f"INSERT INTO {ledger} SELECT ?, file_url, etag, size, last_modified, ? "
+            f"FROM {_NEW_FILES_VIEW}",
+            [self.table, load_id],
+        )
+        con.unregister(_NEW_FILES_VIEW)
 
     def _deduplicated(self) -> str:
         keys = ", ".join(quote(k) for k in self.options.primary_key)

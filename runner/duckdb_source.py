@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from kingest.runner.errors import DataError, UsageError
-from kingest.runner.interfaces import LoadOptions, ReadStats, Source, SourceStream
+from kingest.runner.interfaces import LoadedFiles, LoadOptions, ReadStats, Source, SourceStream
 from kingest.runner.uri import DuckDBUri, ParsedUri
 
 # A multiple of DuckDB's vector size (2048): batches come out of the engine without re-slicing.
@@ -104,7 +104,7 @@ class DuckDBSource(Source):
             batch_rows=options.page_size,
         )
 
-    def open(self) -> SourceStream:
+    def open(self, loaded: LoadedFiles | None = None) -> SourceStream:
         """Open the file read-only and start streaming the table.
 
         Raises :class:`DataError` naming the file, table or column that is missing.

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Self
 
@@ -129,6 +130,31 @@ class ReadStats:
             self.rows += rows
 
 
+@dataclass(frozen=True)
+class SourceFile:
+    """One version of one file a source reads: what the loaded-files record keeps.
+
+    Two versions are the same file version when ``url`` and ``etag`` and ``size`` agree (the
+    ETag changes with the content; re-uploading identical bytes does not make a new version).
+    Stores without ETags fall back to ``last_modified``.
+    """
+
+    url: str
+    etag: str
+    size: int
+    last_modified: datetime | None = None
+
+    def same_version(self, other: SourceFile) -> bool:
+        """Whether ``other`` is this file with the same content."""
+        if self.etag and other.etag:
+            return (self.etag, self.size) == (other.etag, other.size)
+        return (self.size, self.last_modified) == (other.size, other.last_modified)
+
+
+LoadedFiles = Mapping[str, SourceFile]
+"""File versions a destination table already holds, by ``url``."""
+
+
 @dataclass
 class SourceStream:
     """An open source: Arrow batches to consume once, and live statistics about them.
@@ -147,6 +173,12 @@ class SourceStream:
     error: KingestError | None = None
     """Set by a source whose batches failed: the pipeline reports it instead of the consumer's
     (e.g. DuckDB's) wrapped exception."""
+    files: list[SourceFile] | None = None
+    """The file versions this stream reads, for destinations that record loaded files; None
+    for sources that are not made of files."""
+    skipped_files: int = 0
+    """Matched files left out because the destination already holds their version (or, with
+    ``--incremental-key _ingestr_source_file_modified_at``, modified outside the interval)."""
 
     def close(self) -> None:
         """Release readers, threads and temporary files (idempotent)."""
@@ -168,6 +200,8 @@ class LoadSummary:
     rows: int
     destination_table: str
     tables: dict[str, int] = field(default_factory=dict)
+    committed: bool = True
+    """False when there was nothing to load and the destination was left as it was."""
 
     def written(self) -> dict[str, int]:
         """What the load wrote as files (`files_written`, `bytes_written`, `objects_written`),
@@ -184,8 +218,13 @@ class Source(ABC):
         """Validate the URI and ``--source-table``; raise before any I/O on bad input."""
 
     @abstractmethod
-    def open(self) -> SourceStream:
-        """Resolve what to read (list, open) and return the stream; raises KingestError."""
+    def open(self, loaded: LoadedFiles | None = None) -> SourceStream:
+        """Resolve what to read (list, open) and return the stream; raises KingestError.
+
+        A source made of files leaves out the file versions in ``loaded`` (what the
+        destination table already holds) and lists the ones it reads in ``stream.files``;
+        other sources ignore it.
+        """
 
 
 class Destination(ABC):
@@ -198,4 +237,15 @@ class Destination(ABC):
 
     @abstractmethod
     def load(self, stream: SourceStream, load_id: str) -> LoadSummary:
-        """Consume ``stream`` in one all-or-nothing unit tagged ``load_id``; raise KingestError."""
+        """Consume ``stream`` in one all-or-nothing unit tagged ``load_id``; raise KingestError.
+
+        A destination that records loaded files stores ``stream.files`` in the same unit.
+        """
+
+    def loaded_files(self) -> LoadedFiles | None:
+        """The file versions the destination table holds and a run must not load again.
+
+        None (the default) when the destination does not record loaded files, or when this
+        run's strategy loads everything anyway (replace, merge, delete+insert, full refresh).
+        """
+        return None

@@ -43,10 +43,12 @@ class IngestRequest:
 class LoadOutcome:
     """A committed load: its id, the destination's summary and what the source read."""
 
-    load_id: str
+    load_id: str | None
+    """None when there was nothing new to load and the destination was left untouched."""
     summary: LoadSummary
     files: int
     bytes: int
+    skipped_files: int = 0
 
 
 def new_load_id() -> str:
@@ -85,9 +87,14 @@ def run(
     destination: Destination,
     on_open: Callable[[SourceStream], None] | None = None,
 ) -> LoadOutcome:
-    """Open the source, load its stream into the destination, return what was committed."""
+    """Open the source, load its stream into the destination, return what was committed.
+
+    The destination says which file versions it already holds (incremental file syncs), so
+    the source lists but never reads them; the destination records the new ones in the same
+    transaction as their rows, which makes a retried run load each file exactly once.
+    """
     load_id = new_load_id()
-    with source.open() as stream:
+    with source.open(destination.loaded_files()) as stream:
         if on_open is not None:
             on_open(stream)
         try:
@@ -96,7 +103,13 @@ def run(
             if stream.error is not None:
                 raise stream.error from None
             raise
-        return LoadOutcome(load_id, summary, stream.stats.files, stream.stats.bytes)
+        return LoadOutcome(
+            load_id if summary.committed else None,
+            summary,
+            stream.stats.files,
+            stream.stats.bytes,
+            stream.skipped_files,
+        )
 
 
 def secrets_in(request_uris: list[str], environ: Mapping[str, str]) -> list[str]:

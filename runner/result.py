@@ -21,8 +21,10 @@ RESULT_FILE_ENV = "KINGEST_RESULT_FILE"
 class RunResult:
     """Everything a run reports; ``error`` and ``reason`` only on failure.
 
-    ``files`` and ``bytes`` are what was read; a destination made of files adds what it wrote
-    (``files_written``, ``bytes_written``, ``objects_written``).
+    ``files`` and ``bytes`` are what was read; ``files_skipped`` the matched files not read
+    because the destination holds them already (incremental file syncs). A destination made
+    of files adds what it wrote (``files_written``, ``bytes_written``, ``objects_written``).
+    ``load_id`` is None also on success when there was nothing to load and nothing changed.
     """
 
     status: str
@@ -30,6 +32,7 @@ class RunResult:
     rows: int = 0
     files: int = 0
     bytes: int = 0
+    files_skipped: int = 0
     duration_s: float = 0.0
     destination_table: str | None = None
     tables: dict[str, int] = field(default_factory=dict)
@@ -45,6 +48,7 @@ class RunResult:
             "rows": self.rows,
             "files": self.files,
             "bytes": self.bytes,
+            "files_skipped": self.files_skipped,
             "duration_s": round(self.duration_s, 3),
             "destination_table": self.destination_table,
             "tables": dict(self.tables),

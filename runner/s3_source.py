@@ -6,6 +6,12 @@ several files at once (``--extract-parallelism``), each streamed block by block.
 
 Before any data moves, every matched file's schema is read (first block or Parquet footer,
 in parallel) and unified, so the stream has one schema for all files.
+
+Incremental file syncs: the listing keeps each object's ETag, size and last-modified time.
+File versions the destination already holds are left out before anything is read, and
+``--incremental-key _ingestr_source_file_modified_at`` (ingestr's opt-in mode) keeps only
+objects modified in ``[--interval-start, --interval-end)`` and adds the object's path and
+modification time to every row.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Self
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, Self
 from urllib.parse import unquote
 
 import boto3
@@ -44,11 +51,12 @@ from kingest.runner.formats import (
     unify_schemas,
 )
 from kingest.runner.glob import ObjectGlob
-from kingest.runner.interfaces import LoadOptions, Source, SourceStream
+from kingest.runner.interfaces import LoadedFiles, LoadOptions, Source, SourceFile, SourceStream
 from kingest.runner.prefetch import ordered_parallel
 from kingest.runner.uri import ParsedUri, S3Uri
 
 SOURCE_FILE_COLUMN = "_ingestr_source_file_path"
+MODIFIED_AT_COLUMN = "_ingestr_source_file_modified_at"
 
 _DENIED_CODES = {
     "AccessDenied",
@@ -72,6 +80,15 @@ class SourceUnavailable(KingestError):
     exit_code = 1
 
 
+class Listed(NamedTuple):
+    """One object the listing matched, with what identifies its version."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime | None
+
+
 @dataclass(frozen=True)
 class S3Object:
     """One matched object and how to read it."""
@@ -80,10 +97,16 @@ class S3Object:
     size: int
     kind: FileKind
     partitions: tuple[tuple[str, str], ...] = ()
+    etag: str = ""
+    last_modified: datetime | None = None
 
     def url(self, bucket: str) -> str:
         """``s3://bucket/key``, for messages and the source-file column."""
         return f"s3://{bucket}/{self.key}"
+
+    def version(self, bucket: str) -> SourceFile:
+        """This object as a file version, for the destination's loaded-files record."""
+        return SourceFile(self.url(bucket), self.etag, self.size, self.last_modified)
 
 
 @dataclass
@@ -121,6 +144,18 @@ def _arrow_error(exc: OSError, url: str) -> KingestError:
     return SourceUnavailable(f"reading {url} failed: {text}")
 
 
+def parse_instant(value: str, flag: str) -> datetime:
+    """An ``--interval-start/--interval-end`` value as an aware datetime (naive means UTC)."""
+    try:
+        instant = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UsageError(
+            f"{flag} {value!r}: not an ISO 8601 date or timestamp "
+            "(e.g. 2026-11-25 or 2026-11-25T10:00:00Z)"
+        ) from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
 def _partition_type(values: list[str]) -> pa.DataType:
     present = [v for v in values if v not in ("", "__HIVE_DEFAULT_PARTITION__")]
     if present and all(_INT.match(v) for v in present):
@@ -147,6 +182,14 @@ class S3Source(Source):
         self.uri = uri
         self.glob = glob
         self.options = options
+        # ingestr's opt-in mode: objects selected by modification time, which rows carry.
+        self.by_modified_at = options.incremental_key == MODIFIED_AT_COLUMN
+        self.modified_from: datetime | None = None
+        self.modified_until: datetime | None = None
+        if self.by_modified_at and options.interval_start:
+            self.modified_from = parse_instant(options.interval_start, "--interval-start")
+        if self.by_modified_at and options.interval_end:
+            self.modified_until = parse_instant(options.interval_end, "--interval-end")
 
     @classmethod
     def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> Self:
@@ -214,10 +257,10 @@ class S3Source(Source):
 
     # -- listing --------------------------------------------------------------------------
 
-    def _list(self, client: Any) -> tuple[list[tuple[str, int]], str, int]:
-        """Matched (key, size) pairs, the bucket's region and how many objects were listed."""
+    def _list(self, client: Any) -> tuple[list[Listed], str, int]:
+        """Matched objects, the bucket's region and how many objects were listed."""
         bucket, prefix = self.glob.bucket, self.glob.prefix
-        matched: list[tuple[str, int]] = []
+        matched: list[Listed] = []
         listed = 0
         region = self.uri.region or ""
         try:
@@ -230,7 +273,8 @@ class S3Source(Source):
                     key = obj["Key"]
                     if key.endswith("/") or not self.glob.matches(key):
                         continue
-                    matched.append((key, int(obj["Size"])))
+                    etag = str(obj.get("ETag", "")).strip('"')
+                    matched.append(Listed(key, int(obj["Size"]), etag, obj.get("LastModified")))
         except NoCredentialsError:
             raise AccessDenied(
                 "no AWS credentials: set access_key_id and secret_access_key in the source URI, "
@@ -243,7 +287,7 @@ class S3Source(Source):
             raise SourceUnavailable(f"cannot list bucket {bucket!r} at {where}: {exc}") from None
         return matched, region or "us-east-1", listed
 
-    def _objects(self, matched: list[tuple[str, int]], listed: int) -> list[S3Object]:
+    def _objects(self, matched: list[Listed], listed: int) -> list[S3Object]:
         bucket = self.glob.bucket
         if not matched:
             raise NoFilesMatched(
@@ -251,7 +295,7 @@ class S3Source(Source):
                 f"'s3://{bucket}/{self.glob.prefix}' ({listed} object(s), none matching)"
             )
         objects: list[S3Object] = []
-        for key, size in matched:
+        for key, size, etag, last_modified in matched:
             kind = detect_kind(key, self.glob.hints)
             if kind is None:
                 raise UsageError(
@@ -260,7 +304,7 @@ class S3Source(Source):
                     "--source-table such as '#csv', '#jsonl' or '#parquet'"
                 )
             partitions = hive_partitions(key) if self.uri.hive_partitioning else ()
-            objects.append(S3Object(key, size, kind, partitions))
+            objects.append(S3Object(key, size, kind, partitions, etag, last_modified))
         families: dict[str, str] = {}
         for obj in objects:
             families.setdefault(obj.kind.family, obj.url(bucket))
@@ -271,6 +315,26 @@ class S3Source(Source):
                 "Narrow the glob (e.g. '*.csv') so one run reads one format"
             )
         return objects
+
+    def _to_read(self, objects: list[S3Object], loaded: LoadedFiles | None) -> list[S3Object]:
+        """The objects this run reads: not yet loaded, and modified in the interval if asked."""
+        bucket = self.glob.bucket
+        kept = []
+        for obj in objects:
+            if self.by_modified_at and not self._modified_in_interval(obj):
+                continue
+            known = loaded.get(obj.url(bucket)) if loaded else None
+            if known is not None and known.same_version(obj.version(bucket)):
+                continue
+            kept.append(obj)
+        return kept
+
+    def _modified_in_interval(self, obj: S3Object) -> bool:
+        if obj.last_modified is None:
+            return self.modified_from is None and self.modified_until is None
+        if self.modified_from is not None and obj.last_modified < self.modified_from:
+            return False
+        return self.modified_until is None or obj.last_modified < self.modified_until
 
     # -- reading --------------------------------------------------------------------------
 
@@ -359,8 +423,10 @@ class S3Source(Source):
             partition_types[name] = _partition_type(values)
         fields = [f for f in fields if f.name not in partition_types]
         fields += [pa.field(n, t) for n, t in partition_types.items()]
-        if self.uri.include_file_path:
+        if self.uri.include_file_path or self.by_modified_at:
             fields.append(pa.field(SOURCE_FILE_COLUMN, pa.string()))
+        if self.by_modified_at:
+            fields.append(pa.field(MODIFIED_AT_COLUMN, pa.timestamp("us", tz="UTC")))
         return _Plan(objects, schemas, pa.schema(fields), partition_types)
 
     def _file_batches(
@@ -380,8 +446,10 @@ class S3Source(Source):
             )
             for name, value in obj.partitions
         }
-        if self.uri.include_file_path:
+        if self.uri.include_file_path or self.by_modified_at:
             extras[SOURCE_FILE_COLUMN] = pa.scalar(url)
+        if self.by_modified_at:
+            extras[MODIFIED_AT_COLUMN] = pa.scalar(obj.last_modified, pa.timestamp("us", tz="UTC"))
         rows = 0
         try:
             if isinstance(reader, ParquetReader):
@@ -431,12 +499,28 @@ class S3Source(Source):
             return f"{url}: row {rows_before + int(row.group(1)) + 1:,}: {text[: row.start()]}"
         return f"{url}, after data row {rows_before:,}: {text}"
 
-    def open(self) -> SourceStream:
-        """List the glob, read and unify the schemas, and stream every matched file."""
+    def open(self, loaded: LoadedFiles | None = None) -> SourceStream:
+        """List the glob, read and unify the schemas, and stream every file to load.
+
+        Matched objects whose version is in ``loaded`` (or, by modification time, outside
+        the interval) are not read; the stream's ``files`` lists the versions it reads.
+        """
         session = self._session()
         client = self._client(session)
         matched, region, listed = self._list(client)
-        objects = self._objects(matched, listed)
+        matched_objects = self._objects(matched, listed)
+        objects = self._to_read(matched_objects, loaded)
+        skipped = len(matched_objects) - len(objects)
+        name = self.glob.pattern.rsplit("/", 1)[-1]
+        if not objects:
+            return SourceStream(
+                reader=pa.RecordBatchReader.from_batches(pa.schema([]), iter(())),
+                name=name,
+                total_files=0,
+                total_bytes=0,
+                files=[],
+                skipped_files=skipped,
+            )
         fs = self._filesystem(session, client, region)
         spool = tempfile.mkdtemp(prefix="kingest-")
         try:
@@ -446,9 +530,11 @@ class S3Source(Source):
             raise
         stream = SourceStream(
             reader=pa.RecordBatchReader.from_batches(plan.target, iter(())),
-            name=self.glob.pattern.rsplit("/", 1)[-1],
+            name=name,
             total_files=len(objects),
             total_bytes=sum(o.size for o in objects),
+            files=[o.version(self.glob.bucket) for o in objects],
+            skipped_files=skipped,
         )
         batches = ordered_parallel(
             range(len(objects)),

@@ -121,6 +121,20 @@ def test_a_run_request_runs_once_per_annotation_value() -> None:
     assert repeat.status.last_load_id == "2.5"
 
 
+def test_a_run_with_nothing_new_to_load_keeps_the_last_load_id_and_reports_skipped_files() -> None:
+    done = a_job(Run("Generation", 1), "Complete")
+    pods = [succeeded_pod(done)]
+    old = plan(meta(), None, IngestionStatus(), [done], pods, NOW).status
+    requested = a_job(Run("Requested", 1, "again"), "Complete", "2026-01-01T00:00:09.1Z")
+    nothing = {"status": "succeeded", "load_id": None, "rows": 0, "files": 0, "files_skipped": 3}
+    terminated = {"terminated": {"exitCode": 0, "message": json.dumps(nothing)}}
+    pods.append(a_pod(requested, "Succeeded", terminated))
+    step = plan(meta(1, **{RUN_REQUESTED: "again"}), None, old, [done, requested], pods, NOW)
+    assert step.status.last_run.job == requested["metadata"]["name"]
+    assert (step.status.last_run.rows, step.status.last_run.files_skipped) == (0, 3)
+    assert step.status.last_load_id == "1.5"
+
+
 def test_an_invalid_spec_runs_nothing_and_the_fixed_spec_runs() -> None:
     step = plan(
         meta(), "spec.source.uri: unknown parameter 'regoin'", IngestionStatus(), [], [], NOW
