@@ -15,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,39 @@ class Operator:
 def operator(operator_kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[Operator]:
     """The operator, running as its ServiceAccount, watching this test's namespace."""
     running = Operator(operator_kubeconfig, namespace, tmp_path)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+class ClockedOperator(Operator):
+    """The operator on a clock file, serving /metrics on a free loopback port."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path) -> None:
+        super().__init__(kubeconfig, namespace, log_dir)
+        self.clock_file = log_dir / "clock"
+        self.metrics_port = free_port()
+        self.extra_args = ["--metrics-port", str(self.metrics_port)]
+        self.extra_env = {"KINGEST_CLOCK_FILE": str(self.clock_file)}
+        self.set_clock(datetime.now(UTC))
+
+    def set_clock(self, moment: datetime) -> None:
+        # Written whole and renamed: the operator never reads half a timestamp.
+        partial = self.clock_file.with_suffix(".new")
+        partial.write_text(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        partial.replace(self.clock_file)
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.read().decode()
+
+
+@pytest.fixture
+def clocked(operator_kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[ClockedOperator]:
+    running = ClockedOperator(operator_kubeconfig, namespace, tmp_path)
     running.start()
     try:
         yield running

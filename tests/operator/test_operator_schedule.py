@@ -7,53 +7,17 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from kubernetes import client as k8s
 
-from tests.operator.conftest import RUNNER_IMAGE, Ingestions, Operator
-from tests.platform.processes import free_port
+from tests.operator.conftest import RUNNER_IMAGE, ClockedOperator, Ingestions
 
 pytestmark = pytest.mark.cluster
-
-
-class ClockedOperator(Operator):
-    """The operator on a clock file, serving /metrics on a free loopback port."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path) -> None:
-        super().__init__(kubeconfig, namespace, log_dir)
-        self.clock_file = log_dir / "clock"
-        self.metrics_port = free_port()
-        self.extra_args = ["--metrics-port", str(self.metrics_port)]
-        self.extra_env = {"KINGEST_CLOCK_FILE": str(self.clock_file)}
-        self.set_clock(datetime.now(UTC))
-
-    def set_clock(self, moment: datetime) -> None:
-        # Written whole and renamed: the operator never reads half a timestamp.
-        partial = self.clock_file.with_suffix(".new")
-        partial.write_text(moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        partial.replace(self.clock_file)
-
-    def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return reply.read().decode()
-
-
-@pytest.fixture
-def clocked(operator_kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[ClockedOperator]:
-    running = ClockedOperator(operator_kubeconfig, namespace, tmp_path)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def spec(**fields: Any) -> dict[str, Any]:
