@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +26,8 @@ from kingest.operator.spec import GROUP, PLURAL, VERSION
 from tests.platform.helm import Helm
 from tests.platform.kube import ControlPlane, delete_namespace
 from tests.platform.kubelet import Kubelet
-from tests.platform.processes import ManagedProcess, free_port
+from tests.platform.operator_process import OperatorProcess
+from tests.platform.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "kingest"
@@ -133,12 +132,12 @@ def _map_ports(text: str, ports: dict[str, str]) -> str:
     return text
 
 
-class OperatorProcess:
+class ChartOperator(OperatorProcess):
     """The chart's operator container, run locally as the chart's ServiceAccount."""
 
     def __init__(self, release: Release, log_dir: Path, pod_name: str) -> None:
-        self.release, self.log_dir, self.pod_name = release, log_dir, pod_name
-        self.process: ManagedProcess | None = None
+        super().__init__(log_dir)
+        self.release, self.pod_name = release, pod_name
 
     def _env(self, container: dict[str, Any], kubeconfig: Path) -> dict[str, str]:
         env = {
@@ -163,43 +162,19 @@ class OperatorProcess:
         # Each Pod has its own network namespace; replicas on this one machine need their own
         # ports, so the chart's container ports are mapped to free ones in args and env.
         ports = {str(p["containerPort"]): str(free_port()) for p in container.get("ports", [])}
-        # The image's ENTRYPOINT is `kingest` (tests/image checks it); here it is this venv's.
-        argv = [str(Path(sys.executable).parent / "kingest")]
-        argv += [_map_ports(arg, ports) for arg in container["args"]]
+        args = [_map_ports(arg, ports) for arg in container["args"]]
         env = {k: _map_ports(v, ports) for k, v in self._env(container, kubeconfig).items()}
-        self.process = ManagedProcess(f"operator-{self.pod_name}", argv, self.log_dir, env=env)
         healthz = next(p for p in container["ports"] if p["name"] == "healthz")["containerPort"]
-        url = f"http://127.0.0.1:{ports[str(healthz)]}/healthz"
-        self.process.wait_until(
-            lambda: urllib.request.urlopen(url, timeout=1).status == 200,
-            timeout=60,
-            what="liveness endpoint",
-        )
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to hand anything over."""
-        assert self.process is not None
-        self.process.proc.kill()
-        self.process.proc.wait()
-        self.process.stop()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def logs(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace") for p in self.log_dir.glob(f"operator-{self.pod_name}*")
-        )
+        self.launch(f"operator-{self.pod_name}", args, env, int(ports[str(healthz)]))
 
 
 @pytest.fixture
 def start_operator(release: Release, tmp_path: Path) -> Iterator[Callable[[str], OperatorProcess]]:
     """Start (name) -> a running operator replica of the installed release."""
-    started: list[OperatorProcess] = []
+    started: list[ChartOperator] = []
 
-    def start(pod_name: str = "operator-0") -> OperatorProcess:
-        replica = OperatorProcess(release, tmp_path, pod_name)
+    def start(pod_name: str = "operator-0") -> ChartOperator:
+        replica = ChartOperator(release, tmp_path, pod_name)
         replica.start()
         started.append(replica)
         return replica

@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 
 from kingest.operator import rbac
 from kingest.operator.spec import GROUP, PLURAL, VERSION
-from tests.chart.conftest import OperatorProcess, Release, operator_values
+from tests.chart.conftest import ChartOperator, Release, operator_values
 from tests.chart.test_chart_rbac import ROWS, permission_errors, seed_users_to_s3
 from tests.platform.kube import ControlPlane
 from tests.platform.kubelet import Kubelet
@@ -65,8 +65,8 @@ def lease_holder(api: k8s.ApiClient, release: Release) -> str | None:
 
 @pytest.fixture
 def two_replicas(
-    release: Release, start_operator: Callable[[str], OperatorProcess]
-) -> dict[str, OperatorProcess]:
+    release: Release, start_operator: Callable[[str], ChartOperator]
+) -> dict[str, ChartOperator]:
     release.install(
         operator_values(replicaCount=2, leaderElection={"leaseDurationSeconds": LEASE_SECONDS})
     )
@@ -77,7 +77,7 @@ def test_killing_the_active_replica_mid_run_loses_and_duplicates_nothing(
     kube: ControlPlane,
     kube_api: k8s.ApiClient,
     release: Release,
-    two_replicas: dict[str, OperatorProcess],
+    two_replicas: dict[str, ChartOperator],
     apps_namespace: str,
     chart_kubelet: Kubelet,
     s3_server: S3Server,
@@ -131,7 +131,7 @@ def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
     kube: ControlPlane,
     kube_api: k8s.ApiClient,
     release: Release,
-    two_replicas: dict[str, OperatorProcess],
+    two_replicas: dict[str, ChartOperator],
     apps_namespace: str,
     chart_kubelet: Kubelet,
     s3_server: S3Server,
@@ -174,7 +174,7 @@ def test_without_any_one_lease_verb_the_operator_stops_acting(
     kube: ControlPlane,
     kube_api: k8s.ApiClient,
     release: Release,
-    start_operator: Callable[[str], OperatorProcess],
+    start_operator: Callable[[str], ChartOperator],
     apps_namespace: str,
     chart_kubelet: Kubelet,
     s3_server: S3Server,

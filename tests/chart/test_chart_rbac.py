@@ -25,7 +25,7 @@ from kubernetes import client as k8s
 
 from kingest.operator import rbac
 from kingest.operator.spec import GROUP, PLURAL, VERSION
-from tests.chart.conftest import CHART, OperatorProcess, Release, operator_values
+from tests.chart.conftest import CHART, ChartOperator, Release, operator_values
 from tests.platform.kube import ControlPlane
 from tests.platform.kubelet import Kubelet
 from tests.platform.s3 import S3Server
@@ -97,7 +97,7 @@ def reconciled_end_to_end(
     api: k8s.ApiClient,
     namespace: str,
     name: str,
-    operator: OperatorProcess,
+    operator: ChartOperator,
     s3: S3Server,
     bucket: str,
     timeout: float = 60,
@@ -177,7 +177,7 @@ def test_operator_reconciles_as_the_chart_service_account(
     kube: ControlPlane,
     kube_api: k8s.ApiClient,
     release: Release,
-    start_operator: Callable[[str], OperatorProcess],
+    start_operator: Callable[[str], ChartOperator],
     apps_namespace: str,
     chart_kubelet: Kubelet,
     s3_server: S3Server,
@@ -213,7 +213,7 @@ def test_without_any_one_rule_the_reconcile_goes_wrong(
     kube: ControlPlane,
     kube_api: k8s.ApiClient,
     release: Release,
-    start_operator: Callable[[str], OperatorProcess],
+    start_operator: Callable[[str], ChartOperator],
     apps_namespace: str,
     chart_kubelet: Kubelet,
     s3_server: S3Server,

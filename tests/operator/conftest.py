@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 import urllib.request
 import uuid
@@ -26,7 +25,8 @@ from kingest.operator import crd, rbac
 from kingest.operator.spec import GROUP, PLURAL, VERSION
 from tests.platform.kube import ControlPlane
 from tests.platform.kubelet import Kubelet
-from tests.platform.processes import ManagedProcess, free_port
+from tests.platform.operator_process import OperatorProcess
+from tests.platform.processes import free_port
 
 OPERATOR_NAMESPACE = "kingest-system"
 OPERATOR_ACCOUNT = "kingest-operator"
@@ -83,12 +83,12 @@ def operator_kubeconfig(kube: ControlPlane, kube_api: k8s.ApiClient, ingestion_c
     return kube.kubeconfig_as(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
 
 
-class Operator:
+class Operator(OperatorProcess):
     """`kingest operator` watching one namespace, as a process that tests can kill."""
 
     def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path) -> None:
-        self.kubeconfig, self.namespace, self.log_dir = kubeconfig, namespace, log_dir
-        self.process: ManagedProcess | None = None
+        super().__init__(log_dir)
+        self.kubeconfig, self.namespace = kubeconfig, namespace
         self.starts = 0
         # What a test adds to every start (flags, environment), e.g. a clock file.
         self.extra_args: list[str] = []
@@ -97,45 +97,15 @@ class Operator:
     def start(self) -> None:
         port = free_port()
         self.starts += 1
-        self.process = ManagedProcess(
-            f"operator-{self.starts}",
-            [
-                str(Path(sys.executable).parent / "kingest"),
-                "operator",
-                "--namespace",
-                self.namespace,
-                "--liveness",
-                f"http://127.0.0.1:{port}/healthz",
-                *self.extra_args,
-            ],
-            self.log_dir,
-            env={
-                "PATH": os.environ.get("PATH", ""),
-                "KUBECONFIG": str(self.kubeconfig),
-                "KINGEST_RUNNER_IMAGE": RUNNER_IMAGE,
-                **self.extra_env,
-            },
-        )
-        url = f"http://127.0.0.1:{port}/healthz"
-        self.process.wait_until(
-            lambda: urllib.request.urlopen(url, timeout=1).status == 200,
-            timeout=60,
-            what="liveness endpoint",
-        )
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to finish anything it was doing."""
-        assert self.process is not None
-        self.process.proc.kill()
-        self.process.proc.wait()
-        self.process.stop()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.log_dir.glob("operator-*.log"))
+        args = ["operator", "--namespace", self.namespace]
+        args += ["--liveness", f"http://127.0.0.1:{port}/healthz", *self.extra_args]
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "KUBECONFIG": str(self.kubeconfig),
+            "KINGEST_RUNNER_IMAGE": RUNNER_IMAGE,
+            **self.extra_env,
+        }
+        self.launch(f"operator-{self.starts}", args, env, port)
 
 
 @pytest.fixture
