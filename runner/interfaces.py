@@ -212,6 +212,9 @@ class LoadSummary:
 class Source(ABC):
     """A place data is read from, e.g. an S3 glob or a DuckDB table."""
 
+    reads_files: bool = False
+    """Whether the source is made of files whose versions a destination can record."""
+
     @classmethod
     @abstractmethod
     def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> Self:

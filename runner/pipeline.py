@@ -94,7 +94,8 @@ def run(
     transaction as their rows, which makes a retried run load each file exactly once.
     """
     load_id = new_load_id()
-    with source.open(destination.loaded_files()) as stream:
+    loaded = destination.loaded_files() if source.reads_files else None
+    with source.open(loaded) as stream:
         if on_open is not None:
             on_open(stream)
         try:

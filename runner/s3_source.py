@@ -178,6 +178,8 @@ def hive_partitions(key: str) -> tuple[tuple[str, str], ...]:
 class S3Source(Source):
     """Objects in an S3 bucket matched by ``--source-table <bucket>/<glob>[#hints]``."""
 
+    reads_files = True
+
     def __init__(self, uri: S3Uri, glob: ObjectGlob, options: LoadOptions) -> None:
         self.uri = uri
         self.glob = glob
