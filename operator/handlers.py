@@ -37,7 +37,7 @@ from kingest.operator.job import (
 )
 from kingest.operator.metrics import IngestionMetrics
 from kingest.operator.reconcile import RUN_REQUESTED, Event, Plan, needs_pods, plan
-from kingest.operator.scheduler import MetricsServer, SlotTimer
+from kingest.operator.scheduler import SlotTimer
 from kingest.operator.spec import (
     GROUP,
     KIND,
@@ -355,10 +355,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     api()
     slot_timer.start()
-    if operator_settings.metrics_port is not None:
-        server = MetricsServer(metrics, operator_settings.metrics_port)
-        server.start()
-        log.info("serving metrics on port %d", server.port)
 
 
 def wants_reconcile(event_type: str | None, body: dict[str, Any]) -> bool:

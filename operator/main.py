@@ -11,9 +11,10 @@ the cluster with its in-cluster ServiceAccount, or the kubeconfig named by `KUBE
 `/metrics` (Prometheus) is served on `--metrics-port` / `KINGEST_METRICS_PORT` when given.
 Test hook: `KINGEST_CLOCK_FILE` (see `kingest.operator.clock`) replaces the system clock.
 Several replicas elect a leader on a `coordination.k8s.io/v1` Lease (`kingest.operator.leader`):
-only the holder runs kopf; a standby serves the liveness endpoint and takes over once the
-leader's Lease expires. Election is on by default when `KINGEST_LEADER_ELECTION_LEASE`,
-`POD_NAME` and `POD_NAMESPACE` are set (as the chart sets them).
+only the holder runs kopf; a standby serves the liveness endpoint and /metrics (with
+`kingest_operator_leader 0`) and takes over once the leader's Lease expires. Election is on
+by default when `KINGEST_LEADER_ELECTION_LEASE`, `POD_NAME` and `POD_NAMESPACE` are set (as
+the chart sets them).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kingest.operator.leader import LeaseElection
+    from kingest.operator.metrics import IngestionMetrics
+    from kingest.operator.scheduler import MetricsServer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,9 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # kopf logs every watch-stream handler call at INFO: noise with hundreds of Ingestions.
         logging.getLogger("kopf").setLevel(logging.WARNING)
+    metrics_server = _serve_metrics(handlers.operator_settings.metrics_port, handlers.metrics)
     election = None
     if args.leader_election:
+        # A standby answers scrapes too (`kingest_operator_leader 0`): every replica behind
+        # the metrics Service is a healthy target, and the gauge shows which one acts.
+        handlers.metrics.leading = False
         election = _lead(args.lease, lease_namespace, identity, args.lease_duration, args.liveness)
+        handlers.metrics.leading = True
     try:
         kopf.run(
             standalone=True,
@@ -130,7 +138,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if election is not None:
             election.release()
+        if metrics_server is not None:
+            metrics_server.stop()
     return 0
+
+
+def _serve_metrics(port: int | None, metrics: IngestionMetrics) -> MetricsServer | None:
+    """Serve /metrics from start-up on (standing by included), if a port is configured."""
+    if port is None:
+        return None
+    from kingest.operator.scheduler import MetricsServer
+
+    server = MetricsServer(metrics, port)
+    server.start()
+    logging.getLogger(__name__).info("serving metrics on port %d", server.port)
+    return server
 
 
 def _lead(

@@ -60,6 +60,9 @@ class IngestionMetrics:
     def __init__(self) -> None:
         self._series: dict[Key, _Series] = {}
         self._lock = threading.Lock()
+        self.leading = True
+        """False while this replica stands by for the leader-election Lease (it acts on
+        nothing and so reports no Ingestion series, only `kingest_operator_leader 0`)."""
 
     def record_run(
         self,
@@ -117,6 +120,14 @@ class IngestionMetrics:
 
             def base(key: Key) -> list[tuple[str, str]]:
                 return [("namespace", key[0]), ("name", key[1])]
+
+            family(
+                "kingest_operator_leader",
+                "gauge",
+                "1 if this replica acts on Ingestions (holds the Lease, or runs alone), "
+                "0 while it stands by.",
+            )
+            lines.append(f"kingest_operator_leader {1 if self.leading else 0}")
 
             family(
                 "kingest_ingestion_last_success_timestamp_seconds",

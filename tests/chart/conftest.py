@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -162,10 +163,16 @@ class ChartOperator(OperatorProcess):
         # Each Pod has its own network namespace; replicas on this one machine need their own
         # ports, so the chart's container ports are mapped to free ones in args and env.
         ports = {str(p["containerPort"]): str(free_port()) for p in container.get("ports", [])}
+        self.ports = {p["name"]: int(ports[str(p["containerPort"])]) for p in container["ports"]}
         args = [_map_ports(arg, ports) for arg in container["args"]]
         env = {k: _map_ports(v, ports) for k, v in self._env(container, kubeconfig).items()}
-        healthz = next(p for p in container["ports"] if p["name"] == "healthz")["containerPort"]
-        self.launch(f"operator-{self.pod_name}", args, env, int(ports[str(healthz)]))
+        self.launch(f"operator-{self.pod_name}", args, env, self.ports["healthz"])
+
+    def metrics(self) -> str:
+        """What this replica's /metrics serves (the chart's `metrics` container port)."""
+        url = f"http://127.0.0.1:{self.ports['metrics']}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.read().decode()
 
 
 @pytest.fixture

@@ -144,6 +144,12 @@ def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
     standby = next(n for n in two_replicas if n != leader)
     assert "created Job" in two_replicas[leader].logs()
     assert "created Job" not in two_replicas[standby].logs()
+    # Both replicas answer scrapes; only the acting one reports Ingestions.
+    assert "kingest_operator_leader 1" in two_replicas[leader].metrics()
+    assert f'name="{name}"' in two_replicas[leader].metrics()
+    standby_metrics = two_replicas[standby].metrics()
+    assert "kingest_operator_leader 0" in standby_metrics
+    assert f'name="{name}"' not in standby_metrics
 
     two_replicas[leader].kill()
     killed_at = time.monotonic()
@@ -167,6 +173,7 @@ def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
         timeout=60,
     )
     assert "created Job" in two_replicas[standby].logs()
+    assert "kingest_operator_leader 1" in two_replicas[standby].metrics()
 
 
 @pytest.mark.parametrize("verb", rbac.leader_election_rules()[0]["verbs"])

@@ -5,6 +5,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kingest.operator.metrics import IngestionMetrics
 
 KEY = ("team-a", "students")
+LEADER = "kingest_operator_leader"
 
 
 def samples(metrics: IngestionMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -70,8 +71,15 @@ def test_deleting_an_ingestion_removes_its_series() -> None:
     metrics.record_run(KEY, "students-1", succeeded=True, finished_at=1.0, duration_s=1)
     metrics.record_run(other, "orders-1", succeeded=True, finished_at=1.0, duration_s=1)
     metrics.forget(KEY)
-    names = {dict(lbls)["name"] for (_, lbls) in samples(metrics)}
+    names = {dict(lbls)["name"] for (name, lbls) in samples(metrics) if name != LEADER}
     assert names == {"orders"}
+
+
+def test_the_leader_gauge_says_whether_this_replica_acts() -> None:
+    metrics = IngestionMetrics()
+    assert samples(metrics) == {(LEADER, ()): 1}
+    metrics.leading = False
+    assert samples(metrics) == {(LEADER, ()): 0}
 
 
 def test_label_values_are_escaped() -> None:
