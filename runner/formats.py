@@ -7,11 +7,11 @@ native readers and casts batches to the run's unified schema.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
@@ -20,9 +20,12 @@ from kingest.runner.errors import DataError, UsageError
 from kingest.runner.glob import Hints
 from kingest.runner.interfaces import ColumnHint
 
-# Bytes per CSV/JSON block: types are inferred from a file's first block, and each block is
-# parsed by one core. Bigger blocks infer better and parse faster; they cost memory per reader.
-BLOCK_SIZE = 4 * 1024 * 1024
+# Bytes of a CSV/JSON file its types are inferred from (its first block): more infers better.
+INFER_BLOCK_SIZE = 4 * 1024 * 1024
+# Bytes per block while streaming rows, whose types are known by then. pyarrow's streaming
+# readers fetch about 32 blocks ahead as soon as they are opened, so this bounds the memory
+# of each file in flight (~32 MiB); smaller blocks parse no slower.
+READ_BLOCK_SIZE = 1024 * 1024
 PARQUET_BATCH_ROWS = 64 * 1024
 
 _COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
@@ -34,10 +37,9 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_ZONED = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
-
-OpenStream = Callable[[], pa.NativeFile]
+# Patterns over JSON text values (RE2 syntax, run by pyarrow.compute).
+_DATE = r"^\d{4}-\d{2}-\d{2}$"
+_ZONED = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,24 @@ def conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=target)
 
 
+def first_block(stream: pa.NativeFile, encoding: str | None) -> pa.BufferReader:
+    """The start of a text file, transcoded to UTF-8: enough for a reader opened on it with
+    ``block_size=INFER_BLOCK_SIZE`` to parse the same first block as on the whole file (one
+    byte more tells it that block is not the last), without fetching the rest.
+
+    Opened on the whole object, pyarrow's streaming readers would download ~32 blocks in the
+    background just to report a schema.
+    """
+    # A no-op for UTF-8 itself; what pyarrow's CSV reader does with ReadOptions.encoding.
+    stream = pa.transcoding_input_stream(stream, encoding or "utf8", "utf8")
+    wanted = INFER_BLOCK_SIZE + 1
+    parts: list[bytes] = []
+    while wanted > 0 and (part := stream.read(wanted)):
+        parts.append(part)
+        wanted -= len(part)
+    return pa.BufferReader(b"".join(parts))
+
+
 class CsvReader:
     """CSV with a header (or headless): UTF-8 with or without BOM, quoted fields spanning
     lines, any encoding by ``#encoding=``; ``--columns`` types (and names, when headless)."""
@@ -166,20 +186,22 @@ class CsvReader:
         self.columns = columns
         self.parse_options = pa_csv.ParseOptions(newlines_in_values=True)
 
-    def _read_options(self, names: list[str] | None) -> pa_csv.ReadOptions:
-        return pa_csv.ReadOptions(
-            block_size=BLOCK_SIZE,
-            encoding=self.encoding,
-            column_names=names,
-            autogenerate_column_names=self.headless and names is None,
-        )
-
     def _open(
-        self, stream: pa.NativeFile, names: list[str] | None, types: dict[str, pa.DataType]
+        self,
+        stream: pa.NativeFile,
+        names: list[str] | None,
+        types: dict[str, pa.DataType],
+        block_size: int,
+        encoding: str,
     ) -> pa_csv.CSVStreamingReader:
         return pa_csv.open_csv(
             stream,
-            read_options=self._read_options(names),
+            read_options=pa_csv.ReadOptions(
+                block_size=block_size,
+                encoding=encoding,
+                column_names=names,
+                autogenerate_column_names=self.headless and names is None,
+            ),
             parse_options=self.parse_options,
             convert_options=pa_csv.ConvertOptions(column_types=types),
         )
@@ -190,7 +212,8 @@ class CsvReader:
     def schema(self, stream: pa.NativeFile) -> pa.Schema:
         """The file's columns and types, from its first block."""
         hint_types = {c.name: c.arrow_type for c in self.columns}
-        reader = self._open(stream, self._hinted_names(), hint_types)
+        sample = first_block(stream, self.encoding)
+        reader = self._open(sample, self._hinted_names(), hint_types, INFER_BLOCK_SIZE, "utf8")
         schema = reader.schema
         reader.close()
         if self.headless and not self.columns:
@@ -203,7 +226,7 @@ class CsvReader:
         """The file's rows, parsed straight into ``target``'s types."""
         names = own.names if self.headless else None
         types = {f.name: target.field(f.name).type for f in own}
-        yield from self._open(stream, names, types)
+        yield from self._open(stream, names, types, READ_BLOCK_SIZE, self.encoding)
 
 
 class JsonLinesReader:
@@ -215,57 +238,78 @@ class JsonLinesReader:
         # JSON-typed columns keep their nested type here; the destination serializes them.
         self.columns = columns
 
-    def _source(self, stream: pa.NativeFile) -> pa.NativeFile:
-        if self.encoding and self.encoding.replace("-", "").lower() != "utf8":
-            return pa.transcoding_input_stream(stream, self.encoding, "utf8")
-        return stream
-
+    @staticmethod
     def _open(
-        self, stream: pa.NativeFile, explicit: pa.Schema | None
+        stream: pa.NativeFile, explicit: pa.Schema | None, block_size: int, only_explicit: bool
     ) -> pa_json.JSONStreamingReader:
         return pa_json.open_json(
-            self._source(stream),
-            read_options=pa_json.ReadOptions(block_size=BLOCK_SIZE),
-            parse_options=pa_json.ParseOptions(explicit_schema=explicit),
+            stream,
+            read_options=pa_json.ReadOptions(block_size=block_size),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=explicit,
+                unexpected_field_behavior="ignore" if only_explicit else "infer",
+            ),
         )
 
-    def schema(self, stream: pa.NativeFile, reopen: OpenStream) -> pa.Schema:
+    def schema(self, stream: pa.NativeFile) -> pa.Schema:
         """The file's fields and types, from its first block; string-encoded temporals are
         told apart (date, timestamp with or without zone) from the values themselves."""
+        sample = first_block(stream, self.encoding)
         typed = [(c.name, c.arrow_type) for c in self.columns if not c.is_json]
-        reader = self._open(stream, pa.schema(typed) if typed else None)
+        reader = self._open(sample, pa.schema(typed) if typed else None, INFER_BLOCK_SIZE, False)
         schema = reader.schema
         reader.close()
         temporal = [f.name for f in schema if pa.types.is_timestamp(f.type)]
         temporal = [n for n in temporal if not any(c.name == n for c in self.columns)]
         fields = {f.name: normalize_type(f.type) for f in schema}
         if temporal:
+            sample.seek(0)
             as_text = pa.schema([(n, pa.string()) for n in temporal])
-            reader = self._open(reopen(), as_text)
+            reader = self._open(sample, as_text, INFER_BLOCK_SIZE, True)
             first = reader.read_next_batch()
             reader.close()
             for name in temporal:
-                values = [v for v in first.column(name).to_pylist() if v]
-                if values and all(_DATE.match(v) for v in values):
-                    fields[name] = pa.date32()
-                elif any(_ZONED.search(v) for v in values):
-                    fields[name] = pa.timestamp("us", tz="UTC")
-                else:
-                    fields[name] = pa.timestamp("us")
+                fields[name] = _temporal_type(first.column(name))
         return pa.schema(list(fields.items()))
+
+    def _explicit(self, own: pa.Schema) -> pa.Schema:
+        """The types ``own``'s fields are parsed as while streaming: the first block's (so a
+        smaller streaming block does not infer anew), temporal fields as text (cast to the
+        target's type later), ``--columns`` types; all-null fields are still inferred."""
+        hints = {c.name: c for c in self.columns}
+        explicit: dict[str, pa.DataType] = {}
+        for field in own:
+            hint = hints.get(field.name)
+            if hint is not None:
+                if not hint.is_json:
+                    explicit[field.name] = hint.arrow_type
+            elif pa.types.is_timestamp(field.type) or pa.types.is_date(field.type):
+                explicit[field.name] = pa.string()
+            elif not pa.types.is_null(field.type):
+                explicit[field.name] = field.type
+        for hint in self.columns:
+            if not hint.is_json:
+                explicit.setdefault(hint.name, hint.arrow_type)
+        return pa.schema(list(explicit.items()))
 
     def batches(
         self, stream: pa.NativeFile, own: pa.Schema, target: pa.Schema
     ) -> Iterator[pa.RecordBatch]:
         """The file's rows; temporal fields are parsed from text into ``target``'s types."""
-        hinted = {c.name for c in self.columns}
-        explicit = [
-            (f.name, pa.string())
-            for f in own
-            if (pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)) and f.name not in hinted
-        ]
-        explicit += [(c.name, c.arrow_type) for c in self.columns if not c.is_json]
-        yield from self._open(stream, pa.schema(explicit) if explicit else None)
+        source = pa.transcoding_input_stream(stream, self.encoding or "utf8", "utf8")
+        explicit = self._explicit(own)
+        yield from self._open(source, explicit if len(explicit) else None, READ_BLOCK_SIZE, False)
+
+
+def _temporal_type(texts: pa.Array) -> pa.DataType:
+    """DATE if every (non-empty) value is a plain date, else TIMESTAMP, with time zone if
+    any value carries an offset."""
+    values = pc.filter(texts, pc.not_equal(texts, ""))
+    if len(values) and pc.all(pc.match_substring_regex(values, _DATE)).as_py():
+        return pa.date32()
+    if pc.any(pc.match_substring_regex(values, _ZONED)).as_py():
+        return pa.timestamp("us", tz="UTC")
+    return pa.timestamp("us")
 
 
 class ParquetReader:

@@ -359,13 +359,6 @@ class S3Source(Source):
                     return reader.schema(file)
             stream = fs.open_input_stream(self._path(obj), compression=obj.kind.compression)
             with stream:
-                if isinstance(reader, JsonLinesReader):
-                    return reader.schema(
-                        stream,
-                        lambda: fs.open_input_stream(
-                            self._path(obj), compression=obj.kind.compression
-                        ),
-                    )
                 return reader.schema(stream)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
             names = self._column_names(fs, obj) if isinstance(reader, CsvReader) else []
