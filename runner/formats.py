@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.fs as pafs
 import pyarrow.json as pa_json
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from pyarrow.dataset import ParquetFileFragment
 
 from kingest.runner.errors import DataError, UsageError
 from kingest.runner.glob import Hints
@@ -26,7 +30,11 @@ INFER_BLOCK_SIZE = 4 * 1024 * 1024
 # readers fetch about 32 blocks ahead as soon as they are opened, so this bounds the memory
 # of each file in flight (~32 MiB); smaller blocks parse no slower.
 READ_BLOCK_SIZE = 1024 * 1024
-PARQUET_BATCH_ROWS = 64 * 1024
+# Rows per Parquet batch: about what a 1 MiB CSV block holds; smaller batches keep less in
+# flight per file (DuckDB works on 2,048-row vectors whatever the batch size).
+PARQUET_BATCH_ROWS = 8 * 1024
+# Batches a Parquet file decodes ahead of its consumer (pyarrow's default is 16).
+_PARQUET_READAHEAD = 4
 
 _COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _EXTENSIONS = {
@@ -143,6 +151,8 @@ def unify_schemas(schemas: list[tuple[str, pa.Schema]]) -> pa.Schema:
 
 def conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
     """``batch`` with exactly ``target``'s columns and types (missing columns are null)."""
+    if batch.schema.equals(target):
+        return batch
     columns = []
     for field in target:
         index = batch.schema.get_field_index(field.name)
@@ -318,15 +328,26 @@ class ParquetReader:
     def __init__(self, batch_rows: int | None) -> None:
         self.batch_rows = batch_rows or PARQUET_BATCH_ROWS
 
-    def schema(self, file: pa.NativeFile) -> pa.Schema:
+    @staticmethod
+    def fragment(path: str, filesystem: pafs.FileSystem, size: int | None) -> ParquetFileFragment:
+        """The file at ``path`` as a dataset fragment: of known ``size``, it is opened without
+        asking the store for its size first (opening by name makes a HEAD request)."""
+        import pyarrow.dataset as ds  # only runs that read Parquet pay for importing it
+
+        options = ds.ParquetFragmentScanOptions(pre_buffer=True)
+        parquet = ds.ParquetFileFormat(default_fragment_scan_options=options)
+        return parquet.make_fragment(path, filesystem, file_size=size)
+
+    def schema(self, fragment: ParquetFileFragment) -> pa.Schema:
         """The file's schema, from its footer."""
-        schema = pq.ParquetFile(file).schema_arrow
+        schema = fragment.physical_schema
         return pa.schema([pa.field(f.name, normalize_type(f.type)) for f in schema])
 
-    def batches(self, file: pa.NativeFile) -> Iterator[pa.RecordBatch]:
+    def batches(self, fragment: ParquetFileFragment) -> Iterator[pa.RecordBatch]:
         """The file's rows in batches of ``batch_rows``."""
-        parquet = pq.ParquetFile(file, pre_buffer=True)
-        yield from parquet.iter_batches(batch_size=self.batch_rows, use_threads=True)
+        yield from fragment.to_batches(
+            batch_size=self.batch_rows, batch_readahead=_PARQUET_READAHEAD, use_threads=True
+        )
 
 
 def check_hint_columns(

@@ -1,8 +1,9 @@
 """S3 (and S3-compatible stores) as a source: the objects a glob matches, as one Arrow stream.
 
-Listing and credentials go through boto3 (its default chain gives environment variables,
-web identity / IRSA and instance roles); the bytes are read by pyarrow's native S3 client,
-several files at once (``--extract-parallelism``), each streamed block by block.
+Listing and credentials go through botocore (its default chain gives environment variables,
+web identity / IRSA and instance roles; boto3 on top of it would only add import time); the
+bytes are read by pyarrow's native S3 client, several files at once
+(``--extract-parallelism``), each streamed block by block.
 
 Before any data moves, every matched file's schema is read (first block or Parquet footer,
 in parallel) and unified, so the stream has one schema for all files.
@@ -24,10 +25,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import unquote
 
-import boto3
+import botocore.session
 import pyarrow as pa
 import pyarrow.fs as pafs
 from botocore.config import Config
@@ -55,6 +56,9 @@ from kingest.runner.interfaces import LoadedFiles, LoadOptions, Source, SourceFi
 from kingest.runner.prefetch import ordered_parallel
 from kingest.runner.uri import ParsedUri, S3Uri
 
+if TYPE_CHECKING:
+    from pyarrow.dataset import ParquetFileFragment
+
 SOURCE_FILE_COLUMN = "_ingestr_source_file_path"
 MODIFIED_AT_COLUMN = "_ingestr_source_file_modified_at"
 
@@ -68,6 +72,9 @@ _DENIED_CODES = {
     "AllAccessDisabled",
     "403",
 }
+# Bytes fetched per GET while streaming a CSV/JSONL file. The readers ask for 1 MiB blocks;
+# unbuffered, each would be a request of its own (a round trip, signing on both ends).
+_READ_BUFFER = 4 * 1024 * 1024
 _HIVE_SEGMENT = re.compile(r"^([^=/]+)=([^/]*)$")
 _INT = re.compile(r"^-?\d{1,18}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -200,28 +207,29 @@ class S3Source(Source):
 
     # -- connections ----------------------------------------------------------------------
 
-    def _session(self) -> boto3.session.Session:
-        secret = self.uri.secret_access_key
-        return boto3.session.Session(
-            aws_access_key_id=self.uri.access_key_id.get_secret_value()
-            if self.uri.access_key_id
-            else None,
-            aws_secret_access_key=secret.get_secret_value() if secret else None,
-            aws_session_token=self.uri.session_token.get_secret_value()
-            if self.uri.session_token
-            else None,
-            region_name=self.uri.region,
+    def _session(self) -> botocore.session.Session:
+        session = botocore.session.Session()
+        key, secret, token = (
+            value.get_secret_value() if value else None
+            for value in (
+                self.uri.access_key_id,
+                self.uri.secret_access_key,
+                self.uri.session_token,
+            )
         )
+        if key or secret or token:
+            session.set_credentials(key, secret, token)
+        return session
 
-    def _client(self, session: boto3.session.Session) -> Any:
+    def _client(self, session: botocore.session.Session) -> Any:
         # Path-style for S3-compatible stores and for legacy bucket names (underscores,
         # upper case), which are not valid host names.
         legacy = not re.fullmatch(r"[a-z0-9.-]+", self.glob.bucket)
         path_style = self.uri.endpoint_url is not None or legacy
-        return session.client(
+        return session.create_client(
             "s3",
             endpoint_url=self.uri.endpoint_url,
-            region_name=self.uri.region or session.region_name or "us-east-1",
+            region_name=self.uri.region or session.get_config_variable("region") or "us-east-1",
             config=Config(
                 retries={"mode": "standard", "max_attempts": 4},
                 s3={"addressing_style": "path" if path_style else "auto"},
@@ -229,7 +237,7 @@ class S3Source(Source):
         )
 
     def _filesystem(
-        self, session: boto3.session.Session, client: Any, region: str
+        self, session: botocore.session.Session, client: Any, region: str
     ) -> pafs.S3FileSystem:
         credentials = session.get_credentials()
         if credentials is None:
@@ -355,8 +363,7 @@ class S3Source(Source):
         reader = self._reader_for(obj.kind)
         try:
             if isinstance(reader, ParquetReader):
-                with self._random_access(fs, obj, spool) as file:
-                    return reader.schema(file)
+                return reader.schema(self._parquet_fragment(fs, obj, spool))
             stream = fs.open_input_stream(self._path(obj), compression=obj.kind.compression)
             with stream:
                 return reader.schema(stream)
@@ -381,9 +388,12 @@ class S3Source(Source):
         except (OSError, pa.ArrowException):
             return []
 
-    def _random_access(self, fs: pafs.S3FileSystem, obj: S3Object, spool: str) -> pa.NativeFile:
+    def _parquet_fragment(
+        self, fs: pafs.S3FileSystem, obj: S3Object, spool: str
+    ) -> ParquetFileFragment:
         if obj.kind.compression is None:
-            return fs.open_input_file(self._path(obj))
+            # The listed size spares the HEAD request opening an object by name costs.
+            return ParquetReader.fragment(self._path(obj), fs, obj.size)
         # Parquet needs random access: a compressed one is decompressed to local disk first.
         local = os.path.join(spool, obj.key.replace("/", "_"))
         if not os.path.exists(local):
@@ -392,7 +402,19 @@ class S3Source(Source):
                 open(local, "wb") as dst,
             ):
                 shutil.copyfileobj(src, dst, 8 * 1024 * 1024)
-        return pa.OSFile(local)
+        return ParquetReader.fragment(local, pafs.LocalFileSystem(), None)
+
+    def _text_batches(
+        self,
+        fs: pafs.S3FileSystem,
+        obj: S3Object,
+        reader: CsvReader | JsonLinesReader,
+        own: pa.Schema,
+        target: pa.Schema,
+    ) -> Iterator[pa.RecordBatch]:
+        path, compression = self._path(obj), obj.kind.compression
+        with fs.open_input_stream(path, compression=compression, buffer_size=_READ_BUFFER) as file:
+            yield from reader.batches(file, own, target)
 
     def _plan(self, fs: pafs.S3FileSystem, objects: list[S3Object], spool: str) -> _Plan:
         workers = max(1, min(self.options.extract_parallelism * 2, len(objects), 32))
@@ -448,25 +470,22 @@ class S3Source(Source):
         rows = 0
         try:
             if isinstance(reader, ParquetReader):
-                file = self._random_access(fs, obj, spool)
-                batches = reader.batches(file)
+                batches = reader.batches(self._parquet_fragment(fs, obj, spool))
             else:
-                file = fs.open_input_stream(self._path(obj), compression=obj.kind.compression)
-                batches = reader.batches(file, own, plan.target)
-            with file:
-                for batch in batches:
-                    for name, value in extras.items():
-                        column = pa.repeat(value, batch.num_rows)
-                        index_in = batch.schema.get_field_index(name)
-                        batch = (
-                            batch.set_column(index_in, name, column)
-                            if index_in != -1
-                            else batch.append_column(name, column)
-                        )
-                    out = conform(batch, plan.target)
-                    rows += batch.num_rows
-                    stream_state.stats.add(rows=batch.num_rows)
-                    yield out
+                batches = self._text_batches(fs, obj, reader, own, plan.target)
+            for batch in batches:
+                for name, value in extras.items():
+                    column = pa.repeat(value, batch.num_rows)
+                    index_in = batch.schema.get_field_index(name)
+                    batch = (
+                        batch.set_column(index_in, name, column)
+                        if index_in != -1
+                        else batch.append_column(name, column)
+                    )
+                out = conform(batch, plan.target)
+                rows += batch.num_rows
+                stream_state.stats.add(rows=batch.num_rows)
+                yield out
             stream_state.stats.add(files=1, bytes=obj.size)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
             error = DataError(self._describe_data_error(exc, url, own, rows))
