@@ -30,31 +30,32 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import sysconfig
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import psutil
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.platform.s3 import S3Server  # noqa: E402 - needs the repository root on sys.path
+from bench.peers import (  # noqa: E402 - needs the repository root on sys.path
+    PEER_VERSIONS,
+    PEERS,
+    RESULTS,
+    base_env,
+    ensure_peer,
+    peer_env,
+    run_measured,
+)
+from tests.platform.s3 import S3Server  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 WORK = RESULTS / "duckdb_to_s3"
-PEERS = RESULTS / "peers"
 BUCKET = "bench"
-PEER_VERSIONS = ("1.1.22", "0.14.155")
 
 TABLE_SQL = """
 CREATE TABLE users AS
@@ -80,70 +81,6 @@ class Contender:
     times: list[float] = field(default_factory=list)
     peaks_mb: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-
-
-def run_measured(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int, str]:
-    """Wall time, peak RSS (MiB) of the whole process tree, exit code, output tail."""
-    started = time.monotonic()
-    proc = psutil.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            tree = [proc, *proc.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.Error:
-            pass
-        time.sleep(0.01)
-    elapsed = time.monotonic() - started
-    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    return elapsed, peak / 2**20, proc.returncode, output[-2000:]
-
-
-def ensure_peer(version: str) -> tuple[Path | None, str | None]:
-    """The ingestr executable of ``version`` in its own venv, installing it once."""
-    venv = PEERS / f"ingestr-{version}"
-    exe = venv / "bin" / "ingestr"
-    if exe.exists():
-        return exe, None
-    PEERS.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", f"ingestr=={version}"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-    except (subprocess.SubprocessError, OSError) as exc:
-        detail = getattr(exc, "stderr", "") or str(exc)
-        shutil.rmtree(venv, ignore_errors=True)
-        return None, f"pip install ingestr=={version} failed: {detail.strip()[-300:]}"
-    return exe, None
-
-
-def adbc_manifest() -> Path:
-    """A driver manifest making the duckdb wheel's library ingestr 1.x's DuckDB ADBC driver."""
-    import _duckdb  # the compiled module of the duckdb wheel
-
-    folder = WORK / "adbc"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "duckdb.toml").write_text(
-        "manifest_version = 1\n"
-        'name = "DuckDB"\n'
-        f'version = "{duckdb.__version__}"\n\n'
-        "[Driver]\n"
-        'entrypoint = "duckdb_adbc_init"\n'
-        f'shared = "{_duckdb.__file__}"\n'
-    )
-    return folder
-
-
-def libpython() -> str | None:
-    name = sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY")
-    libdir = sysconfig.get_config_var("LIBDIR")
-    candidate = Path(libdir or "") / (name or "")
-    return str(candidate) if name and candidate.is_file() else None
 
 
 def make_sources(rows: int) -> tuple[Path, Path | None, str | None]:
@@ -217,16 +154,7 @@ def main() -> int:
     s3 = S3Server(logs)
     try:
         s3.client().create_bucket(Bucket=BUCKET)
-        base_env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(WORK),
-            # Peers (ingestr and dlt) phone home by default: the benchmark must only talk to
-            # the loopback S3 server.
-            "INGESTR_DISABLE_TELEMETRY": "true",
-            "DISABLE_TELEMETRY": "true",
-            "RUNTIME__DLTHUB_TELEMETRY": "false",
-            "DO_NOT_TRACK": "1",
-        }
+        env = base_env(WORK)
         keys = f"access_key_id={s3.access_key_id}&secret_access_key={s3.secret_access_key}"
         dest_uri = f"s3://?{keys}&endpoint_url={s3.endpoint_url}"
         reference = (
@@ -292,11 +220,8 @@ def main() -> int:
                 prefix + "/",
                 unavailable=problem,
             )
-            if version.startswith("1."):
-                contender.env = {"ADBC_DRIVER_PATH": str(adbc_manifest())}
-                if lib := libpython():
-                    contender.env["LD_PRELOAD"] = lib
-            elif old_copy_problem:
+            contender.env = peer_env(version, WORK)
+            if not version.startswith("1.") and old_copy_problem:
                 contender.unavailable = contender.unavailable or old_copy_problem
             contenders.append(contender)
 
@@ -304,10 +229,11 @@ def main() -> int:
             for c in contenders:
                 if c.unavailable:
                     continue
-                elapsed, peak, code, output = run_measured(c.argv, {**base_env, **c.env}, WORK)
-                if code != 0:
-                    c.failures.append(f"exit {code}: {output.strip()[-600:]}")
-                    print(f"round {round_no} {c.name}: FAILED (exit {code})", flush=True)
+                run = run_measured(c.argv, {**env, **c.env}, WORK)
+                elapsed, peak = run.wall_s, run.peak_rss / 2**20
+                if run.code != 0:
+                    c.failures.append(f"exit {run.code}: {run.output.strip()[-600:]}")
+                    print(f"round {round_no} {c.name}: FAILED (exit {run.code})", flush=True)
                     continue
                 c.times.append(elapsed)
                 c.peaks_mb.append(peak)

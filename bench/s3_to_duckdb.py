@@ -1,29 +1,40 @@
 """Benchmark: S3 files -> DuckDB with kingest, a hand-written reference and ingestr peers.
 
-    .venv/bin/python bench/s3_to_duckdb.py [--rows 1000000] [--files 10] [--skip-peers]
+    .venv/bin/python bench/s3_to_duckdb.py [--rows 1000000] [--files 10] [--runs 3]
+        [--slow-peer-runs 1] [--peer-timeout SECONDS] [--skip-peers] [--formats csv,jsonl,parquet]
 
 Generates ROWS x 10 mixed columns (ints with nulls, floats, strings with commas and quotes,
 booleans, timestamps, dates) in FILES files per format (csv, jsonl, parquet) on a local moto
-S3 server, then measures each workflow as a whole process: wall time, rows/s, peak RSS
-(process tree, sampled every 20 ms). Ratios are against the reference in the same run.
+S3 server, then measures, format by format and in rounds (so that machine noise hits all
+contenders alike), each workflow as a whole process: wall time, rows/s, peak RSS of the
+process tree. Contenders:
 
-Peers (ingestr 1.1.22 with its bundled Go binary, ingestr 0.14.155 on dlt) are installed into
-their own venvs under ``bench/.peers``; if that fails here (no registry access), the script
-says so and measures kingest against the reference only.
+- ``reference``: pyarrow reads the files from S3 as a dataset, DuckDB ``CREATE TABLE AS``;
+- ``kingest``: ``kingest ingest`` (this repository);
+- ``ingestr-1.1.22`` and ``ingestr-0.14.155``: see ``bench/peers.py``. ingestr 0.14.155 takes
+  minutes per format (about 5 on JSONL), so it runs ``--slow-peer-runs`` rounds (one by default)
+  instead of ``--runs``; ``--peer-timeout`` stops a peer run that takes longer (said so in the
+  output and the results).
+
+Reported per contender and format: median wall time, rows/s, the ratio of its median to the
+reference's, the highest peak RSS of its runs, and what it loaded (row count and column types
+of its table: peers that lose types show here). Results go to
+``bench/results/s3_to_duckdb.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import os
-import subprocess
+import json
+import statistics
 import sys
 import tempfile
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import psutil
+import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -31,10 +42,24 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.peers import (  # noqa: E402 - needs the repository root on sys.path
+    PEER_VERSIONS,
+    RESULTS,
+    base_env,
+    ensure_peer,
+    peer_env,
+    run_measured,
+)
 from tests.platform.s3 import S3Server  # noqa: E402
 
 KINGEST = ROOT / ".venv" / "bin" / "kingest"
-PEERS = {"ingestr-1.1.22": "ingestr==1.1.22", "ingestr-0.14.155": "ingestr==0.14.155"}
+WORK = RESULTS / "s3_to_duckdb"
+BUCKET = "bench"
+FORMATS = ("csv", "jsonl", "parquet")
+SLOW_PEER = "ingestr-0.14.155"
+# Issue #3's targets: the ratio of kingest's median wall time to the reference's, per format.
+MAX_RATIO = {"csv": 1.2, "jsonl": 1.2, "parquet": 1.1}
+MAX_RSS_MB = 500
 
 REFERENCE = """
 import sys, duckdb, pyarrow.dataset as ds, pyarrow.fs as fs
@@ -47,6 +72,21 @@ con = duckdb.connect(db)
 con.execute("CREATE TABLE t AS SELECT * FROM reader")
 print(con.execute("SELECT count(*) FROM t").fetchone()[0])
 """
+
+
+@dataclass
+class Contender:
+    """One workflow on one format: how to run it and what its runs measured."""
+
+    name: str
+    argv: list[str]
+    database: Path
+    table: str
+    env: dict[str, str] = field(default_factory=dict)
+    runs: int = 1
+    walls: list[float] = field(default_factory=list)
+    peaks_mb: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
 
 def generate(rows: int, seed: int) -> pa.Table:
@@ -79,107 +119,210 @@ def generate(rows: int, seed: int) -> pa.Table:
     )
 
 
-def upload(s3: S3Server, bucket: str, rows: int, files: int) -> None:
+def upload(s3: S3Server, rows: int, files: int) -> None:
     """Write the data set in csv, jsonl and parquet below ``<bucket>/<format>/``."""
     client = s3.client()
-    client.create_bucket(Bucket=bucket)
+    client.create_bucket(Bucket=BUCKET)
     per_file = rows // files
     for index in range(files):
         table = generate(per_file, index)
         sink = io.BytesIO()
         pq.write_table(table, sink)
-        client.put_object(Bucket=bucket, Key=f"parquet/part-{index}.parquet", Body=sink.getvalue())
+        client.put_object(Bucket=BUCKET, Key=f"parquet/part-{index}.parquet", Body=sink.getvalue())
         sink = io.BytesIO()
         pa_csv.write_csv(table, sink)
-        client.put_object(Bucket=bucket, Key=f"csv/part-{index}.csv", Body=sink.getvalue())
-        import duckdb
-
-        with duckdb.connect() as con:
+        client.put_object(Bucket=BUCKET, Key=f"csv/part-{index}.csv", Body=sink.getvalue())
+        with duckdb.connect() as con, tempfile.TemporaryDirectory() as folder:
             con.register("t", table)
-            path = Path(tempfile.mkdtemp()) / "x.jsonl"
+            path = Path(folder) / "part.jsonl"
             con.execute(f"COPY t TO '{path}' (FORMAT json)")
             client.put_object(
-                Bucket=bucket, Key=f"jsonl/part-{index}.jsonl", Body=path.read_bytes()
+                Bucket=BUCKET, Key=f"jsonl/part-{index}.jsonl", Body=path.read_bytes()
             )
-            path.unlink()
 
 
-def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS in MB (process tree) and exit code of one process."""
-    started = time.monotonic()
-    process = psutil.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    while process.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.02)
-    wall = time.monotonic() - started
-    if process.returncode != 0:
-        print(f"    failed ({process.returncode}): {process.stderr.read().decode()[-500:]}")
-    return wall, peak / 1e6, process.returncode
+def contenders(
+    fmt: str, s3: S3Server, peers: dict[str, Path], runs: int, slow_runs: int
+) -> list[Contender]:
+    """The reference, kingest and each installed peer, loading ``fmt`` into their own file."""
+    reference_db = WORK / f"reference-{fmt}.duckdb"
+    found = [
+        Contender(
+            "reference",
+            [sys.executable, "-c", REFERENCE, s3.endpoint_url, s3.access_key_id,
+             s3.secret_access_key, BUCKET, fmt, str(reference_db)],
+            reference_db,
+            "main.t",
+            runs=runs,
+        ),
+    ]  # fmt: skip
+    ingest = ["--source-uri", s3.uri(), "--source-table", f"{BUCKET}/{fmt}/*.{fmt}",
+              "--dest-table", "bench.t", "--yes"]  # fmt: skip
+    for name, exe in {"kingest": KINGEST, **peers}.items():
+        database = WORK / f"{name}-{fmt}.duckdb"
+        contender = Contender(
+            name,
+            [str(exe), "ingest", *ingest, "--dest-uri", f"duckdb:///{database}"],
+            database,
+            "bench.t",
+            runs=slow_runs if name == SLOW_PEER else runs,
+        )
+        if name != "kingest":
+            contender.env = peer_env(name.removeprefix("ingestr-"), WORK)
+        found.append(contender)
+    return found
 
 
-def install_peer(name: str, spec: str) -> Path | None:
-    """A venv with ``spec`` installed, or None (with the reason printed)."""
-    venv = ROOT / "bench" / ".peers" / name
-    exe = venv / "bin" / "ingestr"
-    if exe.exists():
-        return exe
+def loaded(contender: Contender) -> dict[str, Any]:
+    """Rows and column types of the table a contender's last successful run left."""
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", spec], check=True, timeout=900)
-    except (subprocess.SubprocessError, OSError) as exc:
-        print(f"  cannot install {spec} here ({exc}); measuring without it")
-        return None
-    return exe if exe.exists() else None
+        with duckdb.connect(str(contender.database), read_only=True) as con:
+            rows = con.execute(f"SELECT count(*) FROM {contender.table}").fetchone()
+            types = con.execute(f"DESCRIBE {contender.table}").fetchall()
+    except duckdb.Error as exc:
+        return {"unreadable": str(exc).splitlines()[0][:200]}
+    return {
+        "rows_loaded": rows[0] if rows else None,
+        "columns": {name: kind for name, kind, *_ in types if not name.startswith("_dlt")},
+    }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def measure_format(fmt: str, field_: list[Contender], rounds: int, timeout: float | None) -> None:
+    """Run the contenders in ``rounds``, each as many times as it is due, printing each run."""
+    env = base_env(WORK)
+    for round_no in range(1, rounds + 1):
+        for c in field_:
+            if round_no > c.runs:
+                continue
+            for leftover in (c.database, Path(f"{c.database}.wal")):
+                leftover.unlink(missing_ok=True)
+            limit = None if c.name in ("reference", "kingest") else timeout
+            run = run_measured(c.argv, {**env, **c.env}, WORK, limit)
+            if run.code is None:
+                c.failures.append(f"stopped after the peer timeout of {limit:.0f} s")
+                print(f"  round {round_no} {c.name:18} STOPPED after {limit:.0f} s", flush=True)
+                continue
+            if run.code != 0:
+                c.failures.append(f"exit {run.code}: {run.output.strip()[-600:]}")
+                print(f"  round {round_no} {c.name:18} FAILED (exit {run.code})", flush=True)
+                continue
+            c.walls.append(run.wall_s)
+            c.peaks_mb.append(run.peak_rss / 1e6)
+            print(
+                f"  round {round_no} {c.name:18} {run.wall_s:7.2f} s  {run.peak_rss / 1e6:6.0f} MB",
+                flush=True,
+            )
+
+
+def summarize(field_: list[Contender], rows: int) -> dict[str, Any]:
+    """Per-contender medians and ratios for one format, printed and returned for the JSON."""
+    reference = field_[0]
+    ref_median = statistics.median(reference.walls) if reference.walls else None
+    report: dict[str, Any] = {}
+    print(f"\n  {'contender':<18}{'median s':>9}{'rows/s':>12}{'x ref':>7}{'peak MB':>9}  runs")
+    for c in field_:
+        entry: dict[str, Any] = {"runs": len(c.walls), "failures": c.failures}
+        if not c.walls:
+            report[c.name] = entry
+            print(f"  {c.name:<18}  not measured: {'; '.join(c.failures)[:150]}")
+            continue
+        median = statistics.median(c.walls)
+        ratio = median / ref_median if ref_median else float("nan")
+        entry |= {
+            "median_s": round(median, 3),
+            "times_s": [round(t, 3) for t in c.walls],
+            "rows_per_s": round(rows / median),
+            "ratio_to_reference": round(ratio, 2),
+            "peak_rss_mb": round(max(c.peaks_mb)),
+            **loaded(c),
+        }
+        report[c.name] = entry
+        print(
+            f"  {c.name:<18}{median:>9.2f}{rows / median:>12,.0f}{ratio:>7.2f}"
+            f"{max(c.peaks_mb):>9.0f}  {len(c.walls)}"
+            + (f" (+{len(c.failures)} failed)" if c.failures else "")
+        )
+    return report
+
+
+def verdict(fmt: str, report: dict[str, Any]) -> dict[str, Any]:
+    """Issue #3's targets for one format, from its report."""
+    ours = report.get("kingest", {})
+    if "median_s" not in ours:
+        return {"measured": False}
+    peers = {k: v for k, v in report.items() if k.startswith("ingestr")}
+    unmeasured = [k for k, v in peers.items() if "median_s" not in v]
+    result = {
+        "within_ratio": ours["ratio_to_reference"] <= MAX_RATIO[fmt],
+        "max_ratio": MAX_RATIO[fmt],
+        "rss_below_500_mb": ours["peak_rss_mb"] < MAX_RSS_MB,
+        "ahead_of_measured_peers": all(
+            ours["median_s"] < v["median_s"] for v in peers.values() if "median_s" in v
+        ),
+        "peers_not_measured": unmeasured,
+    }
+    print(
+        f"  targets: {ours['ratio_to_reference']}x reference (<= {MAX_RATIO[fmt]}): "
+        f"{'yes' if result['within_ratio'] else 'NO'}; peak RSS {ours['peak_rss_mb']} MB "
+        f"(< {MAX_RSS_MB}): {'yes' if result['rss_below_500_mb'] else 'NO'}; ahead of every "
+        f"measured peer: {'yes' if result['ahead_of_measured_peers'] else 'NO'}"
+        + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else "")
+    )
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--slow-peer-runs", type=int, default=1)
+    parser.add_argument("--peer-timeout", type=float, default=None)
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--formats", default=",".join(FORMATS))
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="kingest-bench-"))
-    s3 = S3Server(work)
+    formats = [f for f in args.formats.split(",") if f]
+    if unknown := set(formats) - set(FORMATS):
+        parser.error(f"unknown formats: {', '.join(sorted(unknown))}")
+
+    peers: dict[str, Path] = {}
+    unavailable: dict[str, str] = {}
+    if not args.skip_peers:
+        for version in PEER_VERSIONS:
+            print(f"peer ingestr {version}: ensuring its virtualenv ...", flush=True)
+            exe, problem = ensure_peer(version)
+            if exe is None:
+                unavailable[f"ingestr-{version}"] = problem or "not installed"
+                print(f"  not measured: {problem}")
+            else:
+                peers[f"ingestr-{version}"] = exe
+    WORK.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "rows": args.rows,
+        "files": args.files,
+        "runs": args.runs,
+        "slow_peer_runs": args.slow_peer_runs,
+        "peer_timeout_s": args.peer_timeout,
+        "unavailable": unavailable,
+        "formats": {},
+    }
+    s3 = S3Server(WORK)
     try:
-        bucket = "bench"
         print(f"generating {args.rows:,} rows x 10 columns in {args.files} files per format ...")
-        upload(s3, bucket, args.rows, args.files)
-        peers = {} if args.skip_peers else {n: install_peer(n, s) for n, s in PEERS.items()}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env["AWS_EC2_METADATA_DISABLED"] = "true"
-        for fmt in ("csv", "jsonl", "parquet"):
-            print(f"\n{fmt} -> DuckDB")
-            runs: dict[str, tuple[float, float, int]] = {}
-            db = work / f"ref-{fmt}.duckdb"
-            runs["reference"] = measure(
-                [sys.executable, "-c", REFERENCE, s3.endpoint_url, s3.access_key_id,
-                 s3.secret_access_key, bucket, fmt, str(db)], env,
-            )  # fmt: skip
-            ingest = ["--source-uri", s3.uri(), "--source-table", f"{bucket}/{fmt}/*.{fmt}",
-                      "--dest-table", "bench.t", "--yes"]  # fmt: skip
-            runs["kingest"] = measure(
-                [str(KINGEST), "ingest", *ingest, "--dest-uri", f"duckdb:///{work}/k-{fmt}.duckdb"],
-                env,
-            )
-            for name, exe in peers.items():
-                if exe is not None:
-                    uri = f"duckdb:///{work}/{name}-{fmt}.duckdb"
-                    runs[name] = measure([str(exe), "ingest", *ingest, "--dest-uri", uri], env)
-            ref_wall = runs["reference"][0]
-            for name, (wall, rss, code) in runs.items():
-                status = "" if code == 0 else f"  (exit {code})"
-                print(
-                    f"  {name:18} {wall:7.2f} s  {args.rows / wall:12,.0f} rows/s  "
-                    f"peak RSS {rss:7.0f} MB  {wall / ref_wall:5.2f}x reference{status}"
-                )
+        upload(s3, args.rows, args.files)
+        for fmt in formats:
+            print(f"\n{fmt} -> DuckDB", flush=True)
+            field_ = contenders(fmt, s3, peers, args.runs, args.slow_peer_runs)
+            measure_format(fmt, field_, max(args.runs, args.slow_peer_runs), args.peer_timeout)
+            summary = summarize(field_, args.rows)
+            report["formats"][fmt] = {"contenders": summary, "targets": verdict(fmt, summary)}
     finally:
         s3.stop()
+    out = RESULTS / "s3_to_duckdb.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nresults: {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
