@@ -17,12 +17,12 @@ import pyarrow.csv as pa_csv
 import pyarrow.fs as pafs
 import pyarrow.json as pa_json
 
-if TYPE_CHECKING:
-    from pyarrow.dataset import ParquetFileFragment
-
 from kingest.runner.errors import DataError, UsageError
 from kingest.runner.glob import Hints
 from kingest.runner.interfaces import ColumnHint
+
+if TYPE_CHECKING:
+    from pyarrow.dataset import ParquetFileFragment
 
 # Bytes of a CSV/JSON file its types are inferred from (its first block): more infers better.
 INFER_BLOCK_SIZE = 4 * 1024 * 1024
