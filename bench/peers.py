@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,27 +55,33 @@ class Measured:
 def run_measured(
     argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float | None = None
 ) -> Measured:
-    """Run ``argv`` to completion (or until ``timeout_s``), sampling its tree's memory."""
-    started = time.monotonic()
-    proc = psutil.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak = 0
-    timed_out = False
-    while proc.poll() is None:
-        try:
-            tree = [proc, *proc.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.Error:
-            pass
-        if timeout_s is not None and time.monotonic() - started > timeout_s:
-            for child in [*proc.children(recursive=True), proc]:
-                child.kill()
-            proc.wait()
-            timed_out = True
-            break
-        time.sleep(0.01)
-    elapsed = time.monotonic() - started
-    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    return Measured(elapsed, peak, None if timed_out else proc.returncode, output[-2000:])
+    """Run ``argv`` to completion (or until ``timeout_s``), sampling its tree's memory.
+
+    Output goes to a file, not a pipe: nobody reads a pipe while the process runs, and a
+    chatty process would block on a full one.
+    """
+    with tempfile.TemporaryFile() as log:
+        started = time.monotonic()
+        proc = psutil.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        peak = 0
+        timed_out = False
+        while proc.poll() is None:
+            try:
+                tree = [proc, *proc.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree))
+            except psutil.Error:
+                pass
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                for child in [*proc.children(recursive=True), proc]:
+                    child.kill()
+                proc.wait()
+                timed_out = True
+                break
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        log.seek(max(0, log.seek(0, os.SEEK_END) - 2000))
+        output = log.read().decode(errors="replace")
+    return Measured(elapsed, peak, None if timed_out else proc.returncode, output)
 
 
 def ensure_peer(version: str) -> tuple[Path | None, str | None]:
