@@ -1,7 +1,7 @@
 """Benchmark: S3 files -> DuckDB with kingest, a hand-written reference and ingestr peers.
 
     .venv/bin/python bench/s3_to_duckdb.py [--rows 1000000] [--files 10] [--runs 3]
-        [--slow-peer-runs 1] [--peer-timeout SECONDS] [--skip-peers] [--formats csv,jsonl,parquet]
+        [--peer-runs 1] [--peer-timeout SECONDS] [--skip-peers] [--formats csv,jsonl,parquet]
 
 Generates ROWS x 10 mixed columns (ints with nulls, floats, strings with commas and quotes,
 booleans, timestamps, dates) in FILES files per format (csv, jsonl, parquet) on a local moto
@@ -11,10 +11,10 @@ process tree. Contenders:
 
 - ``reference``: pyarrow reads the files from S3 as a dataset, DuckDB ``CREATE TABLE AS``;
 - ``kingest``: ``kingest ingest`` (this repository);
-- ``ingestr-1.1.22`` and ``ingestr-0.14.155``: see ``bench/peers.py``. ingestr 0.14.155 takes
-  minutes per format (about 5 on JSONL), so it runs ``--slow-peer-runs`` rounds (one by default)
-  instead of ``--runs``; ``--peer-timeout`` stops a peer run that takes longer (said so in the
-  output and the results).
+- ``ingestr-1.1.22`` and ``ingestr-0.14.155``: see ``bench/peers.py``. They take from seconds
+  to minutes per format (ingestr 0.14.155 about 5 on JSONL), so they run ``--peer-runs`` rounds
+  (one by default) instead of ``--runs``; ``--peer-timeout`` stops a peer run that takes longer
+  (said so in the output and the results).
 
 Reported per contender and format: median wall time, rows/s, the ratio of its median to the
 reference's, the highest peak RSS of its runs, and what it loaded (row count and column types
@@ -56,7 +56,6 @@ KINGEST = ROOT / ".venv" / "bin" / "kingest"
 WORK = RESULTS / "s3_to_duckdb"
 BUCKET = "bench"
 FORMATS = ("csv", "jsonl", "parquet")
-SLOW_PEER = "ingestr-0.14.155"
 # Issue #3's targets: the ratio of kingest's median wall time to the reference's, per format.
 MAX_RATIO = {"csv": 1.2, "jsonl": 1.2, "parquet": 1.1}
 MAX_RSS_MB = 500
@@ -142,7 +141,7 @@ def upload(s3: S3Server, rows: int, files: int) -> None:
 
 
 def contenders(
-    fmt: str, s3: S3Server, peers: dict[str, Path], runs: int, slow_runs: int
+    fmt: str, s3: S3Server, peers: dict[str, Path], runs: int, peer_runs: int
 ) -> list[Contender]:
     """The reference, kingest and each installed peer, loading ``fmt`` into their own file."""
     reference_db = WORK / f"reference-{fmt}.duckdb"
@@ -165,7 +164,7 @@ def contenders(
             [str(exe), "ingest", *ingest, "--dest-uri", f"duckdb:///{database}"],
             database,
             "bench.t",
-            runs=slow_runs if name == SLOW_PEER else runs,
+            runs=runs if name == "kingest" else peer_runs,
         )
         if name != "kingest":
             contender.env = peer_env(name.removeprefix("ingestr-"), WORK)
@@ -187,7 +186,7 @@ def loaded(contender: Contender) -> dict[str, Any]:
     }
 
 
-def measure_format(fmt: str, field_: list[Contender], rounds: int, timeout: float | None) -> None:
+def measure_format(field_: list[Contender], rounds: int, timeout: float | None) -> None:
     """Run the contenders in ``rounds``, each as many times as it is due, printing each run."""
     env = base_env(WORK)
     for round_no in range(1, rounds + 1):
@@ -276,7 +275,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--slow-peer-runs", type=int, default=1)
+    parser.add_argument("--peer-runs", type=int, default=1)
     parser.add_argument("--peer-timeout", type=float, default=None)
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--formats", default=",".join(FORMATS))
@@ -301,7 +300,7 @@ def main() -> int:
         "rows": args.rows,
         "files": args.files,
         "runs": args.runs,
-        "slow_peer_runs": args.slow_peer_runs,
+        "peer_runs": args.peer_runs,
         "peer_timeout_s": args.peer_timeout,
         "unavailable": unavailable,
         "formats": {},
@@ -312,8 +311,8 @@ def main() -> int:
         upload(s3, args.rows, args.files)
         for fmt in formats:
             print(f"\n{fmt} -> DuckDB", flush=True)
-            field_ = contenders(fmt, s3, peers, args.runs, args.slow_peer_runs)
-            measure_format(fmt, field_, max(args.runs, args.slow_peer_runs), args.peer_timeout)
+            field_ = contenders(fmt, s3, peers, args.runs, args.peer_runs)
+            measure_format(field_, max(args.runs, args.peer_runs), args.peer_timeout)
             summary = summarize(field_, args.rows)
             report["formats"][fmt] = {"contenders": summary, "targets": verdict(fmt, summary)}
     finally:
