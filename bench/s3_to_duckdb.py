@@ -305,6 +305,7 @@ def main() -> int:
         "unavailable": unavailable,
         "formats": {},
     }
+    out = RESULTS / "s3_to_duckdb.json"
     s3 = S3Server(WORK)
     try:
         print(f"generating {args.rows:,} rows x 10 columns in {args.files} files per format ...")
@@ -315,10 +316,10 @@ def main() -> int:
             measure_format(field_, max(args.runs, args.peer_runs), args.peer_timeout)
             summary = summarize(field_, args.rows)
             report["formats"][fmt] = {"contenders": summary, "targets": verdict(fmt, summary)}
+            # After each format: a run stopped later keeps what it measured.
+            out.write_text(json.dumps(report, indent=2) + "\n")
     finally:
         s3.stop()
-    out = RESULTS / "s3_to_duckdb.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nresults: {out}")
     return 0
 
