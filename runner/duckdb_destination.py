@@ -119,7 +119,12 @@ class DuckDBDestination(Destination):
     def _connect(self) -> duckdb.DuckDBPyConnection:
         if not self.path.parent.is_dir():
             raise DestinationError(f"{self.path}: folder {self.path.parent} does not exist")
-        config = {"memory_limit": os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)}
+        config: dict[str, str | bool] = {
+            "memory_limit": os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT),
+            # Rows in file order cost DuckDB a single-threaded insert; a table has no order
+            # anyway. Only merge keeps it: its "last row per key wins" reads the staged order.
+            "preserve_insertion_order": self.options.strategy is Strategy.MERGE,
+        }
         try:
             return duckdb.connect(str(self.path), config=config)
         except duckdb.Error as exc:
