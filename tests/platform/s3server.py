@@ -6,11 +6,16 @@ Faults are rules posted as JSON to `/_kingest/faults`; each matches requests by 
 regular expression over `path?query`, and either fails them with an S3 error document, refuses
 them (the connection is closed without a response) or delays them. Rules fire `times` times
 (null: always) and count their hits, which `GET /_kingest/faults` returns.
+
+`POST /_kingest/objects` stores many objects in one request, straight into moto's backend
+(benchmark setup: 100,000 PUTs over HTTP take a quarter of an hour on a loaded machine). The
+objects are ordinary moto objects: listing and reading them go over HTTP like any other.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import re
@@ -19,11 +24,14 @@ import threading
 import time
 from typing import Any
 
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.s3.models import s3_backends
 from moto.server import MotoRequestHandler
 from werkzeug.serving import run_simple
 
 CONTROL_PATH = "/_kingest/faults"
+OBJECTS_PATH = "/_kingest/objects"
 
 _S3_ERROR_CODES = {403: "AccessDenied", 404: "NoSuchKey", 500: "InternalError", 503: "SlowDown"}
 
@@ -39,6 +47,8 @@ class FaultInjector:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("PATH_INFO") == CONTROL_PATH:
             return self._control(environ, start_response)
+        if environ.get("PATH_INFO") == OBJECTS_PATH:
+            return _store_objects(environ, start_response)
         rule = self._match(environ)
         if rule is None:
             return self.app(environ, start_response)
@@ -104,6 +114,20 @@ class FaultInjector:
             "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         )
         return [body]
+
+
+def _store_objects(environ: dict[str, Any], start_response: Any) -> Any:
+    """Store ``{"bucket": ..., "objects": {key: base64 body}}`` (the bucket must exist)."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    request = json.loads(environ["wsgi.input"].read(length))
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    for key, body in request["objects"].items():
+        backend.put_object(request["bucket"], key, base64.b64decode(body))
+    answer = json.dumps({"stored": len(request["objects"])}).encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))]
+    )
+    return [answer]
 
 
 def main() -> None:
