@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from kingest.runner.errors import UsageError
 
@@ -135,8 +136,9 @@ class ObjectGlob:
         """Whether object ``key`` is selected by the pattern."""
         return self._regex.fullmatch(key) is not None
 
-    @property
+    @cached_property
     def _regex(self) -> re.Pattern[str]:
+        # Compiled once: a listing matches every key of the prefix (100,000 and more).
         return glob_to_regex(self.pattern)
 
     @classmethod

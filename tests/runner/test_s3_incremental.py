@@ -16,12 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import botocore.utils
 import pyarrow as pa
 import pytest
 
 from kingest.runner.duckdb_destination import DuckDBDestination
 from kingest.runner.errors import DestinationError
 from kingest.runner.interfaces import LoadOptions, SourceFile, SourceStream, Strategy
+from kingest.runner.s3_source import _response_timestamp
 from kingest.runner.uri import DuckDBUri, parse_uri
 from tests.platform.s3 import S3Server
 from tests.runner.test_s3_to_duckdb import KINGEST, csv_rows, load, put, query, run
@@ -293,3 +295,22 @@ def test_the_result_file_reports_skipped_files(
     code = run(capsys, *argv, env={"KINGEST_RESULT_FILE": str(result_file)})[0]
     written: dict[str, Any] = json.loads(result_file.read_text())
     assert code == 0 and (written["files"], written["files_skipped"]) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-25T10:29:45.000Z",
+        "2026-11-25T10:29:45Z",
+        "2026-11-25T10:29:45.123456+02:00",
+        "2026-11-25T10:29:45",
+        "Wed, 25 Nov 2026 10:29:45 GMT",
+        "1795602585",
+        1795602585,
+    ],
+)
+def test_listed_timestamps_parse_to_the_instants_botocore_gives(value: str | int) -> None:
+    """The listing's fast timestamp parser agrees with botocore's own on every form S3 uses."""
+    expected = botocore.utils.parse_timestamp(value)
+    parsed = _response_timestamp(value)
+    assert (parsed, parsed.utcoffset()) == (expected, expected.utcoffset())
