@@ -24,6 +24,7 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -52,6 +53,11 @@ _NEW_FILES_VIEW = "kingest_new_files"
 _LOADED_FILES_DDL = """CREATE TABLE IF NOT EXISTS {s}."_kingest_loaded_files" (
     table_name VARCHAR NOT NULL, file_url VARCHAR NOT NULL, etag VARCHAR NOT NULL,
     size BIGINT NOT NULL, last_modified TIMESTAMP WITH TIME ZONE, _dlt_load_id VARCHAR NOT NULL)"""
+# DuckDB keeps per-chunk storage for every Arrow batch it appends: a stream of tiny batches (a
+# first load of 20,000 three-row CSV objects, one batch each) used up the whole memory limit
+# before the table existed. Smaller batches are gathered until they fill a DuckDB vector.
+_MIN_BATCH_ROWS = 2048
+_MAX_GATHERED_BYTES = 16 * 1024 * 1024
 # DuckDB's buffer pool would otherwise grow towards 80% of RAM on a large load; data beyond
 # this spills to the database file / temp folder, so memory stays flat whatever the input.
 DEFAULT_MEMORY_LIMIT = "256MB"
@@ -82,6 +88,35 @@ _BOOKKEEPING_DDL = (
 def quote(identifier: str) -> str:
     """A DuckDB identifier in double quotes (inner quotes doubled)."""
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def _gathered(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """``reader`` with runs of small batches combined (large batches pass as they are)."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        pending: list[pa.RecordBatch] = []
+        rows = size = 0
+        for batch in reader:
+            if batch.num_rows >= _MIN_BATCH_ROWS:
+                if pending:
+                    yield from _combined(pending)
+                    pending, rows, size = [], 0, 0
+                yield batch
+                continue
+            pending.append(batch)
+            rows, size = rows + batch.num_rows, size + batch.nbytes
+            if rows >= _MIN_BATCH_ROWS or size >= _MAX_GATHERED_BYTES:
+                yield from _combined(pending)
+                pending, rows, size = [], 0, 0
+        if pending:
+            yield from _combined(pending)
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _combined(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
+    """One batch of all of ``batches`` (none if they hold no rows)."""
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()
 
 
 def _literal(value: str) -> str:
@@ -255,7 +290,7 @@ class DuckDBDestination(Destination):
             return 0
         if stream.files is not None:
             self._record_files(con, stream.files, load_id)
-        con.register(STREAM_VIEW, stream.reader)
+        con.register(STREAM_VIEW, _gathered(stream.reader))
         select = self._select(stream.reader.schema, load_id)
         strategy = self.options.strategy
         exists = self._table_exists(con)

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,28 @@ def test_listed_timestamps_parse_to_the_instants_botocore_gives(value: str | int
     expected = botocore.utils.parse_timestamp(value)
     parsed = _response_timestamp(value)
     assert (parsed, parsed.utcoffset()) == (expected, expected.utcoffset())
+
+
+def test_a_first_load_of_twenty_thousand_tiny_files_fits_the_memory_limit(tmp_path: Path) -> None:
+    """One 3-row batch per file, as a first sync of many small objects streams them: DuckDB
+    used up its 256 MB appending 20,000 tiny batches before the destination gathered them."""
+    db = tmp_path / "tiny.duckdb"
+    uri = DuckDBUri.from_parsed(parse_uri(f"duckdb:///{db}", "destination", {}))
+    destination = DuckDBDestination(uri, "raw.t", LoadOptions(strategy=Strategy.APPEND))
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.float64())])
+    files = 20_000
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for n in range(files):
+            ids = [3 * n, 3 * n + 1, 3 * n + 2]
+            yield pa.record_batch([ids, [f"item {i}" for i in ids], [n + 0.5] * 3], schema=schema)
+
+    versions = [SourceFile(f"s3://b/{n}.csv", f"etag-{n}", 40, None) for n in range(files)]
+    reader = pa.RecordBatchReader.from_batches(schema, batches())
+    summary = destination.load(SourceStream(reader=reader, name="t", files=versions), "1.0")
+
+    assert summary.rows == 3 * files
+    assert query(db, "SELECT count(*), count(DISTINCT id), sum(id) FROM raw.t") == [
+        (3 * files, 3 * files, (3 * files - 1) * 3 * files // 2)
+    ]
+    assert query(db, "SELECT count(*) FROM raw._kingest_loaded_files") == [(files,)]
