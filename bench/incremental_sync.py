@@ -18,13 +18,14 @@ that rotates from round to round:
 - ``incremental``: the incremental run, ``kingest ingest`` append of ``data/*.csv`` into the
   table that holds everything before: lists all, skips what the record holds, loads NEW.
 
-Reported: medians of wall time and peak RSS (process tree), ``incremental / (listing +
-load_new)`` (issue #6: listing must not dominate beyond the listing itself), the same with one
-process start-up taken out of the baselines, and the seconds left over; the load average at
-each measurement (the machine is shared). Every run's result is checked (objects listed,
-files loaded and skipped, rows): a wrong one fails the benchmark.
-``--profile`` runs one more incremental round under cProfile and prints where its time goes.
-Results go to ``bench/results/incremental_sync.json``.
+Reported: medians of wall time, CPU seconds (the process tree's, and the S3 server's while
+serving it: on a shared machine CPU is steadier than wall time) and peak RSS; ``incremental /
+(listing + load_new)`` (issue #6: listing must not dominate beyond the listing itself), the
+same with one process start-up taken out of the baselines (in wall and CPU seconds) and the
+seconds left over; the load average at each measurement (the machine is shared). Every run's
+result is checked (objects listed, files loaded and skipped, rows): a wrong one fails the
+benchmark. ``--profile`` runs one more incremental round under cProfile and prints where its
+time goes. Results go to ``bench/results/incremental_sync.json``.
 
 The OBJECTS are stored in bulk through the test S3 server's ``/_kingest/objects`` (one request
 per 10,000, straight into moto): PUTs over HTTP manage ~100-150 objects/s on this machine,
@@ -37,6 +38,7 @@ import argparse
 import json
 import os
 import pstats
+import resource
 import shutil
 import statistics
 import sys
@@ -47,6 +49,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,6 +82,8 @@ class Series:
     """One contender's measurements over the rounds."""
 
     times: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    server_cpus: list[float] = field(default_factory=list)
     peaks_mb: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
 
@@ -85,9 +91,19 @@ class Series:
         return {
             "median_s": round(statistics.median(self.times), 3),
             "times_s": [round(t, 3) for t in self.times],
+            "median_cpu_s": round(statistics.median(self.cpus), 3),
+            "median_server_cpu_s": round(statistics.median(self.server_cpus), 3),
             "peak_rss_mb": round(statistics.median(self.peaks_mb)),
             "load_avg_1m": [round(x, 1) for x in self.loads],
         }
+
+    def median_total_cpu(self) -> float:
+        """CPU seconds of the process and of the S3 server serving it (median over rounds)."""
+        return statistics.median(c + s for c, s in zip(self.cpus, self.server_cpus, strict=True))
+
+
+def _cpu(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
 
 
 class BenchFailure(Exception):
@@ -138,6 +154,7 @@ class Bench:
         self.work = work
         self.env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work)}
         self.db = work / "incremental.duckdb"
+        self.server = psutil.Process(s3.process.proc.pid)
 
     def ingest_argv(self, table: str, db: Path) -> list[str]:
         return [
@@ -149,15 +166,28 @@ class Bench:
     def measure(self, name: str, argv: list[str], series: Series | None = None) -> str:
         """Run one contender; its output. Adds wall time, peak RSS and load to ``series``."""
         load = os.getloadavg()[0]
+        children, server = _cpu(resource.getrusage(resource.RUSAGE_CHILDREN)), self._server_cpu()
         elapsed, peak_mb, code, output = run_measured(argv, self.env, self.work)
+        cpu = _cpu(resource.getrusage(resource.RUSAGE_CHILDREN)) - children
+        server_cpu = self._server_cpu() - server
         if code != 0:
             raise BenchFailure(f"{name} failed (exit {code}): {output.strip()[-800:]}")
         if series is not None:
             series.times.append(elapsed)
+            series.cpus.append(cpu)
+            series.server_cpus.append(server_cpu)
             series.peaks_mb.append(peak_mb)
             series.loads.append(load)
-        print(f"  {name:12} {elapsed:8.2f} s  {peak_mb:6.0f} MB  (load {load:.1f})", flush=True)
+        print(
+            f"  {name:12} {elapsed:8.2f} s  cpu {cpu:6.2f} s + server {server_cpu:6.2f} s  "
+            f"{peak_mb:5.0f} MB  (load {load:.1f})",
+            flush=True,
+        )
         return output
+
+    def _server_cpu(self) -> float:
+        times = self.server.cpu_times()
+        return times.user + times.system
 
     def listing(self, series: Series, name: str, prefix: str, expected: int) -> None:
         """The bare boto3 listing of ``prefix`` in its own process, checked to see ``expected``."""
@@ -241,6 +271,13 @@ def run_rounds(bench: Bench, args: argparse.Namespace, report: dict[str, Any]) -
         "beyond_listing_and_load_new_s": round(incremental - (listing + load_new - startup), 2),
         "listing_share_of_incremental": round(listing / incremental, 2),
     }
+    cpu = {name: series[name].median_total_cpu() for name in series}
+    report["cpu_incremental_vs_listing_plus_load_new"] = {
+        "ratio": round(cpu["incremental"] / (cpu["listing"] + cpu["load_new"] - cpu["startup"]), 2),
+        "beyond_s": round(
+            cpu["incremental"] - (cpu["listing"] + cpu["load_new"] - cpu["startup"]), 2
+        ),
+    }
 
 
 def main() -> int:
@@ -298,7 +335,8 @@ def print_summary(report: dict[str, Any]) -> None:
     print(f"  first load      {first['median_s']:8.2f} s  {first['peak_rss_mb']:6} MB  "
           f"({first['ms_per_file']} ms per file)")  # fmt: skip
     for name, entry in report["contenders"].items():
-        print(f"  {name:15} {entry['median_s']:8.2f} s  {entry['peak_rss_mb']:6} MB  "
+        print(f"  {name:15} {entry['median_s']:8.2f} s  cpu {entry['median_cpu_s']:6.2f} s + "
+              f"server {entry['median_server_cpu_s']:6.2f} s  {entry['peak_rss_mb']:6} MB  "
               f"load {entry['load_avg_1m']}")  # fmt: skip
     ratio = report["incremental_vs_listing_plus_load_new"]
     print(
@@ -307,6 +345,11 @@ def print_summary(report: dict[str, Any]) -> None:
         f"{ratio['ratio_one_startup_counted']} counting one process start-up, "
         f"{ratio['beyond_listing_and_load_new_s']} s beyond both); "
         f"the listing is {ratio['listing_share_of_incremental']:.0%} of the incremental run"
+    )
+    cpu = report["cpu_incremental_vs_listing_plus_load_new"]
+    print(
+        f"  in CPU seconds (process tree + S3 server): incremental / (listing + load_new - "
+        f"startup) = {cpu['ratio']}, {cpu['beyond_s']} s beyond"
     )
     print(f"results: {RESULTS / 'incremental_sync.json'}")
 
