@@ -55,7 +55,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.duckdb_to_s3 import run_measured  # noqa: E402 - needs the repository root on sys.path
+from bench.peers import run_measured  # noqa: E402 - needs the repository root on sys.path
 from tests.platform.s3 import S3Server  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -167,7 +167,8 @@ class Bench:
         """Run one contender; its output. Adds wall time, peak RSS and load to ``series``."""
         load = os.getloadavg()[0]
         children, server = _cpu(resource.getrusage(resource.RUSAGE_CHILDREN)), self._server_cpu()
-        elapsed, peak_mb, code, output = run_measured(argv, self.env, self.work)
+        run = run_measured(argv, self.env, self.work)
+        elapsed, peak_mb, code, output = run.wall_s, run.peak_rss / 2**20, run.code, run.output
         cpu = _cpu(resource.getrusage(resource.RUSAGE_CHILDREN)) - children
         server_cpu = self._server_cpu() - server
         if code != 0:

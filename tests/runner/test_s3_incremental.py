@@ -317,12 +317,23 @@ def test_listed_timestamps_parse_to_the_instants_botocore_gives(value: str | int
     assert (parsed, parsed.utcoffset()) == (expected, expected.utcoffset())
 
 
-def test_a_first_load_of_twenty_thousand_tiny_files_fits_the_memory_limit(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [
+        LoadOptions(strategy=Strategy.APPEND),
+        LoadOptions(strategy=Strategy.MERGE, primary_key=("id",)),
+    ],
+    ids=["append", "merge"],
+)
+def test_a_first_load_of_twenty_thousand_tiny_files_fits_the_memory_limit(
+    tmp_path: Path, options: LoadOptions
+) -> None:
     """One 3-row batch per file, as a first sync of many small objects streams them: DuckDB
-    used up its 256 MB appending 20,000 tiny batches before the destination gathered them."""
+    used up its 256 MB appending 20,000 tiny batches (in insertion order, as merge needs)
+    before the destination gathered them."""
     db = tmp_path / "tiny.duckdb"
     uri = DuckDBUri.from_parsed(parse_uri(f"duckdb:///{db}", "destination", {}))
-    destination = DuckDBDestination(uri, "raw.t", LoadOptions(strategy=Strategy.APPEND))
+    destination = DuckDBDestination(uri, "raw.t", options)
     schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.float64())])
     files = 20_000
 
