@@ -2,9 +2,11 @@
 
 Every change to an Ingestion, to one of its Jobs or to one of their Pods leads to the same
 `reconcile(namespace, name)`, queued on a `WorkQueue` (one at a time per Ingestion), which
-reads the Ingestion from the API server (not from the event, which may be older than the last
-write), its Jobs and Pods from the `RunStore` that watches them, and is idempotent: running it
-twice in a row does nothing the second time.
+reads the Ingestion from the `IngestionStore` and its Jobs and Pods from the `RunStore`: both
+follow the watches and the operator's own writes, and never go back to an older version, so
+a reconcile never sees a status older than the last one it wrote, nor misses a Job it created.
+It lists and gets nothing, and is idempotent: running it twice in a row does nothing the
+second time.
 
 kopf watches only the Ingestions, with a watching (`on.event`) handler, so it stores no state
 of its own on the objects and adds no finalizer: deleting an Ingestion is left to the garbage
@@ -28,13 +30,13 @@ from kubernetes import config as k8s_config
 from pydantic import ValidationError
 
 from kingest.operator import clock
+from kingest.operator.events import EventPoster
 from kingest.operator.job import RunnerDefaults, parse_time, render_job
 from kingest.operator.metrics import IngestionMetrics
-from kingest.operator.reconcile import RUN_REQUESTED, Event, Plan, needs_pods, plan
+from kingest.operator.reconcile import RUN_REQUESTED, Plan, needs_pods, plan
 from kingest.operator.scheduler import SlotTimer
 from kingest.operator.spec import (
     GROUP,
-    KIND,
     PLURAL,
     VERSION,
     IngestionMeta,
@@ -42,13 +44,12 @@ from kingest.operator.spec import (
     IngestionStatus,
 )
 from kingest.operator.status import redact
-from kingest.operator.store import Reflector, RunStore
-from kingest.operator.validate import InvalidSpec, parse_spec, validate
+from kingest.operator.store import IngestionStore, Reflector, RunStore
+from kingest.operator.validate import InvalidSpec, parse_spec, preload, validate
 from kingest.operator.workqueue import WorkQueue
 
 log = logging.getLogger("kingest.operator")
 DEFAULT_IMAGE = f"ghcr.io/kingest/kingest:{importlib.metadata.version('kingest')}"
-MAX_EVENT_MESSAGE = 1024
 
 
 @dataclass
@@ -62,7 +63,7 @@ class OperatorSettings:
     runner_defaults: dict[str, Any] = field(
         default_factory=lambda: json.loads(os.environ.get("KINGEST_RUNNER_DEFAULTS") or "{}")
     )
-    workers: int = 16
+    workers: int = 48
     # Namespaces whose Ingestions the operator runs; empty: all of them.
     namespaces: list[str] = field(default_factory=list)
     # Serve /metrics on this port (0: any free port; None: not at all).
@@ -88,11 +89,18 @@ _api: k8s.ApiClient | None = None
 metrics = IngestionMetrics()
 # Every Ingestion's Jobs and Pods, as the reflectors started in `configure` see them.
 store = RunStore()
+# Every Ingestion, as kopf's watch and the operator's own status writes show it.
+ingestions = IngestionStore()
 
 
 def reconcile_soon(namespace: str, name: str) -> None:
-    """Queue a reconcile of Ingestion `namespace/name` (see `WorkQueue`)."""
+    """Queue a reconcile of Ingestion `namespace/name` that may start a run (see `WorkQueue`)."""
     queue.add(namespace, name)
+
+
+def follow_run(namespace: str, name: str) -> None:
+    """Queue a reconcile of Ingestion `namespace/name` for its run's progress."""
+    queue.follow(namespace, name)
 
 
 # Wakes each scheduled Ingestion's reconcile at its next slot (`status.nextRunTime`).
@@ -169,18 +177,17 @@ def reconcile(namespace: str, name: str) -> None:
     Not safe to run concurrently for one Ingestion: call it through `reconcile_soon`.
     """
     client = api()
-    custom, batch, core = (
-        k8s.CustomObjectsApi(client),
-        k8s.BatchV1Api(client),
-        k8s.CoreV1Api(client),
-    )
-    try:
-        obj = _raw(custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
-    except k8s.ApiException as exc:
-        if exc.status == 404:
-            _forget((namespace, name))
-            return
-        raise
+    custom, batch = k8s.CustomObjectsApi(client), k8s.BatchV1Api(client)
+    obj = ingestions.get(namespace, name)
+    if obj is None:
+        try:
+            obj = _raw(custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                _forget((namespace, name))
+                return
+            raise
+        ingestions.seen(obj)
     meta = IngestionMeta.model_validate(obj["metadata"])
     if meta.deletion_timestamp:
         return
@@ -207,13 +214,14 @@ def reconcile(namespace: str, name: str) -> None:
                 )
             else:
                 raise
-    _write(custom, core, obj, step)
+    _write(custom, obj, step)
     _observe((namespace, name), old, step)
 
 
 # Reconciles wait for the first listing of every Job and Pod: before it, an Ingestion would
 # seem to have no runs, and start one again.
 queue = WorkQueue(reconcile, operator_settings.workers, ready=store.wait_synced)
+events = EventPoster(api, _now)
 
 
 def _observe(key: tuple[str, str], old: IngestionStatus, step: Plan) -> None:
@@ -263,14 +271,12 @@ def _delete_job(batch: k8s.BatchV1Api, namespace: str, name: str) -> None:
             raise
 
 
-def _write(
-    custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, obj: dict[str, Any], step: Plan
-) -> None:
+def _write(custom: k8s.CustomObjectsApi, obj: dict[str, Any], step: Plan) -> None:
     meta = obj["metadata"]
     status = step.status.wire()
     if status != (obj.get("status") or {}):
         # A JSON patch replacing the whole status: a merge patch would keep stale keys.
-        _raw(
+        written = _raw(
             custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -280,36 +286,9 @@ def _write(
             [{"op": "add", "path": "/status", "value": status}],
             _content_type="application/json-patch+json",
         )
+        ingestions.seen(written)
     for event in step.events:
-        _post_event(core, obj, event)
-
-
-def _post_event(core: k8s.CoreV1Api, obj: dict[str, Any], event: Event) -> None:
-    meta = obj["metadata"]
-    now = _now()
-    body = {
-        "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": KIND,
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta["uid"],
-        },
-        "type": event.type,
-        "reason": event.reason,
-        "message": redact(event.message)[:MAX_EVENT_MESSAGE],
-        "source": {"component": "kingest-operator"},
-        "reportingComponent": "kingest-operator",
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
-    try:
-        _raw(core.create_namespaced_event, meta["namespace"], body)
-    except k8s.ApiException as exc:
-        # An Event is a courtesy; losing one must not fail the reconcile.
-        log.warning("could not post event %s: %s", event.reason, exc.reason)
+        events.post(obj, event)
 
 
 @kopf.on.startup()
@@ -320,10 +299,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     api()
+    events.start()
+    preload()
     watching = k8s.ApiClient(_configuration())
     for kind in ("jobs", "pods"):
         for namespace in operator_settings.namespaces or [None]:
-            Reflector(watching, kind, namespace, store, reconcile_soon).start()
+            Reflector(watching, kind, namespace, store, follow_run).start()
     queue.start()
     slot_timer.start()
 
@@ -356,6 +337,9 @@ async def ingestion_changed(type: str | None, body: kopf.Body, **_: Any) -> None
     Only queues the work: kopf's event loop never waits for the API server on our behalf.
     """
     if type == "DELETED":
+        ingestions.gone(body)
         _forget((body["metadata"]["namespace"], body["metadata"]["name"]))
-    elif wants_reconcile(type, body):
+        return
+    ingestions.seen(dict(body))
+    if wants_reconcile(type, body):
         reconcile_soon(body["metadata"]["namespace"], body["metadata"]["name"])

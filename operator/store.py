@@ -163,6 +163,52 @@ class RunStore:
         return removed + changed
 
 
+class IngestionStore:
+    """Ingestions as last seen on kopf's watch or in the operator's own status writes.
+
+    A reconcile reads the Ingestion from here rather than from the API server: the status it
+    holds is never older than the operator's last write (newer resourceVersions win), and a
+    spec changed meanwhile arrives as an event that reconciles again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[tuple[str, str], Body] = {}
+        self._deleted: OrderedDict[str, None] = OrderedDict()
+
+    def get(self, namespace: str, name: str) -> Body | None:
+        """The Ingestion, or None if it was never seen (or is deleted)."""
+        with self._lock:
+            return self._objects.get((namespace, name))
+
+    def seen(self, body: Body) -> None:
+        """Keep `body` unless a newer version of it is kept, or it was deleted."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        # managedFields grow with every write and the operator never reads them.
+        kept = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        with self._lock:
+            current = self._objects.get(key)
+            # resourceVersions are ordered across objects too: an Ingestion re-created under
+            # the same name is newer than anything of its predecessor.
+            if meta.get("uid") in self._deleted or (
+                current is not None and _version(current) >= _version(kept)
+            ):
+                return
+            self._objects[key] = kept
+
+    def gone(self, body: Body) -> None:
+        """Forget a deleted Ingestion, for good."""
+        meta = body["metadata"]
+        with self._lock:
+            self._deleted[meta.get("uid") or ""] = None
+            if len(self._deleted) > _REMEMBERED_DELETIONS:
+                self._deleted.popitem(last=False)
+            current = self._objects.get((meta["namespace"], meta["name"]))
+            if current is not None and current["metadata"].get("uid") == meta.get("uid"):
+                del self._objects[(meta["namespace"], meta["name"])]
+
+
 def ingestion_of(body: Body) -> tuple[str, str] | None:
     """(namespace, name) of the Ingestion a Job or Pod runs for."""
     meta = body.get("metadata") or {}

@@ -7,6 +7,11 @@ concurrent reconciles of one Ingestion could each see "no active run" and start 
 added while being worked on, it is queued again when that work ends, so a burst of events
 costs one extra round. Failed work is retried with a growing delay: the next event may be far
 away (a stale status, a run not started).
+
+Two lanes: work that may start a run (a new or changed Ingestion, a due slot) goes first;
+work that only follows a run's progress (its Job's or Pod's changes) waits `settle` seconds,
+so that the steps of a run close together (Pod created, started, finished; Job complete) cost
+one status update rather than one each, and never delays the start of another run.
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
+from typing import Literal
 
 from kubernetes import client as k8s
 
 log = logging.getLogger("kingest.operator.workqueue")
 Key = tuple[str, str]  # (namespace, name)
+Lane = Literal["start", "follow"]
 MAX_RETRY_DELAY_S = 60
 
 
@@ -31,10 +39,13 @@ class WorkQueue:
         work: Callable[[str, str], None],
         workers: int = 16,
         ready: Callable[[], object] = lambda: True,
+        settle: float = 1.0,
     ) -> None:
-        self._work, self._ready, self._workers = work, ready, workers
-        self._queue: collections.deque[Key] = collections.deque()
-        self._queued: set[Key] = set()
+        self._work, self._ready, self._workers, self._settle = work, ready, workers, settle
+        self._start: collections.deque[Key] = collections.deque()
+        self._follow: collections.deque[tuple[float, Key]] = collections.deque()
+        # The lane each queued key waits in; a deque entry whose lane differs is stale.
+        self._queued: dict[Key, Lane] = {}
         self._busy: set[Key] = set()
         self._failures: dict[Key, int] = {}
         self._changed = threading.Condition()
@@ -51,31 +62,59 @@ class WorkQueue:
             self._threads.append(thread)
 
     def add(self, namespace: str, name: str) -> None:
-        """Reconcile `namespace/name` soon (after the reconcile of it already running)."""
-        key = (namespace, name)
+        """Reconcile `namespace/name` before any progress update (after the reconcile of it
+        already running)."""
+        self._add((namespace, name), "start")
+
+    def follow(self, namespace: str, name: str) -> None:
+        """Reconcile `namespace/name` in `settle` seconds, unless it is queued already."""
+        self._add((namespace, name), "follow")
+
+    def _add(self, key: Key, lane: Lane) -> None:
         with self._changed:
-            if key in self._queued:
+            queued = self._queued.get(key)
+            if queued == "start" or queued == lane:
                 return
-            self._queued.add(key)
+            self._queued[key] = lane
             if key not in self._busy:
-                self._queue.append(key)
-                self._changed.notify()
+                self._enqueue(key, lane)
+
+    def _enqueue(self, key: Key, lane: Lane) -> None:
+        if lane == "start":
+            self._start.append(key)
+        else:
+            self._follow.append((time.monotonic() + self._settle, key))
+        self._changed.notify()
 
     def _take(self) -> Key:
         with self._changed:
-            while not self._queue:
-                self._changed.wait()
-            key = self._queue.popleft()
-            self._queued.discard(key)
+            while True:
+                while self._start and self._queued.get(self._start[0]) != "start":
+                    self._start.popleft()
+                while self._follow and self._queued.get(self._follow[0][1]) != "follow":
+                    self._follow.popleft()
+                if self._start:
+                    key = self._start.popleft()
+                    break
+                if self._follow:
+                    due, key = self._follow[0]
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        self._follow.popleft()
+                        break
+                    self._changed.wait(wait)
+                else:
+                    self._changed.wait()
+            del self._queued[key]
             self._busy.add(key)
             return key
 
     def _done(self, key: Key) -> None:
         with self._changed:
             self._busy.discard(key)
-            if key in self._queued:
-                self._queue.append(key)
-                self._changed.notify()
+            lane = self._queued.get(key)
+            if lane is not None:
+                self._enqueue(key, lane)
 
     def _run(self) -> None:
         self._ready()
