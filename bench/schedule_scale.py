@@ -138,10 +138,11 @@ def main() -> int:
             fired = time.monotonic()
             slot_deadline = fired + 300
             while time.monotonic() < slot_deadline:
-                if sum(1 for _, s in seen if s == stamp(slot)) >= args.ingestions:
+                # A copy: the watch thread adds to `seen` meanwhile.
+                if sum(1 for _, s in list(seen) if s == stamp(slot)) >= args.ingestions:
                     break
                 time.sleep(0.2)
-            delays = [t - fired for (_, s), t in seen.items() if s == stamp(slot)]
+            delays = [t - fired for (_, s), t in list(seen.items()) if s == stamp(slot)]
             results["slots"].append(
                 {
                     "slot": stamp(slot),
