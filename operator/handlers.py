@@ -1,13 +1,16 @@
 """The kopf handlers: gather an Ingestion's Jobs and Pods, call `plan`, carry it out.
 
 Every change to an Ingestion, to one of its Jobs or to one of their Pods leads to the same
-`reconcile(namespace, name)`, serialised per Ingestion, which reads the current state from
-the API server (not from the event, which may be older than the last write) and is
-idempotent: running it twice in a row does nothing the second time.
+`reconcile(namespace, name)`, queued on a `WorkQueue` (one at a time per Ingestion), which
+reads the Ingestion from the `IngestionStore` and its Jobs and Pods from the `RunStore`: both
+follow the watches and the operator's own writes, and never go back to an older version, so
+a reconcile never sees a status older than the last one it wrote, nor misses a Job it created.
+It lists and gets nothing, and is idempotent: running it twice in a row does nothing the
+second time.
 
-The handlers use only watching (`on.event`) handlers, so kopf stores no state of its own on
-the objects and adds no finalizer: deleting an Ingestion is left to the garbage collector,
-which removes its Jobs and their Pods through ownerReferences.
+kopf watches only the Ingestions, with a watching (`on.event`) handler, so it stores no state
+of its own on the objects and adds no finalizer: deleting an Ingestion is left to the garbage
+collector, which removes its Jobs and their Pods through ownerReferences.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,19 +30,13 @@ from kubernetes import config as k8s_config
 from pydantic import ValidationError
 
 from kingest.operator import clock
-from kingest.operator.job import (
-    ANNOTATION_INGESTION,
-    LABEL_INGESTION_UID,
-    RunnerDefaults,
-    parse_time,
-    render_job,
-)
+from kingest.operator.events import EventPoster
+from kingest.operator.job import RunnerDefaults, parse_time, render_job
 from kingest.operator.metrics import IngestionMetrics
-from kingest.operator.reconcile import RUN_REQUESTED, Event, Plan, needs_pods, plan
+from kingest.operator.reconcile import RUN_REQUESTED, Plan, needs_pods, plan
 from kingest.operator.scheduler import SlotTimer
 from kingest.operator.spec import (
     GROUP,
-    KIND,
     PLURAL,
     VERSION,
     IngestionMeta,
@@ -48,11 +44,12 @@ from kingest.operator.spec import (
     IngestionStatus,
 )
 from kingest.operator.status import redact
-from kingest.operator.validate import InvalidSpec, parse_spec, validate
+from kingest.operator.store import IngestionStore, Reflector, RunStore
+from kingest.operator.validate import InvalidSpec, parse_spec, preload, validate
+from kingest.operator.workqueue import WorkQueue
 
 log = logging.getLogger("kingest.operator")
 DEFAULT_IMAGE = f"ghcr.io/kingest/kingest:{importlib.metadata.version('kingest')}"
-MAX_EVENT_MESSAGE = 1024
 
 
 @dataclass
@@ -66,7 +63,9 @@ class OperatorSettings:
     runner_defaults: dict[str, Any] = field(
         default_factory=lambda: json.loads(os.environ.get("KINGEST_RUNNER_DEFAULTS") or "{}")
     )
-    workers: int = 16
+    workers: int = 48
+    # Namespaces whose Ingestions the operator runs; empty: all of them.
+    namespaces: list[str] = field(default_factory=list)
     # Serve /metrics on this port (0: any free port; None: not at all).
     metrics_port: int | None = field(
         default_factory=lambda: (
@@ -87,38 +86,43 @@ class OperatorSettings:
 
 operator_settings = OperatorSettings()
 _api: k8s.ApiClient | None = None
-# Coalescing: at most one reconcile per Ingestion runs at a time; events arriving meanwhile
-# only mark it dirty, and the running one goes round once more. Job, Pod and Ingestion
-# events of one Ingestion arrive on different watch streams, and two concurrent reconciles
-# could each see "no active run" and start two; a burst of events costs one extra round.
-_running: set[tuple[str, str]] = set()
-_dirty: set[tuple[str, str]] = set()
-_guard = threading.Lock()
-
-
 metrics = IngestionMetrics()
+# Every Ingestion's Jobs and Pods, as the reflectors started in `configure` see them.
+store = RunStore()
+# Every Ingestion, as kopf's watch and the operator's own status writes show it.
+ingestions = IngestionStore()
 
 
-def _wake(namespace: str, name: str) -> None:
-    request_reconcile(namespace, name)
+def reconcile_soon(namespace: str, name: str) -> None:
+    """Queue a reconcile of Ingestion `namespace/name` that may start a run (see `WorkQueue`)."""
+    queue.add(namespace, name)
+
+
+def follow_run(namespace: str, name: str) -> None:
+    """Queue a reconcile of Ingestion `namespace/name` for its run's progress."""
+    queue.follow(namespace, name)
 
 
 # Wakes each scheduled Ingestion's reconcile at its next slot (`status.nextRunTime`).
-slot_timer = SlotTimer(_wake, workers=operator_settings.workers)
+slot_timer = SlotTimer(reconcile_soon, workers=1)
+
+
+def _configuration() -> k8s.Configuration:
+    configuration = k8s.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config(client_configuration=configuration)
+    # One connection per worker thread, or urllib3 drops and reopens them.
+    configuration.connection_pool_maxsize = operator_settings.workers + 4
+    return configuration
 
 
 def api() -> k8s.ApiClient:
     """The shared API client: in-cluster credentials, or the kubeconfig ($KUBECONFIG)."""
     global _api
     if _api is None:
-        configuration = k8s.Configuration()
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(client_configuration=configuration)
-        # One connection per worker thread, or urllib3 drops and reopens them.
-        configuration.connection_pool_maxsize = operator_settings.workers + 4
-        _api = k8s.ApiClient(configuration)
+        _api = k8s.ApiClient(_configuration())
     return _api
 
 
@@ -170,40 +174,34 @@ def _raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def reconcile(namespace: str, name: str) -> None:
     """Bring Ingestion `namespace/name` one step closer to its spec; see `reconcile.plan`.
 
-    Not safe to run concurrently for one Ingestion: call it through `request_reconcile`.
+    Not safe to run concurrently for one Ingestion: call it through `reconcile_soon`.
     """
     client = api()
-    custom, batch, core = (
-        k8s.CustomObjectsApi(client),
-        k8s.BatchV1Api(client),
-        k8s.CoreV1Api(client),
-    )
-    try:
-        obj = _raw(custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
-    except k8s.ApiException as exc:
-        if exc.status == 404:
-            _forget((namespace, name))
-            return
-        raise
+    custom, batch = k8s.CustomObjectsApi(client), k8s.BatchV1Api(client)
+    obj = ingestions.get(namespace, name)
+    if obj is None:
+        try:
+            obj = _raw(custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                _forget((namespace, name))
+                return
+            raise
+        ingestions.seen(obj)
     meta = IngestionMeta.model_validate(obj["metadata"])
     if meta.deletion_timestamp:
         return
     spec, invalid = _check(obj.get("spec") or {})
     old = _old_status(obj.get("status"))
-    selector = f"{LABEL_INGESTION_UID}={meta.uid}"
-    jobs = _raw(batch.list_namespaced_job, namespace, label_selector=selector)["items"]
-    pods = (
-        _raw(core.list_namespaced_pod, namespace, label_selector=selector)["items"]
-        if needs_pods(jobs, old)
-        else []
-    )
+    jobs = store.jobs(meta.uid)
+    pods = store.pods(meta.uid) if needs_pods(jobs, old) else []
     step = plan(meta, invalid, old, jobs, pods, _now(), spec)
     for job in step.delete:
         _delete_job(batch, namespace, job)
     if step.create is not None:
         manifest = render_job(meta, spec, step.create, operator_settings.runner(), _now(micro=True))
         try:
-            _raw(batch.create_namespaced_job, namespace, manifest)
+            store.seen("jobs", _raw(batch.create_namespaced_job, namespace, manifest))
             log.info("created Job %s/%s", namespace, manifest["metadata"]["name"])
         except k8s.ApiException as exc:
             if exc.status == 409:
@@ -216,8 +214,14 @@ def reconcile(namespace: str, name: str) -> None:
                 )
             else:
                 raise
-    _write(custom, core, obj, step)
+    _write(custom, obj, step)
     _observe((namespace, name), old, step)
+
+
+# Reconciles wait for the first listing of every Job and Pod: before it, an Ingestion would
+# seem to have no runs, and start one again.
+queue = WorkQueue(reconcile, operator_settings.workers, ready=store.wait_synced)
+events = EventPoster(api, _now)
 
 
 def _observe(key: tuple[str, str], old: IngestionStatus, step: Plan) -> None:
@@ -256,21 +260,23 @@ def _api_message(exc: k8s.ApiException) -> str:
 def _delete_job(batch: k8s.BatchV1Api, namespace: str, name: str) -> None:
     try:
         # Foreground: the Job stays (and blocks the next run) until its Pods are gone.
-        batch.delete_namespaced_job(name, namespace, propagation_policy="Foreground")
+        deleting = _raw(
+            batch.delete_namespaced_job, name, namespace, propagation_policy="Foreground"
+        )
+        if deleting.get("kind") == "Job":
+            store.seen("jobs", deleting)
         log.info("deleted Job %s/%s", namespace, name)
     except k8s.ApiException as exc:
         if exc.status != 404:
             raise
 
 
-def _write(
-    custom: k8s.CustomObjectsApi, core: k8s.CoreV1Api, obj: dict[str, Any], step: Plan
-) -> None:
+def _write(custom: k8s.CustomObjectsApi, obj: dict[str, Any], step: Plan) -> None:
     meta = obj["metadata"]
     status = step.status.wire()
     if status != (obj.get("status") or {}):
         # A JSON patch replacing the whole status: a merge patch would keep stale keys.
-        _raw(
+        written = _raw(
             custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -280,80 +286,26 @@ def _write(
             [{"op": "add", "path": "/status", "value": status}],
             _content_type="application/json-patch+json",
         )
+        ingestions.seen(written)
     for event in step.events:
-        _post_event(core, obj, event)
-
-
-def _post_event(core: k8s.CoreV1Api, obj: dict[str, Any], event: Event) -> None:
-    meta = obj["metadata"]
-    now = _now()
-    body = {
-        "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": KIND,
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta["uid"],
-        },
-        "type": event.type,
-        "reason": event.reason,
-        "message": redact(event.message)[:MAX_EVENT_MESSAGE],
-        "source": {"component": "kingest-operator"},
-        "reportingComponent": "kingest-operator",
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
-    try:
-        _raw(core.create_namespaced_event, meta["namespace"], body)
-    except k8s.ApiException as exc:
-        # An Event is a courtesy; losing one must not fail the reconcile.
-        log.warning("could not post event %s: %s", event.reason, exc.reason)
-
-
-def request_reconcile(namespace: str, name: str, attempt: int = 0) -> None:
-    """Reconcile Ingestion `namespace/name` now, or after the reconcile already running.
-
-    A failed reconcile is retried with a growing delay: kopf does not retry watch handlers,
-    and the next event may be far away (a stale status, a run not started).
-    """
-    key = (namespace, name)
-    with _guard:
-        if key in _running:
-            _dirty.add(key)
-            return
-        _running.add(key)
-    try:
-        while True:
-            reconcile(namespace, name)
-            with _guard:
-                if key not in _dirty:
-                    _running.discard(key)
-                    return
-                _dirty.discard(key)
-    except Exception as exc:
-        with _guard:
-            _running.discard(key)
-            _dirty.discard(key)
-        delay = min(2**attempt, 60)
-        detail = f"{exc.status} {exc.reason}" if isinstance(exc, k8s.ApiException) else repr(exc)
-        log.error("reconciling %s/%s failed (%s); retrying in %d s", namespace, name, detail, delay)
-        log.debug("reconcile failure", exc_info=True)
-        timer = threading.Timer(delay, request_reconcile, (namespace, name, attempt + 1))
-        timer.daemon = True
-        timer.start()
+        events.post(obj, event)
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf would otherwise post handler log lines as Events; the operator posts its own.
     settings.posting.enabled = False
-    settings.execution.max_workers = operator_settings.workers
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     api()
+    events.start()
+    preload()
+    watching = k8s.ApiClient(_configuration())
+    for kind in ("jobs", "pods"):
+        for namespace in operator_settings.namespaces or [None]:
+            Reflector(watching, kind, namespace, store, follow_run).start()
+    queue.start()
     slot_timer.start()
 
 
@@ -379,25 +331,15 @@ def wants_reconcile(event_type: str | None, body: dict[str, Any]) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def ingestion_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-    """An Ingestion was created, listed at start, deleted, or its spec or run request changed."""
+async def ingestion_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """An Ingestion was created, listed at start, deleted, or its spec or run request changed.
+
+    Only queues the work: kopf's event loop never waits for the API server on our behalf.
+    """
     if type == "DELETED":
+        ingestions.gone(body)
         _forget((body["metadata"]["namespace"], body["metadata"]["name"]))
-    elif wants_reconcile(type, body):
-        request_reconcile(body["metadata"]["namespace"], body["metadata"]["name"])
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_INGESTION_UID: kopf.PRESENT})
-def job_changed(body: kopf.Body, **_: Any) -> None:
-    """A run's Job changed: its Ingestion's status follows."""
-    name = (body["metadata"].get("annotations") or {}).get(ANNOTATION_INGESTION)
-    if name:
-        request_reconcile(body["metadata"]["namespace"], name)
-
-
-@kopf.on.event("v1", "pods", labels={LABEL_INGESTION_UID: kopf.PRESENT})
-def pod_changed(body: kopf.Body, **_: Any) -> None:
-    """A run's Pod changed (started, waiting on an image or a Secret, finished)."""
-    name = (body["metadata"].get("annotations") or {}).get(ANNOTATION_INGESTION)
-    if name:
-        request_reconcile(body["metadata"]["namespace"], name)
+        return
+    ingestions.seen(dict(body))
+    if wants_reconcile(type, body):
+        reconcile_soon(body["metadata"]["namespace"], body["metadata"]["name"])

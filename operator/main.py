@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers.operator_settings.runner_image = args.runner_image
     if args.metrics_port is not None:
         handlers.operator_settings.metrics_port = args.metrics_port
+    handlers.operator_settings.namespaces = namespaces
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -15,6 +15,7 @@ daylight-saving changes, which is what people mean by "every day at 02:30":
 
 from __future__ import annotations
 
+import functools
 import heapq
 import re
 from collections.abc import Iterator
@@ -37,6 +38,9 @@ _WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 # needs up to 28 years); looking further ahead than this means it never matches.
 _HORIZON_DAYS = 366 * 29
 _SLACK = timedelta(hours=3)
+# Zones whose UTC offset never changes (tzdata's Etc/ area and its aliases): their wall clock
+# runs in step with real time, so their slots need none of the clock-change handling.
+_FIXED_OFFSET_ZONES = frozenset({"UTC", "UCT", "GMT", "Zulu", "Universal", "Greenwich"})
 
 
 class InvalidSchedule(ValueError):
@@ -114,7 +118,15 @@ class Schedule:
 
     @classmethod
     def parse(cls, expression: str, time_zone: str = "UTC") -> Schedule:
-        """Parse `expression` in `time_zone`; raises `InvalidSchedule` saying what is wrong."""
+        """Parse `expression` in `time_zone`; raises `InvalidSchedule` saying what is wrong.
+
+        Cached: every reconcile of a scheduled Ingestion parses its schedule, and proving that
+        one fires at all walks its slots.
+        """
+        return _parse_cached(cls, expression, time_zone)
+
+    @classmethod
+    def _parse_uncached(cls, expression: str, time_zone: str) -> Schedule:
         try:
             ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -153,6 +165,13 @@ class Schedule:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.time_zone)
 
+    @property
+    def fixed_offset(self) -> bool:
+        """Whether the time zone's UTC offset never changes."""
+        return self.time_zone.removeprefix("Etc/") in _FIXED_OFFSET_ZONES or (
+            self.time_zone.startswith("Etc/GMT")
+        )
+
     def _day_matches(self, day: datetime) -> bool:
         if day.month not in self.months:
             return False
@@ -164,13 +183,19 @@ class Schedule:
         return in_days and in_weekdays
 
     def _wall_times(self, start: datetime) -> Iterator[datetime]:
-        """Matching naive wall-clock times from `start`'s day on, in order."""
-        day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        """Matching naive wall-clock times from `start` (its minute) on, in order."""
+        first = start.replace(second=0, microsecond=0)
+        day = first.replace(hour=0, minute=0)
+        hours, minutes = sorted(self.hours), sorted(self.minutes)
         for _ in range(_HORIZON_DAYS):
             if self._day_matches(day):
-                for hour in sorted(self.hours):
-                    for minute in sorted(self.minutes):
-                        yield day.replace(hour=hour, minute=minute)
+                for hour in hours:
+                    if day < first and hour < first.hour:
+                        continue
+                    for minute in minutes:
+                        wall = day.replace(hour=hour, minute=minute)
+                        if wall >= first:
+                            yield wall
             day += timedelta(days=1)
 
     def _instants(self, wall: datetime) -> list[datetime]:
@@ -192,6 +217,11 @@ class Schedule:
         """Slots strictly after `after` (an aware datetime), in UTC, in order."""
         zone = self.zone
         local = after.astimezone(zone).replace(tzinfo=None)
+        if self.fixed_offset:
+            for wall in self._wall_times(local):
+                if wall > local:
+                    yield wall.replace(tzinfo=zone).astimezone(UTC)
+            return
         pending: list[datetime] = []
         # Around a clock change, wall-clock order and real order differ by at most the change
         # (an hour or two): an instant is final once the wall clock is 3 hours past it.
@@ -208,6 +238,11 @@ class Schedule:
     def next_after(self, moment: datetime) -> datetime | None:
         """The first slot strictly after `moment` (an aware datetime), in UTC; None if never."""
         return next(self.iter_slots(moment), None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(cls: type[Schedule], expression: str, time_zone: str) -> Schedule:
+    return cls._parse_uncached(expression, time_zone)
 
 
 def _transition(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:

@@ -80,9 +80,20 @@ def _check_side(side: Side, endpoint: Endpoint, options: LoadOptions) -> None:
             f"{_field(side)}.uri: {uri.scheme}:// is not supported as a {side}; supported: "
             f"{', '.join(s + '://' for s in sorted(registry))}"
         )
-    module_name, _, class_name = target.partition(":")
-    implementation = getattr(importlib.import_module(module_name), class_name)
+    implementation = _implementation(target)
     implementation.from_uri(uri, endpoint.table, options)
+
+
+def _implementation(target: str) -> Any:
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def preload() -> None:
+    """Import every source and destination now (pyarrow, DuckDB, boto3: seconds on a busy
+    machine), so that the first Ingestions checked after start-up do not wait for it."""
+    for target in (*SOURCES.values(), *DESTINATIONS.values()):
+        _implementation(target)
 
 
 def _load_options(spec: IngestionSpec) -> LoadOptions:

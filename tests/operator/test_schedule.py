@@ -138,3 +138,31 @@ def test_a_long_downtime_on_a_minutely_schedule_is_decided_quickly() -> None:
     decision = decide(schedule, last + timedelta(days=7, seconds=30), last, created=last)
     assert decision.slot == last + timedelta(days=7)
     assert decision.skipped == 7 * 24 * 60 - 1
+
+
+def brute_force_slots(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
+    """Every minute after `after`, matched against the fields on the zone's wall clock."""
+    zone, found = schedule.zone, []
+    moment = after.replace(second=0, microsecond=0)
+    while len(found) < count:
+        moment += timedelta(minutes=1)
+        wall = moment.astimezone(zone)
+        day = wall.replace(tzinfo=None, hour=0, minute=0)
+        if (
+            wall.minute in schedule.minutes
+            and wall.hour in schedule.hours
+            and schedule._day_matches(day)
+        ):
+            found.append(moment)
+    return found
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "Etc/GMT-2", "Etc/GMT+11", "Asia/Kolkata"])
+@pytest.mark.parametrize("expression", ["*/1 * * * *", "*/7 3-5 * * 1", "59 23 * * *"])
+def test_slots_away_from_clock_changes_are_the_matching_minutes(
+    expression: str, time_zone: str
+) -> None:
+    schedule = Schedule.parse(expression, time_zone)
+    after = datetime(2026, 11, 25, 11, 15, 30, tzinfo=UTC)
+    slots = schedule.iter_slots(after)
+    assert [next(slots) for _ in range(30)] == brute_force_slots(schedule, after, 30)
