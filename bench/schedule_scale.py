@@ -9,7 +9,8 @@ slot (the clock file written; the operator polls it every second, so up to 1 s o
 the test hook's own) until the slot's Job exists, and counts Jobs per (Ingestion, slot): a
 slot must never fire twice. A kubelet stand-in finishes each run's Pod at once, and the clock
 moves to the second slot only once every run of the first has finished, so Forbid skips none.
-Target (issue 6): every slot's Job within 2 s, none twice. Results go to `bench/results/schedule_scale.json`.
+Target (issue 6): every slot's Job within 2 s, none twice. Results go to
+`bench/results/schedule_scale.json`.
 """
 
 from __future__ import annotations
