@@ -354,9 +354,11 @@ class S3Source(Source):
         for obj in objects:
             if self.by_modified_at and not self._modified_in_interval(obj):
                 continue
-            known = loaded.get(obj.url(bucket)) if loaded else None
-            if known is not None and known.same_version(obj.version(bucket)):
-                continue
+            if loaded:
+                version = obj.version(bucket)
+                known = loaded.get(version.url)
+                if known is not None and known.same_version(version):
+                    continue
             kept.append(obj)
         return kept
 
