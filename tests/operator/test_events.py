@@ -14,8 +14,8 @@ THREADS = 2
 
 
 def connections_opened(api: k8s.ApiClient) -> int:
-    pools = api.rest_client.pool_manager.pools
-    return sum(pools[key].num_connections for key in pools)
+    pools = api.rest_client.pool_manager.pools  # a urllib3 container that refuses iteration
+    return sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118
 
 
 def test_events_are_posted_over_pooled_connections(kube: ControlPlane, namespace: str) -> None:
