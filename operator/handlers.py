@@ -4,7 +4,8 @@ Every change to an Ingestion, to one of its Jobs or to one of their Pods leads t
 `reconcile(namespace, name)`, queued on a `WorkQueue` (one at a time per Ingestion), which
 reads the Ingestion from the `IngestionStore` and its Jobs and Pods from the `RunStore`: both
 follow the watches and the operator's own writes, and never go back to an older version, so
-a reconcile never sees a status older than the last one it wrote, nor misses a Job it created.
+a reconcile never sees a status older than the last one it planned (a status not written
+yet is kept in `unwritten`), nor misses a Job it created.
 It lists and gets nothing, and is idempotent: running it twice in a row does nothing the
 second time.
 
@@ -91,6 +92,10 @@ metrics = IngestionMetrics()
 store = RunStore()
 # Every Ingestion, as kopf's watch and the operator's own status writes show it.
 ingestions = IngestionStore()
+# Statuses planned but not written yet, by Ingestion: a reconcile that creates a Job leaves
+# its status write to the follow lane (see `reconcile`), and every reconcile plans from here
+# first, so none acts on the older status meanwhile.
+unwritten: dict[tuple[str, str], IngestionStatus] = {}
 
 
 def reconcile_soon(namespace: str, name: str) -> None:
@@ -192,17 +197,19 @@ def reconcile(namespace: str, name: str) -> None:
     if meta.deletion_timestamp:
         return
     spec, invalid = _check(obj.get("spec") or {})
-    old = _old_status(obj.get("status"))
+    old = unwritten.get((namespace, name)) or _old_status(obj.get("status"))
     jobs = store.jobs(meta.uid)
     pods = store.pods(meta.uid) if needs_pods(jobs, old) else []
     step = plan(meta, invalid, old, jobs, pods, _now(), spec)
     for job in step.delete:
         _delete_job(batch, namespace, job)
+    created = False
     if step.create is not None:
         manifest = render_job(meta, spec, step.create, operator_settings.runner(), _now(micro=True))
         try:
             store.seen("jobs", _raw(batch.create_namespaced_job, namespace, manifest))
             log.info("created Job %s/%s", namespace, manifest["metadata"]["name"])
+            created = True
         except k8s.ApiException as exc:
             if exc.status == 409:
                 log.info("adopting Job %s/%s", namespace, manifest["metadata"]["name"])
@@ -214,7 +221,15 @@ def reconcile(namespace: str, name: str) -> None:
                 )
             else:
                 raise
-    _write(custom, obj, step)
+    if created:
+        # The status write waits in the follow lane, behind every run still to start: when a
+        # slot starts 1,000 runs, the last Job exists in half the time. Should the operator
+        # stop before writing, the next one derives the same status from the Jobs.
+        unwritten[(namespace, name)] = step.status
+        _post_events(obj, step)
+        follow_run(namespace, name)
+    else:
+        _write(custom, obj, step)
     _observe((namespace, name), old, step)
 
 
@@ -246,6 +261,7 @@ def _observe(key: tuple[str, str], old: IngestionStatus, step: Plan) -> None:
 
 
 def _forget(key: tuple[str, str]) -> None:
+    unwritten.pop(key, None)
     slot_timer.set(key, None)
     metrics.forget(key)
 
@@ -273,6 +289,7 @@ def _delete_job(batch: k8s.BatchV1Api, namespace: str, name: str) -> None:
 
 def _write(custom: k8s.CustomObjectsApi, obj: dict[str, Any], step: Plan) -> None:
     meta = obj["metadata"]
+    key = (meta["namespace"], meta["name"])
     status = step.status.wire()
     if status != (obj.get("status") or {}):
         # A JSON patch replacing the whole status: a merge patch would keep stale keys.
@@ -287,6 +304,11 @@ def _write(custom: k8s.CustomObjectsApi, obj: dict[str, Any], step: Plan) -> Non
             _content_type="application/json-patch+json",
         )
         ingestions.seen(written)
+    unwritten.pop(key, None)
+    _post_events(obj, step)
+
+
+def _post_events(obj: dict[str, Any], step: Plan) -> None:
     for event in step.events:
         events.post(obj, event)
 

@@ -7,7 +7,7 @@ are dropped when popped); whether a slot really runs is decided by `plan`, again
 API server's state, so an early or repeated wake-up is harmless.
 
 With the test clock (`KINGEST_CLOCK_FILE`, see `kingest.operator.clock`) the thread polls
-the file every second and re-checks every wake-up against the file's time when it changes.
+the file ten times a second and re-checks every wake-up against the file's time when it changes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from kingest.operator.metrics import CONTENT_TYPE, IngestionMetrics
 
 log = logging.getLogger("kingest.operator.scheduler")
 Key = tuple[str, str]  # (namespace, name)
-_CLOCK_POLL_S = 1.0
+_CLOCK_POLL_S = 0.1
 _IDLE_WAIT_S = 60.0
 
 
