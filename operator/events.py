@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from kingest.operator.status import redact
 
 log = logging.getLogger("kingest.operator.events")
 MAX_EVENT_MESSAGE = 1024
+MAX_HOLD_S = 10.0
+_HOLD_POLL_S = 0.05
 
 
 def event_body(obj: dict[str, Any], event: Event, now: str) -> dict[str, Any]:
@@ -55,9 +58,13 @@ class EventPoster:
     """
 
     def __init__(
-        self, api: Callable[[], k8s.ApiClient], now: Callable[[], str], threads: int = 2
+        self,
+        api: Callable[[], k8s.ApiClient],
+        now: Callable[[], str],
+        threads: int = 2,
+        hold: Callable[[], bool] = lambda: False,
     ) -> None:
-        self._api, self._now, self._threads = api, now, threads
+        self._api, self._now, self._threads, self._hold = api, now, threads, hold
         self._pending: queue.SimpleQueue[tuple[dict[str, Any], Event, str]] = queue.SimpleQueue()
         self._started = False
 
@@ -77,6 +84,11 @@ class EventPoster:
     def _run(self) -> None:
         while True:
             obj, event, now = self._pending.get()
+            # While `hold()` (runs are being started), Events wait: the API server is busy
+            # enough. At most MAX_HOLD_S each, should the operator never be idle.
+            held_until = time.monotonic() + MAX_HOLD_S
+            while self._hold() and time.monotonic() < held_until:
+                time.sleep(_HOLD_POLL_S)
             try:
                 core = k8s.CoreV1Api(self._api())
                 reply = core.create_namespaced_event(

@@ -236,7 +236,7 @@ def reconcile(namespace: str, name: str) -> None:
 # Reconciles wait for the first listing of every Job and Pod: before it, an Ingestion would
 # seem to have no runs, and start one again.
 queue = WorkQueue(reconcile, operator_settings.workers, ready=store.wait_synced)
-events = EventPoster(api, _now)
+events = EventPoster(api, _now, hold=queue.starting)
 
 
 def _observe(key: tuple[str, str], old: IngestionStatus, step: Plan) -> None:

@@ -47,6 +47,10 @@ class WorkQueue:
         # The lane each queued key waits in; a deque entry whose lane differs is stale.
         self._queued: dict[Key, Lane] = {}
         self._busy: set[Key] = set()
+        # Keys taken from the start lane and not done yet; with those queued in it, counted
+        # in `_starts`, so that `starting` costs nothing however long the lane.
+        self._busy_starting: set[Key] = set()
+        self._starts = 0
         self._failures: dict[Key, int] = {}
         self._changed = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -66,6 +70,10 @@ class WorkQueue:
         already running)."""
         self._add((namespace, name), "start")
 
+    def starting(self) -> bool:
+        """Whether work that may start a run is queued or under way (what can wait, waits)."""
+        return self._starts > 0
+
     def follow(self, namespace: str, name: str) -> None:
         """Reconcile `namespace/name` in `settle` seconds, unless it is queued already."""
         self._add((namespace, name), "follow")
@@ -76,6 +84,8 @@ class WorkQueue:
             if queued == "start" or queued == lane:
                 return
             self._queued[key] = lane
+            if lane == "start":
+                self._starts += 1
             if key not in self._busy:
                 self._enqueue(key, lane)
 
@@ -95,6 +105,7 @@ class WorkQueue:
                     self._follow.popleft()
                 if self._start:
                     key = self._start.popleft()
+                    self._busy_starting.add(key)
                     break
                 if self._follow:
                     due, key = self._follow[0]
@@ -112,6 +123,9 @@ class WorkQueue:
     def _done(self, key: Key) -> None:
         with self._changed:
             self._busy.discard(key)
+            if key in self._busy_starting:
+                self._busy_starting.discard(key)
+                self._starts -= 1
             lane = self._queued.get(key)
             if lane is not None:
                 self._enqueue(key, lane)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from kubernetes import client as k8s
@@ -38,3 +39,23 @@ def test_events_are_posted_over_pooled_connections(kube: ControlPlane, namespace
     # Each posting thread keeps one connection: an unread reply is never returned to the pool,
     # and every Event would then pay for a new TLS handshake.
     assert connections_opened(api) <= THREADS
+
+
+def test_events_wait_while_runs_are_being_started(kube: ControlPlane, namespace: str) -> None:
+    api = kube.api_client()
+    starting = threading.Event()
+    starting.set()
+    poster = EventPoster(lambda: api, lambda: "2026-12-01T10:00:00Z", hold=starting.is_set)
+    poster.start()
+    poster.post(
+        {"metadata": {"name": "sync", "namespace": namespace, "uid": "uid-1"}},
+        Event("Normal", "RunCreated", "run 1"),
+    )
+    core = k8s.CoreV1Api(kube.api_client())
+    time.sleep(1)
+    assert core.list_namespaced_event(namespace).items == []
+    starting.clear()
+    deadline = time.monotonic() + 10
+    while not core.list_namespaced_event(namespace).items and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [e.message for e in core.list_namespaced_event(namespace).items] == ["run 1"]

@@ -104,3 +104,25 @@ def test_failed_work_is_retried() -> None:
     queue.add("ns", "a")
     wait_for(lambda: len(work.calls) == 2)
     assert work.calls == ["a", "a"]
+
+
+def test_starting_lasts_while_start_work_is_queued_or_under_way_not_follow_ups() -> None:
+    work = Recorder(hold="a")
+    queue = WorkQueue(work, workers=1, settle=0.1)
+    assert not queue.starting()
+    queue.follow("ns", "progress")
+    assert not queue.starting()
+    queue.add("ns", "a")
+    queue.add("ns", "b")
+    queue.follow("ns", "b")  # already queued to start: stays so, counted once
+    assert queue.starting()
+    queue.start()
+    assert work.started.wait(5)
+    queue.add("ns", "a")  # queued again while under way
+    assert queue.starting()
+    work.hold = None
+    work.release.set()
+    wait_for(lambda: len(work.calls) == 4)
+    time.sleep(0.2)
+    assert sorted(work.calls) == ["a", "a", "b", "progress"]
+    assert not queue.starting()
