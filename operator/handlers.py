@@ -30,7 +30,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from pydantic import ValidationError
 
-from kingest.operator import clock
+from kingest.operator import clock, rawapi
 from kingest.operator.events import EventPoster
 from kingest.operator.job import RunnerDefaults, parse_time, render_job
 from kingest.operator.metrics import IngestionMetrics
@@ -207,7 +207,8 @@ def reconcile(namespace: str, name: str) -> None:
     if step.create is not None:
         manifest = render_job(meta, spec, step.create, operator_settings.runner(), _now(micro=True))
         try:
-            store.seen("jobs", _raw(batch.create_namespaced_job, namespace, manifest))
+            jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+            store.seen("jobs", rawapi.create(client, jobs_path, manifest))
             log.info("created Job %s/%s", namespace, manifest["metadata"]["name"])
             created = True
         except k8s.ApiException as exc:
