@@ -6,7 +6,9 @@ bytes are read by pyarrow's native S3 client, several files at once
 (``--extract-parallelism``), each streamed block by block.
 
 Before any data moves, every matched file's schema is read (first block or Parquet footer,
-in parallel) and unified, so the stream has one schema for all files.
+in parallel) and unified, so the stream has one schema for all files. A small text file is
+read whole for its schema and kept until its rows are streamed: one GET instead of two, which
+is most of what a file costs in a bucket of many small ones.
 
 Incremental file syncs: the listing keeps each object's ETag, size and last-modified time.
 File versions the destination already holds are left out before anything is read, and
@@ -21,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,6 +79,10 @@ _DENIED_CODES = {
 # Bytes fetched per GET while streaming a CSV/JSONL file. The readers ask for 1 MiB blocks;
 # unbuffered, each would be a request of its own (a round trip, signing on both ends).
 _READ_BUFFER = 4 * 1024 * 1024
+# Text files up to this size are fetched once, for their schema and their rows (`_SmallFiles`),
+# keeping at most _SMALL_FILES_KEPT bytes of them at a time.
+_SMALL_FILE = 256 * 1024
+_SMALL_FILES_KEPT = 64 * 1024 * 1024
 _HIVE_SEGMENT = re.compile(r"^([^=/]+)=([^/]*)$")
 _INT = re.compile(r"^-?\d{1,18}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -117,6 +124,40 @@ class S3Object:
         return SourceFile(self.url(bucket), self.etag, self.size, self.last_modified)
 
 
+class _SmallFiles:
+    """Small objects read whole while their schemas are read, kept until their rows are.
+
+    Thread-safe: schemas are read in parallel. Memory stays within `budget` bytes (as listed);
+    an object beyond it is simply read twice.
+    """
+
+    def __init__(self, budget: int = _SMALL_FILES_KEPT) -> None:
+        self._left = budget
+        self._kept: dict[str, pa.Buffer] = {}
+        self._lock = threading.Lock()
+
+    def open(self, fs: pafs.S3FileSystem, path: str, obj: S3Object) -> pa.NativeFile:
+        """The object's (decompressed) bytes, fetched whole and kept if small enough."""
+        with self._lock:
+            keep = obj.size <= _SMALL_FILE and obj.size <= self._left
+            if keep:
+                self._left -= obj.size
+        if not keep:
+            return fs.open_input_stream(path, compression=obj.kind.compression)
+        with fs.open_input_stream(path, compression=None) as raw:
+            data = raw.read_buffer()
+        self._kept[path] = data
+        return pa.input_stream(data, compression=obj.kind.compression)
+
+    def take(self, path: str, compression: str | None) -> pa.NativeFile | None:
+        """The kept object's bytes, no longer kept; None if it was not."""
+        with self._lock:
+            data = self._kept.pop(path, None)
+            if data is not None:
+                self._left += data.size
+        return None if data is None else pa.input_stream(data, compression=compression)
+
+
 @dataclass
 class _Plan:
     """What to read, resolved by listing and reading schemas."""
@@ -125,6 +166,7 @@ class _Plan:
     schemas: list[pa.Schema]
     target: pa.Schema
     partition_types: dict[str, pa.DataType] = field(default_factory=dict)
+    small: _SmallFiles = field(default_factory=_SmallFiles)
 
 
 def _client_error(exc: ClientError, what: str, bucket: str) -> KingestError:
@@ -381,14 +423,15 @@ class S3Source(Source):
     def _path(self, obj: S3Object) -> str:
         return f"{self.glob.bucket}/{obj.key}"
 
-    def _read_schema(self, fs: pafs.S3FileSystem, obj: S3Object, spool: str) -> pa.Schema:
+    def _read_schema(
+        self, fs: pafs.S3FileSystem, obj: S3Object, spool: str, small: _SmallFiles
+    ) -> pa.Schema:
         url = obj.url(self.glob.bucket)
         reader = self._reader_for(obj.kind)
         try:
             if isinstance(reader, ParquetReader):
                 return reader.schema(self._parquet_fragment(fs, obj, spool))
-            stream = fs.open_input_stream(self._path(obj), compression=obj.kind.compression)
-            with stream:
+            with small.open(fs, self._path(obj), obj) as stream:
                 return reader.schema(stream)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
             names = self._column_names(fs, obj) if isinstance(reader, CsvReader) else []
@@ -434,15 +477,20 @@ class S3Source(Source):
         reader: CsvReader | JsonLinesReader,
         own: pa.Schema,
         target: pa.Schema,
+        small: _SmallFiles,
     ) -> Iterator[pa.RecordBatch]:
         path, compression = self._path(obj), obj.kind.compression
-        with fs.open_input_stream(path, compression=compression, buffer_size=_READ_BUFFER) as file:
+        opened = small.take(path, compression)
+        if opened is None:
+            opened = fs.open_input_stream(path, compression=compression, buffer_size=_READ_BUFFER)
+        with opened as file:
             yield from reader.batches(file, own, target)
 
     def _plan(self, fs: pafs.S3FileSystem, objects: list[S3Object], spool: str) -> _Plan:
         workers = max(1, min(self.options.extract_parallelism * 2, len(objects), 32))
+        small = _SmallFiles()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="schema") as pool:
-            schemas = list(pool.map(lambda o: self._read_schema(fs, o, spool), objects))
+            schemas = list(pool.map(lambda o: self._read_schema(fs, o, spool, small), objects))
         named = [(o.url(self.glob.bucket), s) for o, s in zip(objects, schemas, strict=True)]
         target = unify_schemas(named)
         fields = list(target)
@@ -467,7 +515,7 @@ class S3Source(Source):
             fields.append(pa.field(SOURCE_FILE_COLUMN, pa.string()))
         if self.by_modified_at:
             fields.append(pa.field(MODIFIED_AT_COLUMN, pa.timestamp("us", tz="UTC")))
-        return _Plan(objects, schemas, pa.schema(fields), partition_types)
+        return _Plan(objects, schemas, pa.schema(fields), partition_types, small)
 
     def _file_batches(
         self,
@@ -495,7 +543,7 @@ class S3Source(Source):
             if isinstance(reader, ParquetReader):
                 batches = reader.batches(self._parquet_fragment(fs, obj, spool))
             else:
-                batches = self._text_batches(fs, obj, reader, own, plan.target)
+                batches = self._text_batches(fs, obj, reader, own, plan.target, plan.small)
             for batch in batches:
                 for name, value in extras.items():
                     column = pa.repeat(value, batch.num_rows)

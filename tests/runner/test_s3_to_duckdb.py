@@ -172,6 +172,37 @@ def test_each_format_and_compression_loads_the_same_rows_and_types(
     ]
 
 
+def test_a_small_file_is_fetched_once_and_a_large_one_streamed(
+    s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    large = csv_rows(40_000, start=1_000)  # over 256 KiB: its schema's block, then its rows
+    assert len(large) > 256 * 1024
+    objects = {
+        "small.csv": csv_rows(100),
+        "small.jsonl.gz": gzip.compress(b"".join(b'{"id": %d}\n' % i for i in range(100, 150))),
+        "large.csv": large,
+    }
+    for key, body in objects.items():
+        put(s3_server, bucket, f"d/{key}", body)
+        # A rule per object that changes nothing, only counts its GETs.
+        pattern = rf"/{bucket}/d/{key.replace('.', '[.]')}($|\?)"
+        s3_server.faults.add("delay", method="GET", path_regex=pattern, delay_s=0, times=None)
+    db = tmp_path / "small.duckdb"
+    code, result, out = run(capsys, *load(s3_server, bucket, db, "d/*.csv"))
+    assert code == 0, out
+    code, _, out = run(
+        capsys, *load(s3_server, bucket, db, "d/*.jsonl.gz"), "--incremental-strategy", "append"
+    )
+    assert code == 0, out
+    assert result["rows"] == 40_100
+    assert query(db, "SELECT count(*), count(DISTINCT id), max(id) FROM raw.t") == [
+        (40_150, 40_150, 40_999)
+    ]
+    gets = [rule["hits"] for rule in s3_server.faults.rules()]
+    assert gets[:2] == [1, 1]
+    assert gets[2] >= 2
+
+
 def test_format_hints_read_files_without_the_right_extension_and_encoding(
     s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
