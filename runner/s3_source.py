@@ -6,9 +6,9 @@ bytes are read by pyarrow's native S3 client, several files at once
 (``--extract-parallelism``), each streamed block by block.
 
 Before any data moves, every matched file's schema is read (first block or Parquet footer,
-in parallel) and unified, so the stream has one schema for all files. A small text file is
-read whole for its schema and kept until its rows are streamed: one GET instead of two, which
-is most of what a file costs in a bucket of many small ones.
+in parallel) and unified, so the stream has one schema for all files. What that pass reads
+is kept for the rows where it is small (`_Kept`): a small text file is read whole, once (in a
+bucket of many small files the request is most of a file's cost), and a Parquet footer once.
 
 Incremental file syncs: the listing keeps each object's ETag, size and last-modified time.
 File versions the destination already holds are left out before anything is read, and
@@ -79,10 +79,10 @@ _DENIED_CODES = {
 # Bytes fetched per GET while streaming a CSV/JSONL file. The readers ask for 1 MiB blocks;
 # unbuffered, each would be a request of its own (a round trip, signing on both ends).
 _READ_BUFFER = 4 * 1024 * 1024
-# Text files up to this size are fetched once, for their schema and their rows (`_SmallFiles`),
-# keeping at most _SMALL_FILES_KEPT bytes of them at a time.
+# Text files up to this size are fetched once, for their schema and their rows (`_Kept`);
+# at most _KEPT_BYTES of them and of Parquet footers are kept at a time.
 _SMALL_FILE = 256 * 1024
-_SMALL_FILES_KEPT = 64 * 1024 * 1024
+_KEPT_BYTES = 64 * 1024 * 1024
 _HIVE_SEGMENT = re.compile(r"^([^=/]+)=([^/]*)$")
 _INT = re.compile(r"^-?\d{1,18}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -124,38 +124,56 @@ class S3Object:
         return SourceFile(self.url(bucket), self.etag, self.size, self.last_modified)
 
 
-class _SmallFiles:
-    """Small objects read whole while their schemas are read, kept until their rows are.
+class _Kept:
+    """What the schema pass read, kept until the file's rows are read: small text files
+    whole, Parquet files' footers (as their fragments).
 
-    Thread-safe: schemas are read in parallel. Memory stays within `budget` bytes (as listed);
-    an object beyond it is simply read twice.
+    Thread-safe: schemas are read in parallel. Memory stays within `budget` bytes; a file
+    beyond it is simply read again.
     """
 
-    def __init__(self, budget: int = _SMALL_FILES_KEPT) -> None:
+    def __init__(self, budget: int = _KEPT_BYTES) -> None:
         self._left = budget
-        self._kept: dict[str, pa.Buffer] = {}
+        self._kept: dict[str, tuple[pa.Buffer | ParquetFileFragment, int]] = {}
         self._lock = threading.Lock()
+
+    def _reserve(self, size: int) -> bool:
+        with self._lock:
+            if size > self._left:
+                return False
+            self._left -= size
+            return True
+
+    def _take(self, path: str) -> pa.Buffer | ParquetFileFragment | None:
+        with self._lock:
+            kept, size = self._kept.pop(path, (None, 0))
+            self._left += size
+        return kept
 
     def open(self, fs: pafs.S3FileSystem, path: str, obj: S3Object) -> pa.NativeFile:
         """The object's (decompressed) bytes, fetched whole and kept if small enough."""
-        with self._lock:
-            keep = obj.size <= _SMALL_FILE and obj.size <= self._left
-            if keep:
-                self._left -= obj.size
-        if not keep:
+        if obj.size > _SMALL_FILE or not self._reserve(obj.size):
             return fs.open_input_stream(path, compression=obj.kind.compression)
         with fs.open_input_stream(path, compression=None) as raw:
             data = raw.read_buffer()
-        self._kept[path] = data
+        self._kept[path] = (data, obj.size)
         return pa.input_stream(data, compression=obj.kind.compression)
 
     def take(self, path: str, compression: str | None) -> pa.NativeFile | None:
         """The kept object's bytes, no longer kept; None if it was not."""
-        with self._lock:
-            data = self._kept.pop(path, None)
-            if data is not None:
-                self._left += data.size
+        data = self._take(path)
         return None if data is None else pa.input_stream(data, compression=compression)
+
+    def keep_fragment(self, path: str, fragment: ParquetFileFragment) -> None:
+        """Keep a fragment whose footer was read: its rows are then read without reading
+        the footer again."""
+        size = fragment.metadata.serialized_size
+        if self._reserve(size):
+            self._kept[path] = (fragment, size)
+
+    def take_fragment(self, path: str) -> ParquetFileFragment | None:
+        """The kept fragment, no longer kept; None if it was not."""
+        return self._take(path)  # type: ignore[return-value]
 
 
 @dataclass
@@ -166,7 +184,7 @@ class _Plan:
     schemas: list[pa.Schema]
     target: pa.Schema
     partition_types: dict[str, pa.DataType] = field(default_factory=dict)
-    small: _SmallFiles = field(default_factory=_SmallFiles)
+    kept: _Kept = field(default_factory=_Kept)
 
 
 def _client_error(exc: ClientError, what: str, bucket: str) -> KingestError:
@@ -424,14 +442,17 @@ class S3Source(Source):
         return f"{self.glob.bucket}/{obj.key}"
 
     def _read_schema(
-        self, fs: pafs.S3FileSystem, obj: S3Object, spool: str, small: _SmallFiles
+        self, fs: pafs.S3FileSystem, obj: S3Object, spool: str, kept: _Kept
     ) -> pa.Schema:
         url = obj.url(self.glob.bucket)
         reader = self._reader_for(obj.kind)
         try:
             if isinstance(reader, ParquetReader):
-                return reader.schema(self._parquet_fragment(fs, obj, spool))
-            with small.open(fs, self._path(obj), obj) as stream:
+                fragment = self._parquet_fragment(fs, obj, spool)
+                schema = reader.schema(fragment)
+                kept.keep_fragment(self._path(obj), fragment)
+                return schema
+            with kept.open(fs, self._path(obj), obj) as stream:
                 return reader.schema(stream)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
             names = self._column_names(fs, obj) if isinstance(reader, CsvReader) else []
@@ -477,10 +498,10 @@ class S3Source(Source):
         reader: CsvReader | JsonLinesReader,
         own: pa.Schema,
         target: pa.Schema,
-        small: _SmallFiles,
+        kept: _Kept,
     ) -> Iterator[pa.RecordBatch]:
         path, compression = self._path(obj), obj.kind.compression
-        opened = small.take(path, compression)
+        opened = kept.take(path, compression)
         if opened is None:
             opened = fs.open_input_stream(path, compression=compression, buffer_size=_READ_BUFFER)
         with opened as file:
@@ -488,9 +509,9 @@ class S3Source(Source):
 
     def _plan(self, fs: pafs.S3FileSystem, objects: list[S3Object], spool: str) -> _Plan:
         workers = max(1, min(self.options.extract_parallelism * 2, len(objects), 32))
-        small = _SmallFiles()
+        kept = _Kept()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="schema") as pool:
-            schemas = list(pool.map(lambda o: self._read_schema(fs, o, spool, small), objects))
+            schemas = list(pool.map(lambda o: self._read_schema(fs, o, spool, kept), objects))
         named = [(o.url(self.glob.bucket), s) for o, s in zip(objects, schemas, strict=True)]
         target = unify_schemas(named)
         fields = list(target)
@@ -515,7 +536,7 @@ class S3Source(Source):
             fields.append(pa.field(SOURCE_FILE_COLUMN, pa.string()))
         if self.by_modified_at:
             fields.append(pa.field(MODIFIED_AT_COLUMN, pa.timestamp("us", tz="UTC")))
-        return _Plan(objects, schemas, pa.schema(fields), partition_types, small)
+        return _Plan(objects, schemas, pa.schema(fields), partition_types, kept)
 
     def _file_batches(
         self,
@@ -541,9 +562,12 @@ class S3Source(Source):
         rows = 0
         try:
             if isinstance(reader, ParquetReader):
-                batches = reader.batches(self._parquet_fragment(fs, obj, spool))
+                fragment = plan.kept.take_fragment(self._path(obj))
+                if fragment is None:
+                    fragment = self._parquet_fragment(fs, obj, spool)
+                batches = reader.batches(fragment)
             else:
-                batches = self._text_batches(fs, obj, reader, own, plan.target, plan.small)
+                batches = self._text_batches(fs, obj, reader, own, plan.target, plan.kept)
             for batch in batches:
                 for name, value in extras.items():
                     column = pa.repeat(value, batch.num_rows)

@@ -172,15 +172,18 @@ def test_each_format_and_compression_loads_the_same_rows_and_types(
     ]
 
 
-def test_a_small_file_is_fetched_once_and_a_large_one_streamed(
+def test_what_the_schema_pass_reads_is_not_fetched_again(
     s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     large = csv_rows(40_000, start=1_000)  # over 256 KiB: its schema's block, then its rows
     assert len(large) > 256 * 1024
+    parquet = io.BytesIO()
+    pq.write_table(pa.table({"id": pa.array(range(150, 200), pa.int64())}), parquet)
     objects = {
         "small.csv": csv_rows(100),
         "small.jsonl.gz": gzip.compress(b"".join(b'{"id": %d}\n' % i for i in range(100, 150))),
         "large.csv": large,
+        "rows.parquet": parquet.getvalue(),
     }
     for key, body in objects.items():
         put(s3_server, bucket, f"d/{key}", body)
@@ -190,17 +193,20 @@ def test_a_small_file_is_fetched_once_and_a_large_one_streamed(
     db = tmp_path / "small.duckdb"
     code, result, out = run(capsys, *load(s3_server, bucket, db, "d/*.csv"))
     assert code == 0, out
-    code, _, out = run(
-        capsys, *load(s3_server, bucket, db, "d/*.jsonl.gz"), "--incremental-strategy", "append"
-    )
-    assert code == 0, out
+    for more in ("d/*.jsonl.gz", "d/*.parquet"):
+        code, _, out = run(
+            capsys, *load(s3_server, bucket, db, more), "--incremental-strategy", "append"
+        )
+        assert code == 0, out
     assert result["rows"] == 40_100
     assert query(db, "SELECT count(*), count(DISTINCT id), max(id) FROM raw.t") == [
-        (40_150, 40_150, 40_999)
+        (40_200, 40_200, 40_999)
     ]
-    gets = [rule["hits"] for rule in s3_server.faults.rules()]
-    assert gets[:2] == [1, 1]
-    assert gets[2] >= 2
+    gets = dict(zip(objects, (rule["hits"] for rule in s3_server.faults.rules()), strict=True))
+    # Small text files whole, once; a Parquet file's footer once, then its row groups.
+    assert gets["small.csv"] == gets["small.jsonl.gz"] == 1
+    assert gets["large.csv"] >= 2
+    assert gets["rows.parquet"] == 2
 
 
 def test_format_hints_read_files_without_the_right_extension_and_encoding(
