@@ -12,7 +12,6 @@ Output: a summary for people, then the result as one JSON object on the last lin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -295,7 +294,7 @@ def _summary(result: RunResult) -> str:
 
 def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
     """Run ``kingest ingest``; returns the process exit code (see :mod:`kingest.runner.errors`)."""
-    from kingest.runner import pipeline
+    from kingest.runner import console, pipeline
 
     environ = os.environ if environ is None else environ
     started = time.monotonic()
@@ -321,14 +320,15 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
         source, destination = pipeline.prepare(request, environ)
         mode = values["progress"] or ("interactive" if sys.stderr.isatty() else "none")
 
-        def start_progress(stream: SourceStream) -> None:
+        def on_open(stream: SourceStream) -> None:
             nonlocal progress
+            console.resume_gc()
             if mode != "none":
                 from kingest.runner.progress import ProgressLine
 
                 progress = ProgressLine(stream, str(mode))
 
-        outcome = pipeline.run(source, destination, on_open=start_progress)
+        outcome = pipeline.run(source, destination, on_open=on_open)
         result = RunResult(
             status="succeeded",
             load_id=outcome.load_id,
@@ -384,22 +384,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def console() -> NoReturn:
-    """The ``kingest`` console script: :func:`main`, then the process exit.
-
-    After ``ingest`` the interpreter is not torn down: by then the run has committed, closed
-    its database and written its result, and what teardown would do (collect and free every
-    module's objects, botocore's service models among them, and shut the AWS SDK down) cost
-    80-90 ms of a 1 s Parquet load (bench/s3_to_duckdb.py). The operator exits normally.
-    """
-    code = main()
-    if sys.argv[1:2] == ["ingest"]:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os._exit(code)
-    sys.exit(code)
-
-
 if __name__ == "__main__":
-    console()
+    sys.exit(main())
