@@ -136,10 +136,16 @@ def visible(s3: S3Server, prefix: str) -> dict[str, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--skip-peers", action="store_true")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="rows in the table (default 1,000,000)"
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per contender (default 3)")
+    parser.add_argument(
+        "--skip-peers", action="store_true", help="measure kingest and the reference only"
+    )
     args = parser.parse_args()
 
     peers: dict[str, tuple[Path | None, str | None]] = {}

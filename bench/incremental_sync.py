@@ -282,10 +282,14 @@ def run_rounds(bench: Bench, args: argparse.Namespace, report: dict[str, Any]) -
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=100_000, help="objects loaded in setup")
-    parser.add_argument("--new", type=int, default=100, help="new objects per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--objects", type=int, default=100_000, help="objects loaded in setup (default 100,000)"
+    )
+    parser.add_argument("--new", type=int, default=100, help="new objects per round (default 100)")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (default 3)")
     parser.add_argument("--profile", action="store_true", help="profile one more round")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kingest-incremental-"))

@@ -162,9 +162,15 @@ def sample(process: psutil.Process, peak: list[float], stop: threading.Event) ->
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ingestions", type=int, default=500)
-    parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle measurement")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--ingestions", type=int, default=500, help="Ingestions created at once (default 500)"
+    )
+    parser.add_argument(
+        "--idle", type=float, default=30.0, help="seconds of idle measurement (default 30)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kingest-bench-"))

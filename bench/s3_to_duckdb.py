@@ -271,14 +271,36 @@ def verdict(fmt: str, report: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--files", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--peer-runs", type=int, default=1)
-    parser.add_argument("--peer-timeout", type=float, default=None)
-    parser.add_argument("--skip-peers", action="store_true")
-    parser.add_argument("--formats", default=",".join(FORMATS))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="rows per format (default 1,000,000)"
+    )
+    parser.add_argument(
+        "--files", type=int, default=10, help="files the rows are split into (default 10)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs of kingest and the reference (default 3)"
+    )
+    parser.add_argument(
+        "--peer-runs", type=int, default=1, help="runs of each ingestr peer (default 1)"
+    )
+    parser.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop a peer run after this long (default: no limit)",
+    )
+    parser.add_argument(
+        "--skip-peers", action="store_true", help="measure kingest and the reference only"
+    )
+    parser.add_argument(
+        "--formats",
+        default=",".join(FORMATS),
+        help=f"comma-separated, of {','.join(FORMATS)} (default: all)",
+    )
     args = parser.parse_args()
     formats = [f for f in args.formats.split(",") if f]
     if unknown := set(formats) - set(FORMATS):

@@ -148,8 +148,12 @@ def wait_until_complete(api: k8s.ApiClient, slot: str, count: int, deadline: flo
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ingestions", type=int, default=1000)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--ingestions", type=int, default=1000, help="scheduled Ingestions (default 1,000)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kingest-bench-"))
