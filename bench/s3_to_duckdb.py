@@ -223,7 +223,8 @@ def summarize(field_: list[Contender], rows: int) -> dict[str, Any]:
         entry: dict[str, Any] = {"runs": len(c.walls), "failures": c.failures}
         if not c.walls:
             report[c.name] = entry
-            print(f"  {c.name:<18}  not measured: {'; '.join(c.failures)[:150]}")
+            reasons = "; ".join(dict.fromkeys(c.failures))  # each distinct reason once
+            print(f"  {c.name:<18}  not measured: {reasons[:150]}")
             continue
         median = statistics.median(c.walls)
         ratio = median / ref_median if ref_median else float("nan")
