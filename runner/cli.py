@@ -307,6 +307,7 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
     )
     result = RunResult(status="failed")
     progress = None
+    trace = ""
     try:
         values = _resolve_flags(_parser().parse_args(["ingest", *argv]), environ)
         result.destination_table = str(values["dest_table"] or values["source_table"])
@@ -343,16 +344,18 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
         code = 0
     except KingestError as exc:
         result.error, result.reason, code = exc.message, exc.reason, exc.exit_code
+        trace = traceback.format_exc()
     except Exception as exc:  # the last resort: never a bare traceback, never a secret
         result.error = f"internal error: {type(exc).__name__}: {exc}"
         result.reason, code = "InternalError", 1
+        trace = traceback.format_exc()
     finally:
         if progress is not None:
             progress.stop()
     result.duration_s = time.monotonic() - started
     if code != 0:
         if debug:
-            print(redact(traceback.format_exc(), secrets), file=sys.stderr)
+            print(redact(trace, secrets), file=sys.stderr)
         result.error = redact(result.error or "", secrets)
         print(f"kingest: error ({result.reason}): {result.error}", file=sys.stderr)
         if code == 1 and not debug:

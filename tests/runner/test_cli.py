@@ -108,6 +108,22 @@ def test_secrets_in_a_bad_uri_never_reach_the_output(capsys: pytest.CaptureFixtu
     assert "TopSecret99" not in out + err and "AKIAEXAMPLE" not in out + err
 
 
+def test_debug_shows_the_traceback_of_the_failure_without_secrets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [
+        "--source-uri", "s3://?access_key_id=AKIAEXAMPLE&secret_access_key=TopSecret99&bogus=1",
+        "--source-table", "b/x.csv", "--dest-uri", "duckdb:///x.duckdb", "--dest-table", "t",
+    ]  # fmt: skip
+    assert ingest([*argv, "--debug"], environ={}) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "InvalidUri" in err and "uri.py" in err  # the frame that raised
+    assert "TopSecret99" not in err and "AKIAEXAMPLE" not in err
+    assert ingest(argv, environ={}) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_help_documents_every_flag_and_its_environment_variables(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
