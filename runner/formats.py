@@ -50,7 +50,7 @@ _DATE = r"^\d{4}-\d{2}-\d{2}$"
 _ZONED = r"(?:Z|[+-]\d{2}:?\d{2})$"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileKind:
     """How one object is read: ``format`` (csv | csv_headless | jsonl | parquet), compression."""
 
@@ -132,7 +132,13 @@ def unify_schemas(schemas: list[tuple[str, pa.Schema]]) -> pa.Schema:
     """
     fields: dict[str, pa.DataType] = {}
     seen_in: dict[str, str] = {}
+    unified: set[int] = set()
     for name, schema in schemas:
+        # Files of one layout share one schema object (the S3 source interns them); merging
+        # it again could change nothing.
+        if id(schema) in unified:
+            continue
+        unified.add(id(schema))
         for field in schema:
             current = fields.get(field.name)
             if current is None:

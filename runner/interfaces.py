@@ -130,7 +130,7 @@ class ReadStats:
             self.rows += rows
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceFile:
     """One version of one file a source reads: what the loaded-files record keeps.
 

@@ -104,7 +104,7 @@ class Listed(NamedTuple):
     last_modified: datetime | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class S3Object:
     """One matched object and how to read it."""
 
@@ -510,8 +510,16 @@ class S3Source(Source):
     def _plan(self, fs: pafs.S3FileSystem, objects: list[S3Object], spool: str) -> _Plan:
         workers = max(1, min(self.options.extract_parallelism * 2, len(objects), 32))
         kept = _Kept()
+        # Files of one layout share one schema object (a 3-column one holds 1.5 KB; a bucket
+        # of many small files had one per file until the run ended).
+        distinct: dict[pa.Schema, pa.Schema] = {}
+
+        def schema_of(obj: S3Object) -> pa.Schema:
+            schema = self._read_schema(fs, obj, spool, kept)
+            return distinct.setdefault(schema, schema)
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="schema") as pool:
-            schemas = list(pool.map(lambda o: self._read_schema(fs, o, spool, kept), objects))
+            schemas = list(pool.map(schema_of, objects))
         named = [(o.url(self.glob.bucket), s) for o, s in zip(objects, schemas, strict=True)]
         target = unify_schemas(named)
         fields = list(target)
