@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# Provide etcd, kube-apiserver and kube-controller-manager for the test platform.
+# Provide the Kubernetes binaries of the test platform: etcd, kube-apiserver,
+# kube-controller-manager, and for the real node kube-scheduler, kubelet and kube-proxy.
 #
 # Follows the envtest convention: when KUBEBUILDER_ASSETS names a folder holding etcd and
-# kube-apiserver, that folder is used as is. Otherwise the two Kubernetes binaries are built
-# once per machine from Debian's `kubernetes` source package and cached outside the
-# repository, keyed by version. Prints the folder holding the binaries on its last line.
+# kube-apiserver, that folder is used as is (it must then also hold the other binaries the
+# platform starts). Otherwise the Kubernetes binaries are built once per machine from Debian's
+# `kubernetes` source package (one `make` for all of them: ~10 min on 2 idle cores) and cached
+# outside the repository, keyed by version. Prints the folder holding the binaries on its
+# last line.
 set -euo pipefail
 
 KUBE_VERSION=1.20.2
 CACHE_ROOT=${KINGEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kingest}
 DEST="$CACHE_ROOT/kube/$KUBE_VERSION"
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 log() { printf 'kube-binaries: %s\n' "$*" >&2; }
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
-  for b in etcd kube-apiserver; do
+  for b in etcd "${BINARIES[@]}"; do
     [ -x "$KUBEBUILDER_ASSETS/$b" ] || { log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no executable $b"; exit 1; }
   done
   echo "$KUBEBUILDER_ASSETS"
   exit 0
 fi
+
+[ "$(id -u)" = 0 ] || { log "building the Kubernetes binaries needs root (apt-get); or set KUBEBUILDER_ASSETS"; exit 1; }
 
 apt_updated=
 apt_install() {
@@ -35,13 +41,15 @@ apt_install etcd-server
 mkdir -p "$DEST"
 ln -sfn "$(command -v etcd)" "$DEST/etcd"
 
-if [ -x "$DEST/kube-apiserver" ] && [ -x "$DEST/kube-controller-manager" ]; then
+missing=()
+for b in "${BINARIES[@]}"; do [ -x "$DEST/$b" ] || missing+=("$b"); done
+if [ ${#missing[@]} -eq 0 ]; then
   echo "$DEST"
   exit 0
 fi
 
 start=$(date +%s)
-log "building kube-apiserver and kube-controller-manager $KUBE_VERSION (once per machine, a few minutes)"
+log "building ${missing[*]} $KUBE_VERSION (once per machine, ~10 minutes)"
 if [ ! -f /etc/apt/sources.list.d/debian-src.sources ]; then
   cat > /etc/apt/sources.list.d/debian-src.sources <<'SRC'
 Types: deb-src
@@ -67,8 +75,8 @@ mkdir -p vendor/github.com/modern-go/reflect2
 cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go \
    /usr/share/gocode/src/github.com/modern-go/reflect2/*.s vendor/github.com/modern-go/reflect2/
 mkdir -p .go/src/k8s.io && ln -sfn ../../.. .go/src/k8s.io/kubernetes
-GOPATH=$PWD/.go CGO_ENABLED=0 HOME=$(mktemp -d) \
-  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2
-install -m 0755 _output/bin/kube-apiserver _output/bin/kube-controller-manager "$DEST/"
+what=$(printf 'cmd/%s ' "${missing[@]}")
+GOPATH=$PWD/.go CGO_ENABLED=0 HOME=$(mktemp -d) make WHAT="${what% }" >&2
+for b in "${missing[@]}"; do install -m 0755 "_output/bin/$b" "$DEST/"; done
 log "built in $(( $(date +%s) - start )) s into $DEST"
 echo "$DEST"

@@ -1,4 +1,5 @@
-"""Session-wide fixtures: the real S3 server, control plane, kubelet harness and Helm."""
+"""Session-wide fixtures: the real S3 server, and a one-node cluster (control plane + a real
+kubelet and containerd running the kingest image built from the Dockerfile)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from tests.platform.kube import ControlPlane, delete_namespace
-from tests.platform.kubelet import Kubelet
+from tests.platform.cluster import Cluster
+from tests.platform.kube import delete_namespace
 from tests.platform.s3 import S3Server
 
 # Tests contact loopback only: an AWS SDK left without credentials must not fall back to the
@@ -50,23 +51,35 @@ def bucket(s3_server: S3Server) -> str:
 
 
 @pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """A real kube-apiserver + controller-manager (job, garbage collector, namespaces, SAs)."""
-    control_plane = ControlPlane(tmp_path_factory.mktemp("kube"))
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real one-node cluster: etcd, kube-apiserver, controller-manager, scheduler, and a
+    kubelet + containerd + kube-proxy running Pods as containers of the kingest image."""
+    cluster = Cluster(tmp_path_factory.mktemp("kube"))
     try:
-        yield control_plane
+        yield cluster
     finally:
-        control_plane.stop()
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
-def kube_api(kube: ControlPlane) -> k8s.ApiClient:
+def cluster_s3(kube: Cluster, platform_logs: Path) -> Iterator[S3Server]:
+    """An S3 server at the node's IP, where both this machine and the Pods reach it."""
+    assert kube.node_ip is not None
+    server = S3Server(platform_logs, host=kube.node_ip)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_api(kube: Cluster) -> k8s.ApiClient:
     """An admin client of the control plane."""
     return kube.api_client()
 
 
 @pytest.fixture
-def namespace(kube: ControlPlane, kube_api: k8s.ApiClient) -> Iterator[str]:
+def namespace(kube: Cluster, kube_api: k8s.ApiClient) -> Iterator[str]:
     """A fresh namespace, deleted (with everything in it) after the test."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     k8s.CoreV1Api(kube_api).create_namespace({"metadata": {"name": name}})
@@ -74,24 +87,3 @@ def namespace(kube: ControlPlane, kube_api: k8s.ApiClient) -> Iterator[str]:
         yield name
     finally:
         delete_namespace(kube_api, name)
-
-
-@pytest.fixture(scope="session")
-def _kubelet(
-    kube_api: k8s.ApiClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Kubelet]:
-    kubelet = Kubelet(kube_api, tmp_path_factory.mktemp("kubelet"))
-    try:
-        yield kubelet
-    finally:
-        kubelet.stop()
-
-
-@pytest.fixture
-def kubelet(_kubelet: Kubelet, namespace: str) -> Iterator[Kubelet]:
-    """The kubelet harness, running the Pods of this test's namespace."""
-    _kubelet.serve(namespace)
-    try:
-        yield _kubelet
-    finally:
-        _kubelet.release(namespace)

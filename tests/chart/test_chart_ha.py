@@ -19,8 +19,7 @@ from kingest.operator import rbac
 from kingest.operator.spec import GROUP, PLURAL, VERSION
 from tests.chart.conftest import ChartOperator, Release, operator_values
 from tests.chart.test_chart_rbac import ROWS, permission_errors, seed_users_to_s3
-from tests.platform.kube import ControlPlane
-from tests.platform.kubelet import Kubelet
+from tests.platform.cluster import Cluster
 from tests.platform.s3 import S3Server
 
 pytestmark = pytest.mark.cluster
@@ -74,12 +73,11 @@ def two_replicas(
 
 
 def test_killing_the_active_replica_mid_run_loses_and_duplicates_nothing(
-    kube: ControlPlane,
+    kube: Cluster,
     kube_api: k8s.ApiClient,
     release: Release,
     two_replicas: dict[str, ChartOperator],
     apps_namespace: str,
-    chart_kubelet: Kubelet,
     s3_server: S3Server,
     bucket: str,
 ) -> None:
@@ -87,7 +85,7 @@ def test_killing_the_active_replica_mid_run_loses_and_duplicates_nothing(
     s3_server.faults.add(
         action="delay", method="PUT", path_regex=r".*/_dlt_loads/.*", delay_s=4.0, times=1
     )
-    name = seed_users_to_s3(kube, apps_namespace, chart_kubelet, s3_server, bucket)
+    name = seed_users_to_s3(kube, apps_namespace, s3_server, bucket)
     wait_status(kube_api, apps_namespace, name, lambda s: s.get("phase") == "Running", 30)
 
     active = lease_holder(kube_api, release)
@@ -128,16 +126,15 @@ def test_killing_the_active_replica_mid_run_loses_and_duplicates_nothing(
 
 
 def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
-    kube: ControlPlane,
+    kube: Cluster,
     kube_api: k8s.ApiClient,
     release: Release,
     two_replicas: dict[str, ChartOperator],
     apps_namespace: str,
-    chart_kubelet: Kubelet,
     s3_server: S3Server,
     bucket: str,
 ) -> None:
-    name = seed_users_to_s3(kube, apps_namespace, chart_kubelet, s3_server, bucket)
+    name = seed_users_to_s3(kube, apps_namespace, s3_server, bucket)
     wait_status(kube_api, apps_namespace, name, lambda s: s.get("phase") == "Succeeded", 60)
     leader = lease_holder(kube_api, release)
     assert leader in two_replicas
@@ -178,12 +175,11 @@ def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
 
 @pytest.mark.parametrize("verb", rbac.leader_election_rules()[0]["verbs"])
 def test_without_any_one_lease_verb_the_operator_stops_acting(
-    kube: ControlPlane,
+    kube: Cluster,
     kube_api: k8s.ApiClient,
     release: Release,
     start_operator: Callable[[str], ChartOperator],
     apps_namespace: str,
-    chart_kubelet: Kubelet,
     s3_server: S3Server,
     bucket: str,
     verb: str,
@@ -207,7 +203,7 @@ def test_without_any_one_lease_verb_the_operator_stops_acting(
         assert time.monotonic() - started < LEASE_SECONDS * 3
         assert "could not renew the Lease in time" in operator.logs()
         return
-    seed_users_to_s3(kube, apps_namespace, chart_kubelet, s3_server, bucket)
+    seed_users_to_s3(kube, apps_namespace, s3_server, bucket)
     time.sleep(LEASE_SECONDS * 3)
     assert k8s.BatchV1Api(kube_api).list_namespaced_job(apps_namespace).items == []
     assert "403" in operator.logs() and "get, create, update on leases" in operator.logs()

@@ -12,7 +12,7 @@ from kubernetes import client as k8s
 
 from kingest.operator.spec import GROUP, PLURAL, VERSION
 from tests.chart.conftest import CHART, CRD_NAME, Release, ingestion_body, wait_established
-from tests.platform.kube import ControlPlane
+from tests.platform.cluster import Cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -165,7 +165,7 @@ def test_upgrade_from_the_previous_chart_upgrades_the_crd_and_keeps_ingestions(
 
 def test_kubectl_shows_the_new_printer_column_after_upgrade(
     release: Release,
-    kube: ControlPlane,
+    kube: Cluster,
     kube_api: k8s.ApiClient,
     apps_namespace: str,
     tmp_path: Path,

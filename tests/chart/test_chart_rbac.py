@@ -26,8 +26,7 @@ from kubernetes import client as k8s
 from kingest.operator import rbac
 from kingest.operator.spec import GROUP, PLURAL, VERSION
 from tests.chart.conftest import CHART, ChartOperator, Release, operator_values
-from tests.platform.kube import ControlPlane
-from tests.platform.kubelet import Kubelet
+from tests.platform.cluster import Cluster
 from tests.platform.s3 import S3Server
 
 pytestmark = pytest.mark.cluster
@@ -57,7 +56,7 @@ def permission_errors(log: str, namespace: str) -> list[str]:
 ROWS = 100
 
 
-def apply(kube: ControlPlane, namespace: str, *docs: dict[str, Any]) -> None:
+def apply(kube: Cluster, namespace: str, *docs: dict[str, Any]) -> None:
     result = subprocess.run(
         ["kubectl", "apply", "-n", namespace, "-f", "-"],
         input=yaml.safe_dump_all(docs),
@@ -69,7 +68,7 @@ def apply(kube: ControlPlane, namespace: str, *docs: dict[str, Any]) -> None:
 
 
 def seed_users_to_s3(
-    kube: ControlPlane, namespace: str, kubelet: Kubelet, s3: S3Server, bucket: str
+    kube: Cluster, namespace: str, kubelet: Kubelet, s3: S3Server, bucket: str
 ) -> str:
     """The DuckDB -> S3 seed example, pointed at the test's S3 server; returns its name."""
     database = kubelet.claim_path(namespace, "duckdb-data") / "records.db"
@@ -174,19 +173,18 @@ def remove_rule(api: k8s.ApiClient, release: Release, apps_namespace: str, resou
 
 @pytest.mark.parametrize("mode", [WATCH_ALL, WATCH_LIST])
 def test_operator_reconciles_as_the_chart_service_account(
-    kube: ControlPlane,
+    kube: Cluster,
     kube_api: k8s.ApiClient,
     release: Release,
     start_operator: Callable[[str], ChartOperator],
     apps_namespace: str,
-    chart_kubelet: Kubelet,
     s3_server: S3Server,
     bucket: str,
     mode: str,
 ) -> None:
     install(release, mode, apps_namespace)
     operator = start_operator("operator-0")
-    name = seed_users_to_s3(kube, apps_namespace, chart_kubelet, s3_server, bucket)
+    name = seed_users_to_s3(kube, apps_namespace, s3_server, bucket)
     reconciled_end_to_end(kube_api, apps_namespace, name, operator, s3_server, bucket)
     # The chart's runner defaults reached the Job (the example sets no resources of its own).
     job = k8s.BatchV1Api(kube_api).list_namespaced_job(apps_namespace).items[0]
@@ -197,7 +195,7 @@ def test_operator_reconciles_as_the_chart_service_account(
 
 
 def test_the_chart_service_account_cannot_read_secrets(
-    kube: ControlPlane, release: Release, apps_namespace: str
+    kube: Cluster, release: Release, apps_namespace: str
 ) -> None:
     release.install(operator_values())
     as_operator = kube.client_as(release.namespace, release.service_account())
@@ -210,12 +208,11 @@ def test_the_chart_service_account_cannot_read_secrets(
     ("mode", "resources"), MUTATIONS, ids=[f"{m}-{','.join(r)}" for m, r in MUTATIONS]
 )
 def test_without_any_one_rule_the_reconcile_goes_wrong(
-    kube: ControlPlane,
+    kube: Cluster,
     kube_api: k8s.ApiClient,
     release: Release,
     start_operator: Callable[[str], ChartOperator],
     apps_namespace: str,
-    chart_kubelet: Kubelet,
     s3_server: S3Server,
     bucket: str,
     mode: str,
@@ -224,6 +221,6 @@ def test_without_any_one_rule_the_reconcile_goes_wrong(
     install(release, mode, apps_namespace)
     remove_rule(kube_api, release, apps_namespace, resources)
     operator = start_operator("operator-0")
-    name = seed_users_to_s3(kube, apps_namespace, chart_kubelet, s3_server, bucket)
+    name = seed_users_to_s3(kube, apps_namespace, s3_server, bucket)
     with pytest.raises(AssertionError):
         reconciled_end_to_end(kube_api, apps_namespace, name, operator, s3_server, bucket, 45)

@@ -2,17 +2,16 @@
 
 The operator runs as `kingest operator` in a subprocess, with a kubeconfig for the
 ServiceAccount `kingest-system/kingest-operator` bound to exactly the ClusterRole it ships
-with (`kingest.operator.rbac`), never as admin. The kubelet harness runs the real `kingest`
-runner for the Pods of the Jobs it creates.
+with (`kingest.operator.rbac`), never as admin. The Jobs it creates run on the platform's
+real node, as containers of the kingest image built from the Dockerfile, against an S3
+server at the node's IP.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,18 +22,23 @@ from kubernetes import client as k8s
 
 from kingest.operator import crd, rbac
 from kingest.operator.spec import GROUP, PLURAL, VERSION
-from tests.platform.kube import ControlPlane
-from tests.platform.kubelet import Kubelet
+from tests.platform.cluster import Cluster
 from tests.platform.operator_process import OperatorProcess
 from tests.platform.processes import free_port
+from tests.platform.s3 import S3Server
 
 OPERATOR_NAMESPACE = "kingest-system"
 OPERATOR_ACCOUNT = "kingest-operator"
-RUNNER_IMAGE = "ghcr.io/kingest/kingest:test"
 
 
 @pytest.fixture(scope="session")
-def ingestion_crd(kube: ControlPlane) -> None:
+def s3_server(cluster_s3: S3Server) -> S3Server:
+    """The S3 server the runner Pods reach (at the node's IP)."""
+    return cluster_s3
+
+
+@pytest.fixture(scope="session")
+def ingestion_crd(kube: Cluster) -> None:
     """The Ingestion CRD, installed from the generated file."""
     applied = kube.kubectl("apply", "-f", str(crd.CRD_FILE), check=False)
     assert applied.returncode == 0, applied.stderr
@@ -52,7 +56,7 @@ def _create(call: Callable[..., Any], *args: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator_kubeconfig(kube: ControlPlane, kube_api: k8s.ApiClient, ingestion_crd: None) -> Path:
+def operator_kubeconfig(kube: Cluster, kube_api: k8s.ApiClient, ingestion_crd: None) -> Path:
     """A kubeconfig acting as the operator's ServiceAccount, bound to the shipped RBAC."""
     core, authz = k8s.CoreV1Api(kube_api), k8s.RbacAuthorizationV1Api(kube_api)
     _create(core.create_namespace, {"metadata": {"name": OPERATOR_NAMESPACE}})
@@ -86,9 +90,9 @@ def operator_kubeconfig(kube: ControlPlane, kube_api: k8s.ApiClient, ingestion_c
 class Operator(OperatorProcess):
     """`kingest operator` watching one namespace, as a process that tests can kill."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path, image: str) -> None:
         super().__init__(log_dir)
-        self.kubeconfig, self.namespace = kubeconfig, namespace
+        self.kubeconfig, self.namespace, self.image = kubeconfig, namespace, image
         self.starts = 0
         # What a test adds to every start (flags, environment), e.g. a clock file.
         self.extra_args: list[str] = []
@@ -102,16 +106,18 @@ class Operator(OperatorProcess):
         env = {
             "PATH": os.environ.get("PATH", ""),
             "KUBECONFIG": str(self.kubeconfig),
-            "KINGEST_RUNNER_IMAGE": RUNNER_IMAGE,
+            "KINGEST_RUNNER_IMAGE": self.image,
             **self.extra_env,
         }
         self.launch(f"operator-{self.starts}", args, env, port)
 
 
 @pytest.fixture
-def operator(operator_kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+def operator(
+    kube: Cluster, operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> Iterator[Operator]:
     """The operator, running as its ServiceAccount, watching this test's namespace."""
-    running = Operator(operator_kubeconfig, namespace, tmp_path)
+    running = Operator(operator_kubeconfig, namespace, tmp_path, kube.image)
     running.start()
     try:
         yield running
@@ -122,8 +128,8 @@ def operator(operator_kubeconfig: Path, namespace: str, tmp_path: Path) -> Itera
 class ClockedOperator(Operator):
     """The operator on a clock file, serving /metrics on a free loopback port."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path) -> None:
-        super().__init__(kubeconfig, namespace, log_dir)
+    def __init__(self, kubeconfig: Path, namespace: str, log_dir: Path, image: str) -> None:
+        super().__init__(kubeconfig, namespace, log_dir, image)
         self.clock_file = log_dir / "clock"
         self.metrics_port = free_port()
         self.extra_args = ["--metrics-port", str(self.metrics_port)]
@@ -143,36 +149,15 @@ class ClockedOperator(Operator):
 
 
 @pytest.fixture
-def clocked(operator_kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[ClockedOperator]:
-    running = ClockedOperator(operator_kubeconfig, namespace, tmp_path)
+def clocked(
+    kube: Cluster, operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> Iterator[ClockedOperator]:
+    running = ClockedOperator(operator_kubeconfig, namespace, tmp_path, kube.image)
     running.start()
     try:
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture(scope="session")
-def _runner_kubelet(kube_api: k8s.ApiClient) -> Iterator[Kubelet]:
-    # The harness maps mount paths by rewriting text one mount at a time, so a root under
-    # /tmp (pytest's default) would be rewritten again by the runner Pod's own /tmp mount.
-    root = Path.home() / ".cache" / "kingest" / f"kubelet-{uuid.uuid4().hex[:8]}"
-    kubelet = Kubelet(kube_api, root)
-    try:
-        yield kubelet
-    finally:
-        kubelet.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def runner_kubelet(_runner_kubelet: Kubelet, namespace: str) -> Iterator[Kubelet]:
-    """The kubelet harness running this test's Pods (the real `kingest` runner)."""
-    _runner_kubelet.serve(namespace)
-    try:
-        yield _runner_kubelet
-    finally:
-        _runner_kubelet.release(namespace)
 
 
 class Ingestions:
@@ -225,6 +210,10 @@ class Ingestions:
     def jobs(self) -> list[dict[str, Any]]:
         items = k8s.BatchV1Api(self.api).list_namespaced_job(self.namespace).items
         return [self.api.sanitize_for_serialization(job) for job in items]
+
+    def pods(self) -> list[dict[str, Any]]:
+        items = k8s.CoreV1Api(self.api).list_namespaced_pod(self.namespace).items
+        return [self.api.sanitize_for_serialization(pod) for pod in items]
 
     def events(self) -> list[dict[str, Any]]:
         items = k8s.CoreV1Api(self.api).list_namespaced_event(self.namespace).items

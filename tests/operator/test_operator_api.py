@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.operator.conftest import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Ingestions, Operator
-from tests.platform.kube import ControlPlane
+from tests.platform.cluster import Cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -28,7 +28,7 @@ def _with(side: str, **changes: str) -> dict:
     return DUCKDB_TO_S3 | {side: DUCKDB_TO_S3[side] | changes}
 
 
-def test_kubectl_explain_describes_the_spec(kube: ControlPlane, ingestion_crd: None) -> None:
+def test_kubectl_explain_describes_the_spec(kube: Cluster, ingestion_crd: None) -> None:
     # The API server publishes a new CRD's OpenAPI a few seconds after it is Established.
     deadline = time.monotonic() + 60
     while (explain := kube.kubectl("explain", "ingestion.spec.source", check=False)).returncode:
@@ -39,9 +39,7 @@ def test_kubectl_explain_describes_the_spec(kube: ControlPlane, ingestion_crd: N
     assert "ingestr URI without secrets" in explained
 
 
-def test_kubectl_knows_the_short_name(
-    kube: ControlPlane, ingestion_crd: None, namespace: str
-) -> None:
+def test_kubectl_knows_the_short_name(kube: Cluster, ingestion_crd: None, namespace: str) -> None:
     assert kube.kubectl("get", "ingest", "-n", namespace).returncode == 0
 
 
@@ -115,7 +113,7 @@ def test_invalid_spec_is_reported_without_a_job(
     assert all("VERYSECRET" not in e["message"] for e in warnings)
 
 
-def test_operator_identity_cannot_read_secrets(kube: ControlPlane, operator_kubeconfig) -> None:
+def test_operator_identity_cannot_read_secrets(kube: Cluster, operator_kubeconfig) -> None:
     as_operator = kube.client_as(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
     with pytest.raises(k8s.ApiException) as denied:
         k8s.CoreV1Api(as_operator).list_secret_for_all_namespaces()

@@ -7,8 +7,7 @@ import pytest
 
 from tests.operator.conftest import Ingestions, Operator
 from tests.operator.test_operator_runs import example, users_db, users_to_s3
-from tests.platform.kube import ControlPlane
-from tests.platform.kubelet import Kubelet
+from tests.platform.cluster import Cluster
 from tests.platform.s3 import S3Server
 
 pytestmark = pytest.mark.cluster
@@ -17,10 +16,9 @@ NAME = "users-to-s3"
 
 
 def test_missing_secret_key_is_create_container_config_error_naming_it(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
@@ -29,7 +27,6 @@ def test_missing_secret_key_is_create_container_config_error_naming_it(
     users_to_s3(
         kube,
         namespace,
-        runner_kubelet,
         s3_server,
         bucket,
         destination=example("duckdb-to-s3.yaml", s3_server, bucket)["Ingestion"]["spec"][
@@ -56,11 +53,14 @@ def test_missing_secret_key_is_create_container_config_error_naming_it(
     assert len(ingestions.jobs()) == 1  # the stuck one was deleted, not left to linger
 
 
+# A registry on a closed loopback port: the pull fails at once, and nothing leaves the machine.
+MISSING_IMAGE = "127.0.0.1:9/kingest/no-such-image:1"
+
+
 def test_unknown_image_is_image_pull_back_off(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
@@ -69,25 +69,23 @@ def test_unknown_image_is_image_pull_back_off(
     users_to_s3(
         kube,
         namespace,
-        runner_kubelet,
         s3_server,
         bucket,
-        runner=runner | {"image": "registry.invalid/no-such-image:1"},
+        runner=runner | {"image": MISSING_IMAGE},
     )
     status = ingestions.wait(NAME, lambda s: s.get("reason") == "ImagePullBackOff")["status"]
     assert status["phase"] == "Pending"
-    assert "registry.invalid/no-such-image:1" in status["message"]
+    assert MISSING_IMAGE in status["message"]
 
 
 def test_runner_error_is_the_failure_reason_and_message(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
 ) -> None:
-    users_to_s3(kube, namespace, runner_kubelet, s3_server, "no-such-bucket-kingest")
+    users_to_s3(kube, namespace, s3_server, "no-such-bucket-kingest")
     status = ingestions.wait_for_phase(NAME, "Failed")["status"]
     assert status["reason"] == "BucketNotFound"
     assert "no-such-bucket-kingest" in status["message"]
@@ -100,10 +98,9 @@ def test_runner_error_is_the_failure_reason_and_message(
 
 
 def test_backoff_limit_exceeded_keeps_the_runner_error(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
 ) -> None:
@@ -111,7 +108,6 @@ def test_backoff_limit_exceeded_keeps_the_runner_error(
     users_to_s3(
         kube,
         namespace,
-        runner_kubelet,
         s3_server,
         "no-such-bucket-kingest",
         runner=runner | {"backoffLimit": 1},
@@ -122,10 +118,9 @@ def test_backoff_limit_exceeded_keeps_the_runner_error(
 
 
 def test_deadline_exceeded_stops_a_slow_run(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
@@ -135,7 +130,6 @@ def test_deadline_exceeded_stops_a_slow_run(
     users_to_s3(
         kube,
         namespace,
-        runner_kubelet,
         s3_server,
         bucket,
         runner=runner | {"activeDeadlineSeconds": 3},
@@ -146,20 +140,18 @@ def test_deadline_exceeded_stops_a_slow_run(
 
 
 def test_rejected_runner_fields_make_the_ingestion_invalid_until_fixed(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
 ) -> None:
-    users_db(runner_kubelet, namespace)
+    users_db(kube, namespace)
     runner = example("duckdb-to-s3.yaml", s3_server, bucket)["Ingestion"]["spec"]["runner"]
     users_to_s3(
         kube,
         namespace,
-        runner_kubelet,
         s3_server,
         bucket,
         runner=runner | {"volumeMounts": [{"name": "not-a-volume", "mountPath": "/data"}]},

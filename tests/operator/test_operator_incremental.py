@@ -1,6 +1,6 @@
 """Hourly incremental syncs end to end: `examples/scheduled-s3-to-duckdb.yaml` on the test
-clock, its slots run by the kubelet harness (the real `kingest` runner against the S3
-server), new files arriving between slots. Every file lands in DuckDB exactly once."""
+clock, its slots run on the node (the kingest image against the S3 server), new files
+arriving between slots. Every file lands in DuckDB exactly once."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pytest
 from tests.operator.conftest import ClockedOperator, Ingestions
 from tests.operator.test_operator_runs import apply, example
 from tests.operator.test_operator_schedule import at, scheduled
-from tests.platform.kube import ControlPlane
-from tests.platform.kubelet import Kubelet
+from tests.platform.cluster import Cluster
 from tests.platform.s3 import S3Server
 
 pytestmark = pytest.mark.cluster
@@ -26,10 +25,9 @@ def events_csv(first_id: int, rows: int) -> bytes:
 
 
 def test_three_hourly_runs_with_new_files_in_between_load_each_file_once(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     clocked: ClockedOperator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
@@ -38,6 +36,7 @@ def test_three_hourly_runs_with_new_files_in_between_load_each_file_once(
     s3 = s3_server.client()
     s3.put_object(Bucket=bucket, Key="events/0900.csv", Body=events_csv(0, 3))
     s3.put_object(Bucket=bucket, Key="events/0930.csv", Body=events_csv(100, 2))
+    volume = kube.volume(namespace, "duckdb-data")  # for the example's own claim
     apply(kube, namespace, docs["Secret"], docs["PersistentVolumeClaim"], docs["Ingestion"])
     name = docs["Ingestion"]["metadata"]["name"]
     first = at(scheduled(ingestions, name)["nextRunTime"])
@@ -68,7 +67,7 @@ def test_three_hourly_runs_with_new_files_in_between_load_each_file_once(
         (4, 1, 2),
         (3, 2, 3),
     ]
-    db = runner_kubelet.claim_path(namespace, "duckdb-data") / "events.duckdb"
+    db = volume / "events.duckdb"
     with duckdb.connect(str(db), read_only=True) as con:
         ids = [row[0] for row in con.execute("SELECT id FROM raw.events ORDER BY id").fetchall()]
         recorded = con.execute("SELECT count(*) FROM raw._kingest_loaded_files").fetchone()

@@ -1,5 +1,5 @@
 """Ingestions run end to end: the operator (as its ServiceAccount) creates Jobs on a real
-control plane, the kubelet harness runs the real `kingest` runner against the S3 server, and
+cluster, the node runs them as containers of the kingest image against the S3 server, and
 the status, Events and logs tell the outcome, without a secret value anywhere."""
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.operator.conftest import Ingestions, Operator
-from tests.platform.kube import ControlPlane
-from tests.platform.kubelet import Kubelet
+from tests.platform.cluster import Cluster
 from tests.platform.s3 import S3Server
 
 pytestmark = pytest.mark.cluster
@@ -47,7 +46,7 @@ def example(file: str, s3: S3Server, bucket: str) -> dict[str, dict[str, Any]]:
     return docs
 
 
-def apply(kube: ControlPlane, namespace: str, *docs: dict[str, Any]) -> None:
+def apply(kube: Cluster, namespace: str, *docs: dict[str, Any]) -> None:
     manifest = yaml.safe_dump_all(docs)
     result = subprocess.run(
         ["kubectl", "apply", "-n", namespace, "-f", "-"],
@@ -59,9 +58,9 @@ def apply(kube: ControlPlane, namespace: str, *docs: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def users_db(kubelet: Kubelet, namespace: str, rows: int = 1000) -> None:
+def users_db(kube: Cluster, namespace: str, rows: int = 1000) -> None:
     """records.db with public.users on the claim the example mounts."""
-    path = kubelet.claim_path(namespace, "duckdb-data") / "records.db"
+    path = kube.claim(namespace, "duckdb-data") / "records.db"
     with duckdb.connect(str(path)) as db:
         db.execute("create schema if not exists public")
         db.execute(
@@ -71,10 +70,10 @@ def users_db(kubelet: Kubelet, namespace: str, rows: int = 1000) -> None:
 
 
 def users_to_s3(
-    kube: ControlPlane, namespace: str, kubelet: Kubelet, s3: S3Server, bucket: str, **spec: Any
+    kube: Cluster, namespace: str, s3: S3Server, bucket: str, **spec: Any
 ) -> dict[str, Any]:
     """Apply the duckdb-to-s3 example (plus `spec` changes) with its Secret; returns it."""
-    users_db(kubelet, namespace)
+    users_db(kube, namespace)
     docs = example("duckdb-to-s3.yaml", s3, bucket)
     secret = example("s3-to-duckdb.yaml", s3, bucket)["Secret"]
     ingestion = docs["Ingestion"]
@@ -98,15 +97,14 @@ def completed_jobs(ingestions: Ingestions) -> list[dict[str, Any]]:
 
 
 def test_duckdb_to_s3_seed_example(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
 ) -> None:
-    users_to_s3(kube, namespace, runner_kubelet, s3_server, bucket)
+    users_to_s3(kube, namespace, s3_server, bucket)
     obj = ingestions.wait_for_phase("users-to-s3", "Succeeded", "Failed")
     status = obj["status"]
     assert status["phase"] == "Succeeded", status
@@ -127,10 +125,9 @@ def test_duckdb_to_s3_seed_example(
 
 
 def test_s3_to_duckdb_seed_example(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
@@ -141,12 +138,13 @@ def test_s3_to_duckdb_seed_example(
         Bucket=bucket, Key="students/students_details.csv", Body=STUDENTS_CSV
     )
     docs = example("s3-to-duckdb.yaml", s3_server, bucket)
+    volume = kube.volume(namespace, "duckdb-data")  # for the example's own claim
     apply(kube, namespace, docs["Secret"], docs["PersistentVolumeClaim"], docs["Ingestion"])
     obj = ingestions.wait_for_phase("students-to-duckdb", "Succeeded", "Failed")
     status = obj["status"]
     assert status["phase"] == "Succeeded", status
     assert status["lastRun"]["rows"] == 4
-    database = runner_kubelet.claim_path(namespace, "duckdb-data") / "s3_data.duckdb"
+    database = volume / "s3_data.duckdb"
     with duckdb.connect(str(database), read_only=True) as db:
         assert db.execute("select count(*) from processed_students.student_details").fetchone() == (
             4,
@@ -156,15 +154,14 @@ def test_s3_to_duckdb_seed_example(
 
 
 def test_spec_change_runs_again(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
 ) -> None:
-    users_to_s3(kube, namespace, runner_kubelet, s3_server, bucket)
+    users_to_s3(kube, namespace, s3_server, bucket)
     first = ingestions.wait_for_phase("users-to-s3", "Succeeded")["status"]
     ingestions.patch("users-to-s3", {"spec": {"loaderFileFormat": "jsonl"}})
     second = ingestions.wait(
@@ -180,15 +177,14 @@ def test_spec_change_runs_again(
 
 
 def test_run_requested_annotation_runs_now_once_per_value(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
 ) -> None:
-    users_to_s3(kube, namespace, runner_kubelet, s3_server, bucket)
+    users_to_s3(kube, namespace, s3_server, bucket)
     ingestions.wait_for_phase("users-to-s3", "Succeeded")
     request = {"metadata": {"annotations": {"kingest.io/run-requested": "first"}}}
     ingestions.patch("users-to-s3", request)
@@ -206,16 +202,15 @@ def test_run_requested_annotation_runs_now_once_per_value(
 
 
 def test_a_new_generation_waits_for_the_active_run(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
 ) -> None:
     s3_server.faults.add(action="delay", method="PUT", path_regex=f"/{bucket}/", delay_s=4)
-    users_to_s3(kube, namespace, runner_kubelet, s3_server, bucket)
+    users_to_s3(kube, namespace, s3_server, bucket)
     ingestions.wait_for_phase("users-to-s3", "Running")
     ingestions.patch("users-to-s3", {"spec": {"loaderFileFormat": "jsonl"}})
     most_active = 0
@@ -236,16 +231,15 @@ def test_a_new_generation_waits_for_the_active_run(
 
 
 def test_operator_killed_mid_run_adopts_the_job(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
 ) -> None:
     s3_server.faults.add(action="delay", method="PUT", path_regex=f"/{bucket}/", delay_s=4)
-    users_to_s3(kube, namespace, runner_kubelet, s3_server, bucket)
+    users_to_s3(kube, namespace, s3_server, bucket)
     ingestions.wait_for_phase("users-to-s3", "Running")
     operator.kill()
     operator.start()
@@ -257,16 +251,15 @@ def test_operator_killed_mid_run_adopts_the_job(
 
 
 def test_deleting_an_ingestion_deletes_its_jobs_and_pods(
-    kube: ControlPlane,
+    kube: Cluster,
     kube_api: k8s.ApiClient,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
 ) -> None:
-    users_to_s3(kube, namespace, runner_kubelet, s3_server, bucket)
+    users_to_s3(kube, namespace, s3_server, bucket)
     ingestions.wait_for_phase("users-to-s3", "Succeeded")
     core = k8s.CoreV1Api(kube_api)
     assert core.list_namespaced_pod(namespace).items
@@ -278,28 +271,29 @@ def test_deleting_an_ingestion_deletes_its_jobs_and_pods(
 
 
 def test_no_secret_value_in_job_events_status_or_logs(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
 ) -> None:
-    users_to_s3(kube, namespace, runner_kubelet, s3_server, bucket)
+    users_to_s3(kube, namespace, s3_server, bucket)
     obj = ingestions.wait_for_phase("users-to-s3", "Succeeded")
     (job,) = ingestions.jobs()
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
     secret_refs = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in env if "valueFrom" in v}
     assert secret_refs["KINGEST_DESTINATION_ACCESS_KEY_ID"]["key"] == "access_key_id"
-    (pod_run,) = [r for r in runner_kubelet.runs.values() if r.namespace == namespace]
-    assert pod_run.env["KINGEST_DESTINATION_SECRET_ACCESS_KEY"] == SECRET_KEY  # it did arrive
+    (pod,) = ingestions.pods()
+    # It did arrive: the kubelet resolved it into the container's environment.
+    assert kube.container_env(pod)["KINGEST_DESTINATION_SECRET_ACCESS_KEY"] == SECRET_KEY
     seen = {
         "job": json.dumps(job),
+        "pod": json.dumps(pod),
         "events": json.dumps(ingestions.events()),
         "status": json.dumps(obj["status"]),
         "operator log": operator.logs(),
-        "runner log": pod_run.logs(),
+        "runner log": kube.kubectl("logs", "-n", namespace, pod["metadata"]["name"]).stdout,
     }
     for where, text in seen.items():
         assert SECRET_KEY not in text, f"secret value in the {where}"
@@ -307,10 +301,9 @@ def test_no_secret_value_in_job_events_status_or_logs(
 
 
 def test_whole_uri_from_a_secret(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
@@ -321,7 +314,7 @@ def test_whole_uri_from_a_secret(
         "uriFrom": {"secretKeyRef": {"name": "warehouse-uri", "key": "uri"}},
         "table": f"{bucket}/records",
     }
-    users_to_s3(kube, namespace, runner_kubelet, s3_server, bucket, destination=destination)
+    users_to_s3(kube, namespace, s3_server, bucket, destination=destination)
     status = ingestions.wait_for_phase("users-to-s3", "Succeeded", "Failed")["status"]
     assert status["phase"] == "Succeeded", status
     assert [status["lastLoadId"]] == loads_in_s3(s3_server, bucket, "records")
@@ -330,10 +323,9 @@ def test_whole_uri_from_a_secret(
 
 
 def test_s3_to_s3_with_separate_credentials_per_side(
-    kube: ControlPlane,
+    kube: Cluster,
     namespace: str,
     operator: Operator,
-    runner_kubelet: Kubelet,
     ingestions: Ingestions,
     s3_server: S3Server,
     bucket: str,
@@ -360,7 +352,8 @@ def test_s3_to_s3_with_separate_credentials_per_side(
     )
     status = ingestions.wait_for_phase("copy", "Succeeded", "Failed")["status"]
     assert status["phase"] == "Succeeded", status
-    (run,) = [r for r in runner_kubelet.runs.values() if r.namespace == namespace]
-    assert run.env["KINGEST_SOURCE_ACCESS_KEY_ID"] == "AKIASOURCE"
-    assert run.env["KINGEST_DESTINATION_ACCESS_KEY_ID"] == "AKIADEST"
+    (pod,) = ingestions.pods()
+    env = kube.container_env(pod)
+    assert env["KINGEST_SOURCE_ACCESS_KEY_ID"] == "AKIASOURCE"
+    assert env["KINGEST_DESTINATION_ACCESS_KEY_ID"] == "AKIADEST"
     assert [status["lastLoadId"]] == loads_in_s3(s3_server, bucket, "out")

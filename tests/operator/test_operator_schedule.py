@@ -1,7 +1,13 @@
 """Scheduled Ingestions end to end: the operator (as its ServiceAccount, on the test clock
 `KINGEST_CLOCK_FILE`) fires slots on a real control plane; tests move the clock file instead
-of sleeping. No kubelet serves these namespaces, so a run stays active until a test finishes
-its Pod the way the kubelet would (the Pod status subresource)."""
+of sleeping.
+
+The one place a test plays the kubelet: these tests need runs that stay active until the
+test says they end, at a moment it picks on its clock, which no real container gives. So
+this module's namespaces keep their Pods off the node (a node selector no node matches,
+forced on every Pod by the PodNodeSelector admission plugin), and a test finishes a run's
+Pod the way the kubelet would (the Pod status subresource). Real runs of scheduled
+Ingestions are in `test_operator_incremental.py`."""
 
 from __future__ import annotations
 
@@ -15,13 +21,22 @@ from zoneinfo import ZoneInfo
 import pytest
 from kubernetes import client as k8s
 
-from tests.operator.conftest import RUNNER_IMAGE, ClockedOperator, Ingestions
+from tests.operator.conftest import ClockedOperator, Ingestions
 
 pytestmark = pytest.mark.cluster
+NO_NODE = "kingest.io/no-node-matches=true"
+
+
+@pytest.fixture
+def namespace(namespace: str, kube_api: k8s.ApiClient) -> str:
+    """The test's namespace, whose Pods are never scheduled (see the module's docstring)."""
+    annotation = {"scheduler.alpha.kubernetes.io/node-selector": NO_NODE}
+    k8s.CoreV1Api(kube_api).patch_namespace(namespace, {"metadata": {"annotations": annotation}})
+    return namespace
 
 
 def spec(**fields: Any) -> dict[str, Any]:
-    """A scheduled S3 -> DuckDB spec (no run of it executes: no kubelet serves the namespace)."""
+    """A scheduled S3 -> DuckDB spec (no run of it executes: its Pods are never scheduled)."""
     return {
         "source": {"uri": "s3://?endpoint_url=http://127.0.0.1:9", "table": "my-bucket/*.csv"},
         "destination": {"uri": "duckdb:////data/d.duckdb", "table": "raw.t"},
@@ -88,7 +103,7 @@ def finish_run(kube_api: k8s.ApiClient, namespace: str, job: str, rows: int = 0)
                     "name": "runner",
                     "ready": False,
                     "restartCount": 0,
-                    "image": RUNNER_IMAGE,
+                    "image": pod.spec.containers[0].image,
                     "imageID": "",
                     "state": {"terminated": {**terminated, "startedAt": now, "finishedAt": now}},
                 }

@@ -1,8 +1,11 @@
-"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+"""A real Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager and, for a
+cluster with a node (`tests.platform.cluster`), kube-scheduler.
 
 RBAC and token auth are on, so a client acting as a ServiceAccount is held to exactly the
-rules bound to it. There is no scheduler and no kubelet: Pods stay Pending until the kubelet
-harness (`tests.platform.kubelet`) runs them.
+rules bound to it. Without a node (the operator benchmarks), there is no scheduler: Pods stay
+Pending, and the API server listens on loopback only. With a node, the API server is
+advertised on the node's IP behind the `kubernetes` Service, so Pods use in-cluster
+configuration unchanged.
 """
 
 from __future__ import annotations
@@ -19,10 +22,17 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from tests.platform.node import NODE_NAME
 from tests.platform.processes import ManagedProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTROLLERS = "job,garbagecollector,namespace,serviceaccount,serviceaccount-token"
+# What a node needs besides: Deployments (the chart's operator), Services' endpoints,
+# PersistentVolume binding, and nodelifecycle, which lifts the not-ready taint a new node
+# registers with.
+NODE_CONTROLLERS = "replicaset,deployment,endpoint,persistentvolume-binder,nodelifecycle,podgc"
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
 
 
 def control_plane_binaries() -> Path:
@@ -63,12 +73,46 @@ def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, user: s
     return path
 
 
-class ControlPlane:
-    """etcd + kube-apiserver + kube-controller-manager, started in `root`, stopped by `stop()`."""
+def make_certificates(folder: Path, ips: list[str], names: list[str]) -> tuple[Path, Path, Path]:
+    """A CA and an API server certificate it signs for `ips` and `names`: (ca, cert, key).
 
-    def __init__(self, root: Path, binaries: Path | None = None) -> None:
+    Pods verify the API server with the CA (the controller-manager's root CA, mounted with
+    every ServiceAccount token), whichever address they use.
+    """
+    ca, ca_key = folder / "ca.crt", folder / "ca.key"
+    cert, key, csr = folder / "apiserver.crt", folder / "apiserver.key", folder / "apiserver.csr"
+    extensions = folder / "apiserver.ext"
+    san = ",".join([*(f"IP:{ip}" for ip in ips), *(f"DNS:{name}" for name in names)])
+    extensions.write_text(
+        f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    for argv in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+         "-keyout", ca_key, "-out", ca, "-subj", "/CN=kingest-test-ca",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=kube-apiserver"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-days", "30", "-out", cert, "-extfile", extensions],
+    ):  # fmt: skip
+        subprocess.run([str(a) for a in argv], check=True, capture_output=True)
+    return ca, cert, key
+
+
+class ControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager, started in `root`, stopped by `stop()`.
+
+    With `node_ip`, set up for a node at that address (`tests.platform.cluster`).
+    """
+
+    def __init__(
+        self, root: Path, binaries: Path | None = None, node_ip: str | None = None
+    ) -> None:
         self.root = root
         self.binaries = binaries or control_plane_binaries()
+        self.node_ip = node_ip
         self._processes: list[ManagedProcess] = []
         try:
             self._start()
@@ -89,7 +133,17 @@ class ControlPlane:
             capture_output=True,
         )
         self.admin_token = secrets.token_hex(16)
-        (root / "tokens.csv").write_text(f"{self.admin_token},admin,admin,system:masters\n")
+        # The node's identities: the Node authorizer and NodeRestriction hold the kubelet to
+        # its own node's objects; kube-proxy gets the built-in system:node-proxier role.
+        self.node_tokens = {"node": secrets.token_hex(16), "proxy": secrets.token_hex(16)}
+        (root / "tokens.csv").write_text(
+            f"{self.admin_token},admin,admin,system:masters\n"
+            f"{self.node_tokens['node']},system:node:{NODE_NAME},node,system:nodes\n"
+            f"{self.node_tokens['proxy']},system:kube-proxy,kube-proxy\n"
+        )
+        ips = ["127.0.0.1", SERVICE_IP] + ([self.node_ip] if self.node_ip else [])
+        names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+        self.ca_file, cert, key = make_certificates(root / "certs", ips, names)
 
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -109,30 +163,40 @@ class ControlPlane:
         etcd.wait_until(lambda: _http_ok(f"{etcd_url}/health"), timeout=30, what="etcd health")
 
         self.server = f"https://127.0.0.1:{api_port}"
+        if self.node_ip:
+            # Pods reach it through the `kubernetes` Service, whose endpoint the lease
+            # reconciler keeps at the advertised address.
+            serving = ["--bind-address=0.0.0.0", f"--advertise-address={self.node_ip}"]
+            serving.append("--endpoint-reconciler-type=lease")
+        else:
+            serving = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"]
+            serving.append("--endpoint-reconciler-type=none")
         apiserver = self._spawn(
             "kube-apiserver",
             [
                 str(self.binaries / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
+                *serving,
                 f"--secure-port={api_port}",
                 "--insecure-port=0",
-                f"--cert-dir={root / 'certs'}",
+                f"--tls-cert-file={cert}",
+                f"--tls-private-key-file={key}",
                 f"--token-auth-file={root / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
+                "--authorization-mode=Node,RBAC",
                 f"--service-account-key-file={sa_pub}",
                 f"--service-account-signing-key-file={sa_key}",
                 "--service-account-issuer=https://kubernetes.default.svc",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                "--advertise-address=127.0.0.1",
-                "--endpoint-reconciler-type=none",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                # As on OpenShift: an ownerReference that blocks its owner's deletion needs
-                # `update` on the owner's finalizers, so RBAC is proven where it is strictest.
-                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                # OwnerReferencesPermissionEnforcement, as on OpenShift: an ownerReference
+                # that blocks its owner's deletion needs `update` on the owner's finalizers,
+                # so RBAC is proven where it is strictest. PodNodeSelector lets a namespace
+                # keep its Pods off the node (tests that play the kubelet themselves).
+                "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement,"
+                "PodNodeSelector",
             ],
         )
-        self.ca_file = root / "certs" / "apiserver.crt"
         apiserver.wait_until(self._ready, timeout=90, what="apiserver /readyz")
 
         self.kubeconfig = write_kubeconfig(
@@ -146,12 +210,25 @@ class ControlPlane:
                 "--bind-address=127.0.0.1",
                 "--secure-port=0",
                 "--port=0",
-                f"--controllers={CONTROLLERS}",
+                f"--controllers={CONTROLLERS},{NODE_CONTROLLERS}"
+                if self.node_ip
+                else f"--controllers={CONTROLLERS}",
                 f"--service-account-private-key-file={sa_key}",
                 f"--root-ca-file={self.ca_file}",
                 "--leader-elect=false",
             ],
         )
+        if self.node_ip:
+            self._spawn(
+                "kube-scheduler",
+                [
+                    str(self.binaries / "kube-scheduler"),
+                    f"--kubeconfig={self.kubeconfig}",
+                    "--leader-elect=false",
+                    "--port=0",
+                    "--secure-port=0",
+                ],
+            )
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         process = ManagedProcess(name, argv, self.root)
@@ -162,7 +239,7 @@ class ControlPlane:
         request = urllib.request.Request(
             f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.admin_token}"}
         )
-        context = ssl.create_default_context(cafile=str(self.root / "certs" / "apiserver.crt"))
+        context = ssl.create_default_context(cafile=str(self.ca_file))
         with urllib.request.urlopen(request, timeout=2, context=context) as response:
             return response.read() == b"ok"
 

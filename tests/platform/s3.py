@@ -69,18 +69,30 @@ class Faults:
 
 
 class S3Server:
-    """A moto S3 server on a free loopback port, reached over real HTTP with SigV4."""
+    """A moto S3 server on a free port, reached over real HTTP with SigV4.
+
+    On loopback by default; for Pods on the node, at the node's IP (`host`), the one address
+    both this machine and the Pods reach (there is no cluster DNS or Service for it).
+    """
 
     access_key_id = "kingest-test-key"
     secret_access_key = "kingest-test-secret"
     region = "us-east-1"
 
-    def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
-        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, log_dir: Path, host: str = "127.0.0.1") -> None:
+        self.port = free_port(host)
+        self.endpoint_url = f"http://{host}:{self.port}"
         self.process = ManagedProcess(
-            "s3",
-            [sys.executable, "-m", "tests.platform.s3server", "--port", str(self.port)],
+            f"s3-{host}",
+            [
+                sys.executable,
+                "-m",
+                "tests.platform.s3server",
+                "--host",
+                host,
+                "--port",
+                str(self.port),
+            ],
             log_dir,
             cwd=Path(__file__).resolve().parents[2],
         )
