@@ -1,17 +1,15 @@
-"""Fixtures for the chart on the real control plane: releases, and the operator run as the
-chart's ServiceAccount with the chart's own arguments and environment.
+"""Fixtures for the chart on the real cluster: releases, and the operator the chart installs,
+running as users run it: the Deployment's Pods on the node, the kingest image built from the
+Dockerfile, the chart's ServiceAccount token mounted, in-cluster configuration through the
+`kubernetes` Service (the API server enforces the chart's RBAC on every request).
 
-The control plane has no kubelet for Deployments, so the operator Deployment the chart
-creates never starts by itself: tests start its container as a local process, with the
-args and env rendered into that Deployment and a kubeconfig for its ServiceAccount (a
-bound token; the API server enforces the chart's RBAC on every request).
+Releases install with no operator replica (`operator_values`), so a test can change what it
+needs (RBAC rules, say) before `start_operator` scales the Deployment up.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
+import json
 import time
 import urllib.request
 import uuid
@@ -24,15 +22,26 @@ import yaml
 from kubernetes import client as k8s
 
 from kingest.operator.spec import GROUP, PLURAL, VERSION
+from tests.platform.cluster import Cluster
 from tests.platform.helm import Helm
-from tests.platform.kube import ControlPlane, delete_namespace
-from tests.platform.kubelet import Kubelet
-from tests.platform.operator_process import OperatorProcess
-from tests.platform.processes import free_port
+from tests.platform.kube import delete_namespace
+from tests.platform.s3 import S3Server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "kingest"
 CRD_NAME = f"{PLURAL}.{GROUP}"
+
+
+@pytest.fixture(scope="session")
+def s3_server(cluster_s3: S3Server) -> S3Server:
+    """The S3 server the runner Pods reach (at the node's IP)."""
+    return cluster_s3
+
+
+def image_values(image: str) -> dict[str, Any]:
+    """Chart values for the image the node holds; `Never`: nothing is pulled from anywhere."""
+    repository, _, tag = image.rpartition(":")
+    return {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}}
 
 
 def adopt_crd(api: k8s.ApiClient, release: str, namespace: str) -> None:
@@ -78,7 +87,7 @@ def wait_established(api: k8s.ApiClient, timeout: float = 60) -> dict[str, Any]:
 class Release:
     """One Helm release of the chart in a test namespace (uninstalled after the test)."""
 
-    def __init__(self, kube: ControlPlane, api: k8s.ApiClient, namespace: str) -> None:
+    def __init__(self, kube: Cluster, api: k8s.ApiClient, namespace: str) -> None:
         self.kube, self.api, self.namespace = kube, api, namespace
         self.name = f"k{uuid.uuid4().hex[:8]}"
         self.helm = Helm(kube, namespace)
@@ -88,15 +97,19 @@ class Release:
     def fullname(self) -> str:
         return f"{self.name}-kingest"
 
+    def values(self, values: dict[str, Any] | None) -> dict[str, Any]:
+        """`values` on top of the node's image."""
+        return image_values(self.kube.image) | (values or {})
+
     def install(self, values: dict[str, Any] | None = None, chart: Path = CHART) -> Any:
         adopt_crd(self.api, self.name, self.namespace)
-        release = self.helm.install(chart, self.name, values)
+        release = self.helm.install(chart, self.name, self.values(values))
         self.installed = True
         wait_established(self.api)
         return release
 
     def upgrade(self, values: dict[str, Any] | None = None, chart: Path = CHART) -> Any:
-        release = self.helm.upgrade(chart, self.name, values)
+        release = self.helm.upgrade(chart, self.name, self.values(values))
         wait_established(self.api)
         return release
 
@@ -118,7 +131,7 @@ class Release:
 
 
 @pytest.fixture
-def release(kube: ControlPlane, kube_api: k8s.ApiClient, namespace: str) -> Iterator[Release]:
+def release(kube: Cluster, kube_api: k8s.ApiClient, namespace: str) -> Iterator[Release]:
     installed = Release(kube, kube_api, namespace)
     try:
         yield installed
@@ -127,92 +140,102 @@ def release(kube: ControlPlane, kube_api: k8s.ApiClient, namespace: str) -> Iter
             installed.uninstall()
 
 
-def _map_ports(text: str, ports: dict[str, str]) -> str:
-    for port, local in ports.items():
-        text = re.sub(rf"(?<![0-9]){port}(?![0-9])", local, text)
-    return text
+class ChartReplica:
+    """One Pod of the chart's operator Deployment."""
 
+    def __init__(self, release: Release, name: str) -> None:
+        self.release, self.name = release, name
+        self.core = k8s.CoreV1Api(release.api)
 
-class ChartOperator(OperatorProcess):
-    """The chart's operator container, run locally as the chart's ServiceAccount."""
-
-    def __init__(self, release: Release, log_dir: Path, pod_name: str) -> None:
-        super().__init__(log_dir)
-        self.release, self.pod_name = release, pod_name
-
-    def _env(self, container: dict[str, Any], kubeconfig: Path) -> dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "KUBECONFIG": str(kubeconfig),
-            "HOME": str(self.log_dir),
-        }
-        fields = {"metadata.name": self.pod_name, "metadata.namespace": self.release.namespace}
-        for item in container.get("env", []):
-            if "value" in item:
-                env[item["name"]] = item["value"]
-            else:
-                env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
-        return env
-
-    def start(self) -> None:
-        deployment = self.release.deployment()
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        kubeconfig = self.release.kube.kubeconfig_as(
-            self.release.namespace, self.release.service_account()
+    def pod(self) -> dict[str, Any]:
+        return self.release.api.sanitize_for_serialization(
+            self.core.read_namespaced_pod(self.name, self.release.namespace)
         )
-        # Each Pod has its own network namespace; replicas on this one machine need their own
-        # ports, so the chart's container ports are mapped to free ones in args and env.
-        ports = {str(p["containerPort"]): str(free_port()) for p in container.get("ports", [])}
-        self.ports = {p["name"]: int(ports[str(p["containerPort"])]) for p in container["ports"]}
-        args = [_map_ports(arg, ports) for arg in container["args"]]
-        env = {k: _map_ports(v, ports) for k, v in self._env(container, kubeconfig).items()}
-        self.launch(f"operator-{self.pod_name}", args, env, self.ports["healthz"])
+
+    def logs(self) -> str:
+        """What the operator logged, an earlier (restarted) container's log first."""
+        text = ""
+        for previous in (True, False):
+            result = self.release.kube.kubectl(
+                "logs", "-n", self.release.namespace, self.name, f"--previous={previous}",
+                check=False,
+            )  # fmt: skip
+            if result.returncode == 0:
+                text += result.stdout
+        return text
 
     def metrics(self) -> str:
-        """What this replica's /metrics serves (the chart's `metrics` container port)."""
-        url = f"http://127.0.0.1:{self.ports['metrics']}/metrics"
+        """What this replica's /metrics serves, at its Pod IP (the chart's `metrics` port)."""
+        pod = self.pod()
+        ports = pod["spec"]["containers"][0]["ports"]
+        port = next(p["containerPort"] for p in ports if p["name"] == "metrics")
+        url = f"http://{pod['status']['podIP']}:{port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as reply:
             return reply.read().decode()
 
+    def kill(self) -> None:
+        """SIGKILL the operator's process on the node and remove its Pod at once, as when a
+        node dies: no chance to finish or hand over anything (a restarted container would
+        come back with the same identity). The ReplicaSet starts a replacement Pod."""
+        status = self.pod()["status"]["containerStatuses"][0]
+        self.release.kube.kill_container(status["containerID"])
+        self.core.delete_namespaced_pod(self.name, self.release.namespace, grace_period_seconds=0)
+
+    def exit_code(self, timeout: float) -> int:
+        """The exit code of the operator's first run in this Pod, once it has exited."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = (self.pod()["status"].get("containerStatuses") or [{}])[0]
+            for state in (status.get("lastState") or {}, status.get("state") or {}):
+                if "terminated" in state:
+                    return state["terminated"]["exitCode"]
+            time.sleep(0.2)
+        raise AssertionError(f"{self.name} did not exit within {timeout} s")
+
+
+def replica_pods(release: Release) -> list[dict[str, Any]]:
+    selector = release.deployment()["spec"]["selector"]["matchLabels"]
+    pods = k8s.CoreV1Api(release.api).list_namespaced_pod(
+        release.namespace, label_selector=",".join(f"{k}={v}" for k, v in selector.items())
+    )
+    return [release.api.sanitize_for_serialization(p) for p in pods.items]
+
+
+def start_replicas(release: Release, count: int, ready: bool = True) -> list[ChartReplica]:
+    """Scale the operator Deployment to `count` and wait for its Pods (running, and Ready
+    when `ready`)."""
+    apps = k8s.AppsV1Api(release.api)
+    apps.patch_namespaced_deployment_scale(
+        release.fullname, release.namespace, {"spec": {"replicas": count}}
+    )
+    deadline = time.monotonic() + 90
+    pods: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        pods = [p for p in replica_pods(release) if not p["metadata"].get("deletionTimestamp")]
+        states = [(p.get("status") or {}).get("containerStatuses") or [{}] for p in pods]
+        started = [s[0].get("ready") if ready else s[0].get("started") for s in states]
+        if len(pods) == count and all(started):
+            return [ChartReplica(release, p["metadata"]["name"]) for p in pods]
+        time.sleep(0.3)
+    raise AssertionError(
+        f"{count} operator replica(s) not {'Ready' if ready else 'started'} in 90 s: "
+        + json.dumps([p.get("status") for p in pods])[:3000]
+    )
+
 
 @pytest.fixture
-def start_operator(release: Release, tmp_path: Path) -> Iterator[Callable[[str], OperatorProcess]]:
-    """Start (name) -> a running operator replica of the installed release."""
-    started: list[ChartOperator] = []
+def start_operator(release: Release) -> Callable[..., list[ChartReplica]]:
+    """Start (count=1, ready=True) -> the operator Deployment's running replicas."""
 
-    def start(pod_name: str = "operator-0") -> ChartOperator:
-        replica = ChartOperator(release, tmp_path, pod_name)
-        replica.start()
-        started.append(replica)
-        return replica
+    def start(count: int = 1, ready: bool = True) -> list[ChartReplica]:
+        return start_replicas(release, count, ready)
 
-    try:
-        yield start
-    finally:
-        for replica in started:
-            replica.stop()
+    return start
 
 
 def operator_values(**extra: Any) -> dict[str, Any]:
-    """Chart values for a local run: free ports instead of the in-Pod defaults."""
-    return {
-        "livenessProbe": {"port": free_port()},
-        "metrics": {"port": free_port()},
-        **extra,
-    }
-
-
-@pytest.fixture(scope="session")
-def _chart_kubelet(kube_api: k8s.ApiClient) -> Iterator[Kubelet]:
-    # Under $HOME, not /tmp: the harness maps mount paths by rewriting text, and the runner
-    # Pod mounts its own /tmp.
-    root = Path.home() / ".cache" / "kingest" / f"kubelet-chart-{uuid.uuid4().hex[:8]}"
-    kubelet = Kubelet(kube_api, root)
-    try:
-        yield kubelet
-    finally:
-        kubelet.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    """Chart values for a test: no operator replica until `start_operator` (see above)."""
+    return {"replicaCount": 0, **extra}
 
 
 @pytest.fixture
@@ -224,16 +247,6 @@ def apps_namespace(kube_api: k8s.ApiClient) -> Iterator[str]:
         yield name
     finally:
         delete_namespace(kube_api, name)
-
-
-@pytest.fixture
-def chart_kubelet(_chart_kubelet: Kubelet, apps_namespace: str) -> Iterator[Kubelet]:
-    """The kubelet harness running the runner Pods of `apps_namespace`."""
-    _chart_kubelet.serve(apps_namespace)
-    try:
-        yield _chart_kubelet
-    finally:
-        _chart_kubelet.release(apps_namespace)
 
 
 def ingestion_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:

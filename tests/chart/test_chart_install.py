@@ -123,7 +123,8 @@ def test_reinstall_after_uninstall_takes_the_kept_crd_back(
     release.install()
     create_ingestion_with_status(kube_api, apps_namespace, "survivor")
     release.uninstall()
-    release.helm.install(CHART, release.name, None)  # no adoption step: same release name
+    # No adoption step: same release name.
+    release.helm.install(CHART, release.name, release.values(None))
     release.installed = True
     assert get_ingestion(kube_api, apps_namespace, "survivor")["status"] == STATUS
 

@@ -25,7 +25,7 @@ from kubernetes import client as k8s
 
 from kingest.operator import rbac
 from kingest.operator.spec import GROUP, PLURAL, VERSION
-from tests.chart.conftest import CHART, ChartOperator, Release, operator_values
+from tests.chart.conftest import CHART, ChartReplica, Release, operator_values
 from tests.platform.cluster import Cluster
 from tests.platform.s3 import S3Server
 
@@ -67,11 +67,9 @@ def apply(kube: Cluster, namespace: str, *docs: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def seed_users_to_s3(
-    kube: Cluster, namespace: str, kubelet: Kubelet, s3: S3Server, bucket: str
-) -> str:
+def seed_users_to_s3(kube: Cluster, namespace: str, s3: S3Server, bucket: str) -> str:
     """The DuckDB -> S3 seed example, pointed at the test's S3 server; returns its name."""
-    database = kubelet.claim_path(namespace, "duckdb-data") / "records.db"
+    database = kube.claim(namespace, "duckdb-data") / "records.db"
     with duckdb.connect(str(database)) as db:
         db.execute("create schema public")
         db.execute(f"create table public.users as select i as id from range({ROWS}) t(i)")
@@ -96,7 +94,7 @@ def reconciled_end_to_end(
     api: k8s.ApiClient,
     namespace: str,
     name: str,
-    operator: ChartOperator,
+    operator: ChartReplica,
     s3: S3Server,
     bucket: str,
     timeout: float = 60,
@@ -176,14 +174,14 @@ def test_operator_reconciles_as_the_chart_service_account(
     kube: Cluster,
     kube_api: k8s.ApiClient,
     release: Release,
-    start_operator: Callable[[str], ChartOperator],
+    start_operator: Callable[..., list[ChartReplica]],
     apps_namespace: str,
     s3_server: S3Server,
     bucket: str,
     mode: str,
 ) -> None:
     install(release, mode, apps_namespace)
-    operator = start_operator("operator-0")
+    (operator,) = start_operator()
     name = seed_users_to_s3(kube, apps_namespace, s3_server, bucket)
     reconciled_end_to_end(kube_api, apps_namespace, name, operator, s3_server, bucket)
     # The chart's runner defaults reached the Job (the example sets no resources of its own).
@@ -191,7 +189,8 @@ def test_operator_reconciles_as_the_chart_service_account(
     runner = kube_api.sanitize_for_serialization(job.spec.template.spec.containers[0])
     chart_defaults = yaml.safe_load((CHART / "values.yaml").read_text())["runner"]
     assert runner["resources"] == chart_defaults["resources"]
-    assert runner["image"] == f"ghcr.io/kingest/kingest:{release.app_version()}"
+    # The chart's image (here the node's) runs the Jobs too.
+    assert runner["image"] == kube.image
 
 
 def test_the_chart_service_account_cannot_read_secrets(
@@ -211,7 +210,7 @@ def test_without_any_one_rule_the_reconcile_goes_wrong(
     kube: Cluster,
     kube_api: k8s.ApiClient,
     release: Release,
-    start_operator: Callable[[str], ChartOperator],
+    start_operator: Callable[..., list[ChartReplica]],
     apps_namespace: str,
     s3_server: S3Server,
     bucket: str,
@@ -220,7 +219,7 @@ def test_without_any_one_rule_the_reconcile_goes_wrong(
 ) -> None:
     install(release, mode, apps_namespace)
     remove_rule(kube_api, release, apps_namespace, resources)
-    operator = start_operator("operator-0")
+    (operator,) = start_operator()
     name = seed_users_to_s3(kube, apps_namespace, s3_server, bucket)
     with pytest.raises(AssertionError):
         reconciled_end_to_end(kube_api, apps_namespace, name, operator, s3_server, bucket, 45)

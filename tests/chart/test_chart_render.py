@@ -310,7 +310,7 @@ def test_notes_tell_the_user_what_to_apply_next() -> None:
 @pytest.mark.parametrize(
     ("values", "where"),
     [
-        ({"replicaCount": 0}, "/replicaCount"),
+        ({"replicaCount": -1}, "/replicaCount"),
         ({"replicaCount": "two"}, "/replicaCount"),
         ({"image": {"repository": "r", "pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"image": {"repository": "r", "digest": "latest"}}, "/image/digest"),

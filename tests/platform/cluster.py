@@ -159,6 +159,11 @@ class Cluster(ControlPlane):
         assert runtime == "containerd", container_id
         return self.node.container_env(ident)
 
+    def kill_container(self, container_id: str) -> None:
+        """SIGKILL a Pod's container (`containerd://ID`) on the node."""
+        assert self.node is not None
+        self.node.kill_container(container_id.partition("://")[2])
+
     def stop(self) -> None:
         try:
             if self.node is not None:

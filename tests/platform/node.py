@@ -248,6 +248,11 @@ class Node:
         env = json.loads(info.stdout)["Spec"]["process"]["env"]
         return dict(item.split("=", 1) for item in env)
 
+    def kill_container(self, container_id: str) -> None:
+        killed = self._ctr("tasks", "kill", "--signal", "SIGKILL", container_id)
+        if killed.returncode != 0:
+            raise LookupError(f"container {container_id}: {killed.stderr.decode().strip()}")
+
     def _kubeconfig(self, who: str, server: str, ca_file: Path, token: str) -> Path:
         path = self.root / f"{who}.kubeconfig"
         path.write_text(
