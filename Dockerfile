@@ -24,6 +24,14 @@ COPY operator operator
 RUN /opt/build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /wheels . \
  && /opt/kingest/bin/pip install --no-deps --no-index /wheels/kingest-*.whl \
  && /opt/kingest/bin/pip uninstall --yes pip setuptools
+# Parts of the wheels that nothing in kingest loads (~115 MB of the image): the kubernetes
+# client's asyncio copy (kopf talks to the API through aiohttp itself), pyarrow's Flight RPC
+# libraries (no other pyarrow library links them), its test suite and C++ headers.
+# tests/image imports every kingest module in the image, and the cluster tests run it.
+RUN cd /opt/kingest/lib/python3.*/site-packages \
+ && rm -rf kubernetes/aio pyarrow/tests pyarrow/include pyarrow/src \
+      pyarrow/libarrow_flight.so* pyarrow/libarrow_python_flight.so* pyarrow/_flight.*.so \
+      pyarrow/flight.py
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="kingest" \

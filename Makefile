@@ -1,6 +1,6 @@
 # kingest: every target sets up what it needs on a fresh Debian machine (venv, Python and
-# Debian packages, the control-plane binaries), so `make test` and `make demo` are all a
-# newcomer types.
+# Debian packages, the Kubernetes binaries, the image), so `make test` and `make demo` are all
+# a newcomer types.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,12 +8,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv platform lint format test demo bench clean
+.PHONY: help venv platform image lint format test demo bench clean
 
 help:
-	@echo "make test    the whole suite: ruff, unit tests, and integration tests against a real"
-	@echo "             control plane, kubelet harness, S3-compatible server and Helm"
-	@echo "make demo    the main job end to end on a local platform (leaves it running)"
+	@echo "make test    the whole suite: ruff, unit tests, and integration tests on a real one-node"
+	@echo "             cluster (control plane, kubelet + containerd running our image), an"
+	@echo "             S3-compatible server and Helm"
+	@echo "make demo    the main job end to end on a local cluster (leaves it running)"
+	@echo "make image   build the image from the Dockerfile with podman (as the tests run it)"
 	@echo "make bench   the benchmarks in bench/ (slow; prints ratios against references)"
 	@echo "make format  apply ruff's formatting"
 
@@ -27,10 +29,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-# etcd, kube-apiserver, kube-controller-manager: from KUBEBUILDER_ASSETS, or built once per
-# machine and cached in ~/.cache/kingest (needs root for apt-get on the first run).
+# The Debian packages of a real node, the Kubernetes binaries (from KUBEBUILDER_ASSETS, or
+# built once per machine and cached in ~/.cache/kingest) and the image built from the
+# Dockerfile (rebuilt when its inputs change). Needs root.
 platform:
-	@bash scripts/kube-binaries.sh >/dev/null
+	@bash scripts/platform.sh >/dev/null
+
+image:
+	@bash scripts/image.sh
 
 lint: venv
 	$(BIN)/ruff check .

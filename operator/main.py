@@ -24,6 +24,7 @@ import contextlib
 import http.server
 import logging
 import os
+import socket
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -132,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         kopf.run(
             standalone=True,
+            # kopf would name itself user@host, and the image's UID 65532 has no passwd entry
+            # (getpass fails): the Pod's name, or the host's, identifies this replica.
+            identity=identity or socket.gethostname(),
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=args.liveness,

@@ -96,9 +96,9 @@ if [ -z "$base" ]; then
     trap 'rm -rf "$root"' EXIT
     debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
       bookworm "$root" "$MIRROR" >&2
-    # What python:3.11-slim leaves out too: package lists, caches, documentation.
+    # What python:3.11-slim leaves out too: package lists, caches, documentation, translations.
     rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/usr/share/doc/* \
-      "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*
+      "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* "$root"/var/log/*
     tar -C "$root" -c . | "${PODMAN[@]}" import \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       --change 'CMD ["python3"]' - "$base" >/dev/null

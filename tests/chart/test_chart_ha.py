@@ -60,7 +60,15 @@ def wait_status(
 
 
 def lease_holder(api: k8s.ApiClient, release: Release) -> str | None:
-    lease = k8s.CoordinationV1Api(api).read_namespaced_lease(release.fullname, release.namespace)
+    """Who holds the replicas' Lease (None: nobody, or no Lease yet)."""
+    try:
+        lease = k8s.CoordinationV1Api(api).read_namespaced_lease(
+            release.fullname, release.namespace
+        )
+    except k8s.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
     return lease.spec.holder_identity
 
 

@@ -1,16 +1,16 @@
-"""`make demo`: kingest's main job end to end on the local platform.
+"""`make demo`: kingest's main job end to end on the local platform, as users run it.
 
-Starts a real control plane, the kubelet harness and an S3-compatible server on loopback,
-installs the Ingestion CRD, runs the operator, puts the seed's
-`students/students_details.csv` into a bucket, applies the manifests of both seed examples
-(S3 -> DuckDB, then DuckDB -> S3), waits for them to succeed, shows what they did, and
-leaves everything running for you to play with until Ctrl-C.
+Starts a one-node Kubernetes cluster on this machine (control plane, kubelet + containerd,
+kube-proxy; the kingest image built from the Dockerfile) and an S3-compatible server at the
+node's IP, installs the Helm chart (the CRD and the operator Deployment, which runs on the
+node), puts the seed's `students/students_details.csv` into a bucket, applies the manifests
+of both seed examples (S3 -> DuckDB, then DuckDB -> S3), waits for them to succeed, shows
+what they did, and leaves everything running for you to play with until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -22,9 +22,8 @@ from pathlib import Path
 import duckdb
 from kubernetes import client as k8s
 
-from tests.platform.kube import ControlPlane
-from tests.platform.kubelet import Kubelet
-from tests.platform.processes import ManagedProcess
+from tests.platform.cluster import Cluster
+from tests.platform.helm import Helm
 from tests.platform.s3 import S3Server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +42,7 @@ def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
-def kubectl(kube: ControlPlane, *args: str, stdin: str | None = None) -> str:
+def kubectl(kube: Cluster, *args: str, stdin: str | None = None) -> str:
     result = subprocess.run(
         ["kubectl", *args],
         env=kube.env(),
@@ -56,7 +55,7 @@ def kubectl(kube: ControlPlane, *args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-def wait_for_phase(kube: ControlPlane, name: str, timeout: float = 180) -> dict:
+def wait_for_phase(kube: Cluster, name: str, timeout: float = 180) -> dict:
     custom = k8s.CustomObjectsApi(kube.api_client())
     deadline = time.monotonic() + timeout
     phase = None
@@ -86,32 +85,35 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="run-", dir=root))
     stopping: list[object] = []
 
-    say("starting the local platform (control plane, kubelet harness, S3 server)")
+    say("starting the local cluster (control plane, a real node, S3 server)")
+    print(
+        "   the first run on a machine builds the Kubernetes binaries and the image: ~15 min",
+        flush=True,
+    )
     started = time.monotonic()
-    s3 = S3Server(work)
-    stopping.append(s3)
-    kube = ControlPlane(work / "kube")
-    stopping.append(kube)
-    kubelet = Kubelet(kube.api_client(), work / "kubelet")
-    stopping.append(kubelet)
-    kubelet.serve(NAMESPACE)
-    print(f"   ready in {time.monotonic() - started:.1f} s", flush=True)
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        say("installing the Ingestion CRD and starting the operator")
-        kubectl(kube, "apply", "-f", str(REPO / "crds"))
-        kubectl(kube, "wait", "--for=condition=Established", "crd/ingestions.kingest.io")
-        operator = ManagedProcess(
-            "operator",
-            [str(Path(sys.executable).parent / "kingest"), "operator", "--all-namespaces"],
-            work,
-            env={**kube.env(), "PATH": os.environ.get("PATH", "")},
-        )
-        stopping.append(operator)
+        kube = Cluster(work / "kube")
+        stopping.append(kube)
+        assert kube.node_ip is not None
+        s3 = S3Server(work, host=kube.node_ip)
+        stopping.append(s3)
+        print(f"   ready in {time.monotonic() - started:.1f} s (image {kube.image})", flush=True)
+
+        say("helm install kingest charts/kingest (the CRD, and the operator on the node)")
+        kubectl(kube, "create", "namespace", "kingest-system")
+        repository, _, tag = kube.image.rpartition(":")
+        values = {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}}
+        Helm(kube, "kingest-system").install(REPO / "charts" / "kingest", "kingest", values)
+        kubectl(
+            kube, "-n", "kingest-system", "rollout", "status", "deployment/kingest",
+            "--timeout=120s",
+        )  # fmt: skip
+        print(kubectl(kube, "-n", "kingest-system", "get", "pods", "-o", "wide"), flush=True)
 
         say("putting the seed's students/students_details.csv into bucket my_bucket")
         s3.client().create_bucket(Bucket="my_bucket")
@@ -120,12 +122,12 @@ def main() -> int:
         )
 
         say("seed example 1: S3 -> DuckDB (examples/s3-to-duckdb.yaml)")
+        data = kube.volume(NAMESPACE, "duckdb-data")  # for the example's claim
         kubectl(kube, "apply", "-f", "-", stdin=render_example(EXAMPLES / "s3-to-duckdb.yaml", s3))
         first = wait_for_phase(kube, "students-to-duckdb")
 
         say("seed example 2: DuckDB -> S3 (examples/duckdb-to-s3.yaml)")
-        records = kubelet.claim_path(NAMESPACE, "duckdb-data") / "records.db"
-        with duckdb.connect(str(records)) as db:
+        with duckdb.connect(str(data / "records.db")) as db:
             db.execute("create schema if not exists public")
             db.execute(
                 "create or replace table public.users as select i as id, 'user ' || i as name,"
@@ -137,9 +139,13 @@ def main() -> int:
         say("kubectl get ingestions")
         print(kubectl(kube, "get", "ingestions", "-o", "wide"), flush=True)
 
+        say("the runs' Pods (kubectl get pods) and the first one's log")
+        print(kubectl(kube, "get", "pods", "-o", "wide"), flush=True)
+        pod = kubectl(kube, "get", "pods", "-o", "name").split()[0]
+        print(kubectl(kube, "logs", pod), flush=True)
+
         say("rows loaded into DuckDB (the PVC 'duckdb-data' -> s3_data.duckdb)")
-        database = kubelet.claim_path(NAMESPACE, "duckdb-data") / "s3_data.duckdb"
-        with duckdb.connect(str(database), read_only=True) as db:
+        with duckdb.connect(str(data / "s3_data.duckdb"), read_only=True) as db:
             print(db.sql("select * from processed_students.student_details"), flush=True)
 
         say("the S3 object tree of my_bucket/records")
@@ -152,15 +158,13 @@ def main() -> int:
             status = obj.get("status") or {}
             print(json.dumps({obj["metadata"]["name"]: status.get("lastRun")}, indent=2))
 
-        say("the platform keeps running; in another shell:")
+        say("the cluster keeps running; in another shell:")
         print(f"   export KUBECONFIG={kube.kubeconfig}")
-        print("   kubectl get ingestions")
-        print(f"   S3 endpoint: {s3.endpoint_url} (see {work})")
-        print("\nCtrl-C stops everything.", flush=True)
-        while operator.alive():
+        print("   kubectl get ingestions,jobs,pods -A")
+        print(f"   S3 endpoint: {s3.endpoint_url} (logs in {work})")
+        print("\nCtrl-C stops everything and puts the machine back as it was.", flush=True)
+        while True:
             time.sleep(1)
-        print(f"the operator exited:\n{operator.log_tail()}")
-        return 1
     except KeyboardInterrupt:
         return 0
     finally:
