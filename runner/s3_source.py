@@ -44,6 +44,7 @@ from kingest.runner.errors import (
     DataError,
     KingestError,
     NoFilesMatched,
+    SourceUnavailable,
     UsageError,
 )
 from kingest.runner.formats import (
@@ -86,13 +87,6 @@ _KEPT_BYTES = 64 * 1024 * 1024
 _HIVE_SEGMENT = re.compile(r"^([^=/]+)=([^/]*)$")
 _INT = re.compile(r"^-?\d{1,18}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class SourceUnavailable(KingestError):
-    """The store could not be reached or failed while reading (network, 5xx)."""
-
-    reason = "SourceUnavailable"
-    exit_code = 1
 
 
 class Listed(NamedTuple):

@@ -4,7 +4,7 @@ its source, or the run fails naming the file, line, row and column (issue 14).""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
