@@ -47,7 +47,8 @@ FLAGS: tuple[Flag, ...] = (
         _env("SOURCE_URI"),
         "URI of the source, e.g. 's3://?access_key_id=..&"
         "secret_access_key=..' (also endpoint_url, region, session_token, hive_partitioning, "
-        "include_file_path; no keys: the default AWS credential chain).",
+        "include_file_path, nullstr; no keys: the default AWS credential chain). Keys may "
+        "be given raw or percent-encoded: '+' and '/' in a secret stay as they are.",
         required=True,
     ),
     Flag(
