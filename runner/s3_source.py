@@ -427,7 +427,8 @@ class S3Source(Source):
 
     def _reader_for(self, kind: FileKind) -> CsvReader | JsonLinesReader | ParquetReader:
         if kind.family == "csv":
-            return CsvReader(self.glob.hints, self.options.columns, kind.format == "csv_headless")
+            headless = kind.format == "csv_headless"
+            return CsvReader(self.glob.hints, self.options.columns, headless, self.uri.null_tokens)
         if kind.family == "jsonl":
             return JsonLinesReader(self.glob.hints, self.options.columns)
         return ParquetReader(self.options.page_size)

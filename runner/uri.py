@@ -165,8 +165,8 @@ class S3Uri(BaseModel):
     """``s3://?access_key_id=..&secret_access_key=..`` plus the optional parameters below.
 
     Without keys, the default AWS credential chain applies (environment, web identity / IRSA,
-    instance role). ``layout`` is for destinations only; ``hive_partitioning`` and
-    ``include_file_path`` for sources only.
+    instance role). ``layout`` is for destinations only; ``hive_partitioning``,
+    ``include_file_path`` and ``nullstr`` for sources only.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -179,6 +179,15 @@ class S3Uri(BaseModel):
     layout: str | None = None
     hive_partitioning: bool = False
     include_file_path: bool = False
+    nullstr: str | None = None
+
+    @property
+    def null_tokens(self) -> tuple[str, ...]:
+        """CSV values read as NULL besides the empty field (``nullstr=NA,n/a``, as DuckDB's
+        ``read_csv(nullstr=...)``); none by default."""
+        if self.nullstr is None:
+            return ()
+        return tuple(token for token in self.nullstr.split(",") if token)
 
     @field_validator("endpoint_url")
     @classmethod
@@ -218,6 +227,7 @@ class S3Uri(BaseModel):
                 "layout": "destination",
                 "hive_partitioning": "source",
                 "include_file_path": "source",
+                "nullstr": "source",
             },
         )
         params = {k: v for k, v in uri.params.items() if v != "" or k == "layout"}

@@ -113,10 +113,10 @@ def test_duplicate_header_names_keep_every_column_under_distinct_names(
 ) -> None:
     body = b"id,amount,amount,amount_1\n1,10,x,y\n2,20,z,w\n"
     db = loaded(s3_server, bucket, tmp_path, capsys, {"a.csv": body})
-    assert query(db, "SELECT id, amount, amount_1, amount_1_1 FROM raw.t ORDER BY id") == [
+    assert query(db, "SELECT id, amount, amount_2, amount_1 FROM raw.t ORDER BY id") == [
         (1, 10, "x", "y"), (2, 20, "z", "w"),
     ]  # fmt: skip
-    assert list(types_of(db)) == ["id", "amount", "amount_1", "amount_1_1"]
+    assert list(types_of(db)) == ["id", "amount", "amount_2", "amount_1"]
 
 
 def test_duplicate_header_names_in_several_files_line_up(
