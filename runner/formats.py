@@ -245,6 +245,14 @@ def conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=target)
 
 
+def _as_text(value: pa.Array) -> str:
+    """A one-value array's value as text, for a message (nanoseconds included)."""
+    try:
+        return str(value.cast(pa.string())[0])
+    except pa.ArrowException:
+        return value.to_string(indent=0, window=1).strip("[]\n ")
+
+
 def _cast_exactly(column: pa.Array, name: str, to: pa.DataType) -> pa.Array:
     """``column`` as ``to``, every value unchanged (an integer beyond 2**53 as a double, a
     nanosecond as a microsecond timestamp, a decimal digit dropped would change it); else a
@@ -259,7 +267,7 @@ def _cast_exactly(column: pa.Array, name: str, to: pa.DataType) -> pa.Array:
         try:
             value.cast(to)
         except pa.ArrowInvalid:
-            text = str(value[0].as_py())
+            text = _as_text(value)
             raise LossyValue(
                 name,
                 row + 1,
@@ -376,7 +384,7 @@ class CsvReader:
     ) -> Iterator[pa.RecordBatch]:
         """The file's rows, parsed straight into ``target``'s types."""
         names = own.names if self.headless else None
-        types = {f.name: target.field(f.name).type for f in own}
+        types = {f.name: _parsed_as(f.type, target.field(f.name).type) for f in own}
         # A repeated header name (``v`` for ``v`` and ``v_1``) is one key of pyarrow's type
         # map for both columns: they are read as text, renamed, then cast one by one.
         for name in own.names:
@@ -385,6 +393,13 @@ class CsvReader:
                 types[repeated] = pa.string()
         for batch in self._open(stream, names, types, READ_BLOCK_SIZE, self.encoding):
             yield batch if batch.schema.names == own.names else batch.rename_columns(own.names)
+
+
+def _parsed_as(own: pa.DataType, target: pa.DataType) -> pa.DataType:
+    """The type a CSV column is parsed as: the run's, except integers bound for a double,
+    parsed as integers and cast (a cast refuses what a double would round; parsing does not).
+    """
+    return own if pa.types.is_integer(own) and pa.types.is_floating(target) else target
 
 
 def _numeric_type(name: str, inferred: pa.DataType, texts: pa.Array) -> pa.DataType:
