@@ -460,10 +460,16 @@ class JsonLinesReader:
         typed = [(c.name, c.arrow_type) for c in self.columns if not c.is_json]
         reader = self._open(sample, pa.schema(typed) if typed else None, INFER_BLOCK_SIZE, False)
         schema = reader.schema
+        hinted = {c.name for c in self.columns}
+        doubles = [f.name for f in schema if pa.types.is_float64(f.type) and f.name not in hinted]
+        first = reader.read_next_batch() if doubles else None
         reader.close()
         temporal = [f.name for f in schema if pa.types.is_timestamp(f.type)]
-        temporal = [n for n in temporal if not any(c.name == n for c in self.columns)]
+        temporal = [n for n in temporal if n not in hinted]
         fields = {f.name: normalize_type(f.type) for f in schema}
+        for name in doubles:
+            if first is not None and self._whole_beyond_double(sample, name, first.column(name)):
+                fields[name] = pa.decimal128(_MAX_DECIMAL_DIGITS, 0)
         if temporal:
             sample.seek(0)
             as_text = pa.schema([(n, pa.string()) for n in temporal])
@@ -473,6 +479,28 @@ class JsonLinesReader:
             for name in temporal:
                 fields[name] = _temporal_type(first.column(name))
         return pa.schema(list(fields.items()))
+
+    def _whole_beyond_double(self, sample: pa.BufferReader, name: str, values: pa.Array) -> bool:
+        """Whether a number field pyarrow reads as double holds whole numbers only, some
+        beyond 2**53 (``92233720368547758070``, which a double rounds): then it is a
+        DECIMAL(38,0). Fractions among them stay doubles (their text is gone by then)."""
+        values = values.drop_null()
+        big = pc.greater(pc.abs(values), float(_EXACT_IN_DOUBLE))
+        if not len(values) or not pc.any(big).as_py():
+            return False
+        sample.seek(0)
+        whole = pa.schema([(name, pa.decimal128(_MAX_DECIMAL_DIGITS, 0))])
+        try:
+            reader = self._open(sample, whole, INFER_BLOCK_SIZE, True)
+        except pa.ArrowInvalid:
+            return False
+        try:
+            reader.read_next_batch()
+        except pa.ArrowInvalid:
+            return False
+        finally:
+            reader.close()
+        return True
 
     def _explicit(self, own: pa.Schema) -> pa.Schema:
         """The types ``own``'s fields are parsed as while streaming: the first block's (so a

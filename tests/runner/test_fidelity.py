@@ -312,6 +312,17 @@ def test_json_big_integers_and_leading_zero_strings_arrive_unchanged(
     ]  # fmt: skip
 
 
+def test_json_integers_beyond_64_bits_keep_every_digit(
+    s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = b'{"id": 1, "n": 92233720368547758070, "f": 1e5}\n{"id": 2, "n": -7, "f": 2.5}\n'
+    db = loaded(s3_server, bucket, tmp_path, capsys, {"a.jsonl": body})
+    assert query(db, "SELECT n, f FROM raw.t ORDER BY id") == [
+        (Decimal("92233720368547758070"), 1e5), (Decimal(-7), 2.5),
+    ]  # fmt: skip
+    assert types_of(db) == {"id": "BIGINT", "n": "DECIMAL(38,0)", "f": "DOUBLE"}
+
+
 # -- secrets ----------------------------------------------------------------------------------
 
 
