@@ -77,9 +77,13 @@ def parquet(table: pa.Table) -> bytes:
 def test_a_null_token_in_an_integer_column_is_kept_as_text(
     s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = loaded(s3_server, bucket, tmp_path, capsys, {"a.csv": b"id,v\n1,n/a\n2,3\n3,oops\n"})
-    assert query(db, "SELECT id, v FROM raw.t ORDER BY id") == [(1, "n/a"), (2, "3"), (3, "oops")]
-    assert types_of(db) == {"id": "BIGINT", "v": "VARCHAR"}
+    body = b"id,v,w\n1,n/a,1\n2,3,oops\n"
+    db = loaded(s3_server, bucket, tmp_path, capsys, {"a.csv": body})
+    assert query(db, "SELECT id, v, w FROM raw.t ORDER BY id") == [
+        (1, "n/a", "1"),
+        (2, "3", "oops"),
+    ]
+    assert types_of(db) == {"id": "BIGINT", "v": "VARCHAR", "w": "VARCHAR"}
 
 
 def test_only_the_empty_field_is_null_by_default(
@@ -274,6 +278,17 @@ def test_nanoseconds_a_timestamp_cannot_hold_fail_naming_file_row_and_column(
     assert (code, result["reason"]) == (6, "DataError")
     error = result["error"]
     assert f"s3://{bucket}/f/a.parquet" in error and "row 2" in error and "'ts'" in error
+
+
+def test_csv_nanoseconds_fail_naming_line_row_and_column(
+    s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = b"id,ts\n1,2024-01-01 10:00:00.123456\n2,2024-01-01 10:00:00.123456789\n"
+    code, result, _ = failed(s3_server, bucket, tmp_path, capsys, {"a.csv": body})
+    assert (code, result["reason"]) == (6, "DataError")
+    error = result["error"]
+    assert "line 3" in error and "row 2" in error and "'ts'" in error
+    assert "2024-01-01 10:00:00.123456789" in error
 
 
 def test_json_timestamps_with_offsets_keep_their_instant_and_fractions_stay_text(
