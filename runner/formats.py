@@ -386,10 +386,12 @@ class CsvReader:
         names = own.names if self.headless else None
         types = {f.name: _parsed_as(f.type, target.field(f.name).type) for f in own}
         # A repeated header name (``v`` for ``v`` and ``v_1``) is one key of pyarrow's type
-        # map for both columns: they are read as text, renamed, then cast one by one.
+        # map for both columns: of different types, they are read as text, renamed, then
+        # cast one by one (the same casts pyarrow's CSV parsing does, for inferred types).
         for name in own.names:
             repeated, sep, suffix = name.rpartition("_")
-            if sep and suffix.isdigit() and repeated in types:
+            twin = types.get(repeated) if sep and suffix.isdigit() else None
+            if twin is not None and not types[name].equals(twin):
                 types[repeated] = pa.string()
         for batch in self._open(stream, names, types, READ_BLOCK_SIZE, self.encoding):
             yield batch if batch.schema.names == own.names else batch.rename_columns(own.names)
