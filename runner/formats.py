@@ -253,19 +253,30 @@ def _as_text(value: pa.Array) -> str:
         return value.to_string(indent=0, window=1).strip("[]\n ")
 
 
+def _exact_cast(values: pa.Array, to: pa.DataType) -> pa.Array:
+    """``values`` as ``to``; ``ArrowInvalid`` if any value would change."""
+    cast = values.cast(to)  # safe: refuses truncated timestamps, integers a double rounds
+    if pa.types.is_decimal(values.type) and pa.types.is_floating(to):
+        # pyarrow casts decimals to doubles unchecked: each double must give its decimal back.
+        back = cast.cast(values.type, safe=False)
+        if pc.all(pc.equal(back, values)).as_py() is False:
+            raise pa.ArrowInvalid("no double equals it")
+    return cast
+
+
 def _cast_exactly(column: pa.Array, name: str, to: pa.DataType) -> pa.Array:
     """``column`` as ``to``, every value unchanged (an integer beyond 2**53 as a double, a
     nanosecond as a microsecond timestamp, a decimal digit dropped would change it); else a
     :class:`LossyValue` naming the first value that would change."""
     try:
-        return column.cast(to)
+        return _exact_cast(column, to)
     except pa.ArrowInvalid as exc:
         detail = str(exc)
     # Only on failure: find the first row that does not convert, one value at a time.
     for row in range(len(column)):
         value = column.slice(row, 1)
         try:
-            value.cast(to)
+            _exact_cast(value, to)
         except pa.ArrowInvalid:
             text = _as_text(value)
             raise LossyValue(
@@ -398,10 +409,11 @@ class CsvReader:
 
 
 def _parsed_as(own: pa.DataType, target: pa.DataType) -> pa.DataType:
-    """The type a CSV column is parsed as: the run's, except integers bound for a double,
-    parsed as integers and cast (a cast refuses what a double would round; parsing does not).
-    """
-    return own if pa.types.is_integer(own) and pa.types.is_floating(target) else target
+    """The type a CSV column is parsed as: the run's, except integers and decimals bound for
+    a double, parsed as they are and cast (a cast refuses what a double would round; parsing
+    does not)."""
+    exact = pa.types.is_integer(own) or pa.types.is_decimal(own)
+    return own if exact and pa.types.is_floating(target) else target
 
 
 def _numeric_type(name: str, inferred: pa.DataType, texts: pa.Array) -> pa.DataType:
@@ -464,13 +476,14 @@ class JsonLinesReader:
         schema = reader.schema
         hinted = {c.name for c in self.columns}
         doubles = [f.name for f in schema if pa.types.is_float64(f.type) and f.name not in hinted]
-        first = reader.read_next_batch() if doubles else None
+        inferred = reader.read_next_batch() if doubles else None
         reader.close()
         temporal = [f.name for f in schema if pa.types.is_timestamp(f.type)]
         temporal = [n for n in temporal if n not in hinted]
         fields = {f.name: normalize_type(f.type) for f in schema}
         for name in doubles:
-            if first is not None and self._whole_beyond_double(sample, name, first.column(name)):
+            values = inferred.column(name) if inferred is not None else None
+            if values is not None and self._whole_beyond_double(sample, name, values):
                 fields[name] = pa.decimal128(_MAX_DECIMAL_DIGITS, 0)
         if temporal:
             sample.seek(0)

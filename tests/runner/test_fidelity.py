@@ -176,6 +176,17 @@ def test_widening_integers_a_double_cannot_hold_fails_naming_file_line_row_and_c
     assert "'v'" in error and "9007199254740993" in error
 
 
+def test_integers_beyond_64_bits_and_fractions_in_other_files_fail_naming_the_value(
+    s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {"a.csv": b"id,v\n1,1\n2,92233720368547758070\n", "b.csv": b"id,v\n3,2.5\n"}
+    code, result, _ = failed(s3_server, bucket, tmp_path, capsys, files)
+    assert (code, result["reason"]) == (6, "DataError")
+    error = result["error"]
+    assert f"s3://{bucket}/f/a.csv" in error and "line 3" in error and "row 2" in error
+    assert "'v'" in error and "92233720368547758070" in error
+
+
 def test_leading_zeros_keep_an_id_column_as_text(
     s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

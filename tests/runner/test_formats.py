@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pyarrow as pa
 import pytest
 
@@ -44,3 +46,13 @@ def test_conform_keeps_timestamps_that_lose_no_digit() -> None:
     ns = pa.array([1_700_000_000_123_456_000, None], pa.timestamp("ns", tz="Europe/Berlin"))
     out = conform(pa.record_batch({"t": ns}), pa.schema([("t", pa.timestamp("us", tz="UTC"))]))
     assert out.column(0).cast(pa.int64()).to_pylist() == [1_700_000_000_123_456, None]
+
+
+def test_conform_names_the_first_decimal_no_double_equals() -> None:
+    exact = pa.array([Decimal("0.10"), Decimal("123456.25"), None], pa.decimal128(10, 2))
+    out = conform(pa.record_batch({"d": exact}), pa.schema([("d", pa.float64())]))
+    assert out.column(0).to_pylist() == [0.1, 123456.25, None]
+    big = pa.array([Decimal(1), Decimal("92233720368547758070")], pa.decimal128(38, 0))
+    with pytest.raises(LossyValue) as caught:
+        conform(pa.record_batch({"d": big}), pa.schema([("d", pa.float64())]))
+    assert (caught.value.row, caught.value.value) == (2, "92233720368547758070")
