@@ -349,6 +349,16 @@ def test_json_integers_beyond_64_bits_keep_every_digit(
     assert types_of(db) == {"id": "BIGINT", "n": "DECIMAL(38,0)", "f": "DOUBLE"}
 
 
+def test_json_big_integers_among_fractions_keep_every_digit_as_columns_decimal(
+    s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = b'{"id": 1, "n": 92233720368547758070}\n{"id": 2, "n": 1.5}\n'
+    db = loaded(s3_server, bucket, tmp_path, capsys, {"a.jsonl": body}, "--columns", "n:decimal")
+    assert query(db, "SELECT n FROM raw.t ORDER BY id") == [
+        (Decimal("92233720368547758070"),), (Decimal("1.5"),),
+    ]  # fmt: skip
+
+
 # -- secrets ----------------------------------------------------------------------------------
 
 
