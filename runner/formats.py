@@ -50,6 +50,9 @@ _DATE = r"^\d{4}-\d{2}-\d{2}$"
 _ZONED = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _INTEGER = r"^[+-]?\d+$"
 _LEADING_ZERO = r"^[+-]?0\d"
+# Over a CSV file's first block as bytes: a field that may start with a leading zero, or a
+# number that may not fit 64 bits or a double. Without one, its numbers need no second look.
+_MAYBE_INEXACT = r'(?m)(?:^|[,;\t|"])[+-]?0[0-9]|[0-9]{16}'
 # Integers a double holds exactly: |v| <= 2**53 (pyarrow's safe int -> double cast's bound).
 _EXACT_IN_DOUBLE = 2**53
 # DuckDB's widest DECIMAL; Arrow's decimal128 holds as many digits.
@@ -376,7 +379,7 @@ class CsvReader:
             and len(schema.get_all_field_indices(f.name)) == 1
             and (pa.types.is_int64(f.type) or pa.types.is_float64(f.type))
         }
-        if numeric:
+        if numeric and _maybe_inexact(sample):
             sample.seek(0)
             as_text = dict.fromkeys(numeric, pa.string())
             reader = self._open(sample, names, as_text, INFER_BLOCK_SIZE, "utf8", list(numeric))
@@ -406,6 +409,14 @@ class CsvReader:
                 types[repeated] = pa.string()
         for batch in self._open(stream, names, types, READ_BLOCK_SIZE, self.encoding):
             yield batch if batch.schema.names == own.names else batch.rename_columns(own.names)
+
+
+def _maybe_inexact(sample: pa.BufferReader) -> bool:
+    """Whether a CSV sample holds anything that could make a numeric column inexact (a
+    leading zero, 16 digits in a row): a cheap scan sparing most files a second parse."""
+    sample.seek(0)
+    data = pa.scalar(sample.read_buffer().to_pybytes(), pa.binary())
+    return bool(pc.match_substring_regex(data, _MAYBE_INEXACT).as_py())
 
 
 def _parsed_as(own: pa.DataType, target: pa.DataType) -> pa.DataType:
