@@ -60,16 +60,20 @@ def _data_records(opener: TextOpener, headless: bool) -> Iterator[tuple[int, int
             yield line, row, fields
 
 
-def _jsonl_line(opener: TextOpener, row: int) -> int | None:
-    """The line of the ``row``-th JSON Lines record (blank lines hold none)."""
+def _jsonl_record(opener: TextOpener, row: int) -> tuple[int, str] | None:
+    """The line of the ``row``-th JSON Lines record (blank lines hold none), and its text."""
     with opener() as text:
         seen = 0
         for line, content in enumerate(text, start=1):
             if content.strip():
                 seen += 1
                 if seen == row:
-                    return line
+                    return line, content.rstrip("\r\n")
     return None
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _position(line: int | None, row: int) -> str:
@@ -100,7 +104,8 @@ def describe_data_error(
         if csv_file:
             line = next((ln for ln, r, _ in _data_records(opener, headless) if r == row), None)
         elif file_format == "jsonl" and opener is not None:
-            line = _jsonl_line(opener, row)
+            found = _jsonl_record(opener, row)
+            line = found[0] if found else None
         return f"{url}: {_position(line, row)}, column {exc.column!r}: {exc.detail}; {exc.remedy}"
     column = _CSV_COLUMN.search(text)
     if column and csv_file:
@@ -124,7 +129,12 @@ def describe_data_error(
         )
         where = _position(*found) if found else f"after data row {rows_before:,}"
         return f"{url}: {where}: expected {expected} columns, got {got}: {as_read}"
-    row = _JSON_ROW.search(text)
-    if row:
-        return f"{url}: row {rows_before + int(row.group(1)) + 1:,}: {text[: row.start()]}"
+    in_row = _JSON_ROW.search(text)
+    if in_row:
+        row = rows_before + int(in_row.group(1)) + 1
+        record = _jsonl_record(opener, row) if opener is not None else None
+        if record is None:
+            return f"{url}: row {row:,}: {text[: in_row.start()]}"
+        detail = text[: in_row.start()].rstrip(".")
+        return f"{url}: {_position(record[0], row)}: {detail}: {_clip(record[1])}"
     return f"{url}, after data row {rows_before:,}: {text}"

@@ -400,6 +400,14 @@ def test_a_bad_value_deep_in_a_file_is_reported_with_its_line_and_column(
     assert_data_error(code, result, "line 80,000", "row 40,000", "'id'", "seven")
 
 
+def test_a_malformed_json_line_is_reported_with_its_line_row_and_text(
+    s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = b'{"id": 1}\n\n{"id": 2}\n{"id": 3, "v": \n{"id": 4}\n'
+    code, result, _ = failed(s3_server, bucket, tmp_path, capsys, {"a.jsonl": body})
+    assert_data_error(code, result, f"s3://{bucket}/f/a.jsonl", "line 4, row 3", '{"id": 3, "v": ')
+
+
 def test_an_unreachable_endpoint_is_source_unavailable_exit_8(
     s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
