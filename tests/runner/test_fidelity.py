@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from kingest.runner.errors import InvalidUri
 from kingest.runner.interfaces import LoadOptions
 from kingest.runner.s3_source import S3Source
 from kingest.runner.uri import S3Uri, parse_uri
@@ -114,6 +115,16 @@ def test_null_tokens_are_null_when_the_source_uri_names_them(
         (1, None, "x"), (2, 3, None), (3, None, None), (4, 5, "NAN"),
     ]  # fmt: skip
     assert types_of(db) == {"id": "BIGINT", "v": "BIGINT", "w": "VARCHAR"}
+
+
+def test_null_tokens_are_a_source_parameter_also_from_the_environment() -> None:
+    env = {"KINGEST_SOURCE_NULLSTR": "NA,,#N/A"}
+    assert S3Uri.from_parsed(parse_uri("s3://?region=x", "source", env)).null_tokens == (
+        "NA",
+        "#N/A",
+    )
+    with pytest.raises(InvalidUri, match="nullstr"):
+        S3Uri.from_parsed(parse_uri("s3://?nullstr=NA", "destination", {}))
 
 
 # -- names ------------------------------------------------------------------------------------
