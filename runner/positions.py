@@ -12,13 +12,14 @@ import csv
 import io
 import re
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 import pyarrow as pa
 
 from kingest.runner.formats import LossyValue
 
 TextOpener = Callable[[], TextIO]
+T = TypeVar("T")
 
 _CSV_COLUMN = re.compile(
     r"In CSV column #(\d+): CSV conversion error to (\S+): invalid value '(.*)'"
@@ -76,6 +77,15 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}..."
 
 
+def _first(found: Callable[[], T | None]) -> T | None:
+    """``found()``, or None if reading the file again fails: the message then goes without
+    the line, rather than the run failing on its way to saying what failed."""
+    try:
+        return found()
+    except (OSError, UnicodeDecodeError, csv.Error, pa.ArrowException):
+        return None
+
+
 def _position(line: int | None, row: int) -> str:
     return f"line {line:,}, row {row:,}" if line is not None else f"row {row:,}"
 
@@ -102,18 +112,22 @@ def describe_data_error(
         row = rows_before + exc.row
         line = None
         if csv_file:
-            line = next((ln for ln, r, _ in _data_records(opener, headless) if r == row), None)
+            records = _data_records(opener, headless)
+            line = _first(lambda: next((ln for ln, r, _ in records if r == row), None))
         elif file_format == "jsonl" and opener is not None:
-            found = _jsonl_record(opener, row)
+            found = _first(lambda: _jsonl_record(opener, row))
             line = found[0] if found else None
         return f"{url}: {_position(line, row)}, column {exc.column!r}: {exc.detail}; {exc.remedy}"
     column = _CSV_COLUMN.search(text)
     if column and csv_file:
         index, to, value = int(column.group(1)), column.group(2), column.group(3)
         name = names[index] if index < len(names) else f"#{index + 1}"
-        found = next(
-            ((ln, r) for ln, r, f in _data_records(opener, headless) if f[index:][:1] == [value]),
-            None,
+        records = _data_records(opener, headless)
+        found = _first(
+            lambda: next(
+                ((ln, r) for ln, r, f in records if r > rows_before and f[index:][:1] == [value]),
+                None,
+            )
         )
         where = f"{_position(*found)}, " if found else f"after data row {rows_before:,}, "
         return (
@@ -123,16 +137,14 @@ def describe_data_error(
     width = _CSV_WIDTH.search(text)
     if width and csv_file:
         expected, got, as_read = int(width.group(1)), width.group(2), width.group(3)
-        found = next(
-            ((ln, r) for ln, r, f in _data_records(opener, headless) if len(f) != expected),
-            None,
-        )
+        records = _data_records(opener, headless)
+        found = _first(lambda: next(((ln, r) for ln, r, f in records if len(f) != expected), None))
         where = _position(*found) if found else f"after data row {rows_before:,}"
         return f"{url}: {where}: expected {expected} columns, got {got}: {as_read}"
     in_row = _JSON_ROW.search(text)
     if in_row:
         row = rows_before + int(in_row.group(1)) + 1
-        record = _jsonl_record(opener, row) if opener is not None else None
+        record = _first(lambda: _jsonl_record(opener, row)) if opener is not None else None
         if record is None:
             return f"{url}: row {row:,}: {text[: in_row.start()]}"
         detail = text[: in_row.start()].rstrip(".")

@@ -46,3 +46,12 @@ def test_parquet_rows_are_counted_without_reading_the_file() -> None:
         error, "s3://b/f.parquet", ["t"], 8192, file_format="parquet", opener=None
     )
     assert message == "s3://b/f.parquet: row 8,197, column 't': x changes; pass --columns t:text"
+
+
+def test_a_file_that_cannot_be_read_again_is_reported_without_its_line() -> None:
+    body = b"id,v\n1,a\n2,\xff\n"
+    error = LossyValue("v", 1, "a", "a changes", "pass --columns v:text")
+    message = describe_data_error(
+        error, "s3://b/f.csv", ["id", "v"], 0, file_format="csv", opener=opener(body)
+    )
+    assert message == "s3://b/f.csv: row 1, column 'v': a changes; pass --columns v:text"
