@@ -47,7 +47,9 @@ FLAGS: tuple[Flag, ...] = (
         _env("SOURCE_URI"),
         "URI of the source, e.g. 's3://?access_key_id=..&"
         "secret_access_key=..' (also endpoint_url, region, session_token, hive_partitioning, "
-        "include_file_path; no keys: the default AWS credential chain).",
+        "include_file_path; no keys: the default AWS credential chain). Keys may be given "
+        "raw or percent-encoded: '+' and '/' in a secret stay as they are. CSV: only the "
+        "empty field is NULL; nullstr=NA,n/a names more NULL tokens (as DuckDB's nullstr).",
         required=True,
     ),
     Flag(

@@ -71,6 +71,14 @@ class DestinationError(KingestError):
     exit_code = 7
 
 
+class SourceUnavailable(KingestError):
+    """The source store could not be reached or failed while reading (refused connection,
+    DNS, timeouts, 5xx after retries): often transient, so worth retrying, unlike 2-7."""
+
+    reason = "SourceUnavailable"
+    exit_code = 8
+
+
 EXIT_CODES: dict[str, int] = {
     "UsageError": 2,
     "InvalidUri": 2,
@@ -79,6 +87,7 @@ EXIT_CODES: dict[str, int] = {
     "AccessDenied": 5,
     "DataError": 6,
     "DestinationError": 7,
+    "SourceUnavailable": 8,
 }
 """Exit code per reason, for errors raised by modules that carry only a ``reason`` word."""
 

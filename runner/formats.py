@@ -45,9 +45,20 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-# Patterns over JSON text values (RE2 syntax, run by pyarrow.compute).
+# Patterns over text values (RE2 syntax, run by pyarrow.compute).
 _DATE = r"^\d{4}-\d{2}-\d{2}$"
 _ZONED = r"(?:Z|[+-]\d{2}:?\d{2})$"
+_INTEGER = r"^[+-]?\d+$"
+_LEADING_ZERO = r"^[+-]?0\d"
+# Over a CSV file's first block as bytes: a field that may start with a leading zero, or a
+# number that may not fit 64 bits or a double. Without one, its numbers need no second look.
+_MAYBE_INEXACT = r'(?m)(?:^|[,;\t|"])[+-]?0[0-9]|[0-9]{16}'
+# Integers a double holds exactly: |v| <= 2**53 (pyarrow's safe int -> double cast's bound).
+_EXACT_IN_DOUBLE = 2**53
+# DuckDB's widest DECIMAL; Arrow's decimal128 holds as many digits.
+_MAX_DECIMAL_DIGITS = 38
+# Decimal digits of each integer type, for widening integers and decimals into one DECIMAL.
+_INTEGER_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,41 @@ def detect_kind(key: str, hints: Hints) -> FileKind | None:
     return None
 
 
+class LossyValue(pa.ArrowInvalid):
+    """A value the run's type for its column would change: which column, which row (1-based,
+    counted from the first row of the batch or sample it was found in), the value as text.
+
+    An ``ArrowInvalid``, so sources report it as they report pyarrow's own conversion errors,
+    with the file and the position of the batch added.
+    """
+
+    def __init__(self, column: str, row: int, value: str, detail: str, remedy: str) -> None:
+        super().__init__(f"column {column!r}, row {row}: {detail}")
+        self.column = column
+        self.row = row
+        self.value = value
+        self.detail = detail
+        self.remedy = remedy
+
+
+def distinct_names(names: list[str]) -> list[str]:
+    """``names`` with repeats renamed ``name_1``, ``name_2``, ... (the first keeps its name;
+    no new name collides with any other), as ingestr (dlt) names duplicate CSV headers."""
+    taken = set(names)
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        if name in seen:
+            suffix = 1
+            while f"{name}_{suffix}" in taken:
+                suffix += 1
+            name = f"{name}_{suffix}"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out
+
+
 def normalize_type(data_type: pa.DataType) -> pa.DataType:
     """The type a column is loaded as: timestamps in microseconds (DuckDB's TIMESTAMP)."""
     if pa.types.is_timestamp(data_type) and data_type.unit != "us":
@@ -103,8 +149,9 @@ def _rank(data_type: pa.DataType) -> int | None:
 
 
 def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
-    """The type holding both ``a`` and ``b`` (int+float -> double, date+timestamp ->
-    timestamp, scalar+text -> text); None when nothing sensible holds both (e.g. struct+int).
+    """The type holding both ``a`` and ``b`` (int+decimal -> decimal, int+float -> double,
+    date+timestamp -> timestamp, scalar+text -> text); None when nothing sensible holds both
+    (e.g. struct+int, decimals needing more than 38 digits).
     """
     if a.equals(b):
         return a
@@ -114,7 +161,7 @@ def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
         return a
     ra, rb = _rank(a), _rank(b)
     if ra is not None and rb is not None and ra >= 2 and rb >= 2:
-        return pa.int64() if ra == rb == 2 else pa.float64()
+        return _unify_numbers(a, b)
     temporal = (pa.types.is_timestamp, pa.types.is_date)
     if any(t(a) for t in temporal) and any(t(b) for t in temporal):
         zones = {t.tz for t in (a, b) if pa.types.is_timestamp(t) and t.tz}
@@ -123,6 +170,35 @@ def unify_types(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     if any(t(a) or t(b) for t in nested):
         return None
     return pa.string()
+
+
+def _decimal_digits(data_type: pa.DataType) -> tuple[int, int] | None:
+    """(precision, scale) of a decimal or integer type; None for floats."""
+    if pa.types.is_decimal(data_type):
+        return data_type.precision, data_type.scale
+    if pa.types.is_integer(data_type):
+        unsigned64 = pa.types.is_uint64(data_type)
+        return (20 if unsigned64 else _INTEGER_DIGITS[data_type.bit_width]), 0
+    return None
+
+
+def _unify_numbers(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """Integers stay integers (BIGINT, or DECIMAL(20,0) for signed with unsigned 64-bit),
+    decimals and integers become the DECIMAL holding both, anything with a float DOUBLE (an
+    integer beyond 2**53 then fails the cast, naming its row, rather than being rounded)."""
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        if pa.types.is_uint64(a) or pa.types.is_uint64(b):
+            unsigned = not (pa.types.is_signed_integer(a) or pa.types.is_signed_integer(b))
+            return pa.uint64() if unsigned else pa.decimal128(20, 0)
+        return pa.int64()
+    digits_a, digits_b = _decimal_digits(a), _decimal_digits(b)
+    if digits_a is None or digits_b is None:
+        return pa.float64()
+    scale = max(digits_a[1], digits_b[1])
+    whole = max(digits_a[0] - digits_a[1], digits_b[0] - digits_b[1])
+    if whole + scale > _MAX_DECIMAL_DIGITS:
+        return None
+    return pa.decimal128(whole + scale, scale)
 
 
 def unify_schemas(schemas: list[tuple[str, pa.Schema]]) -> pa.Schema:
@@ -167,11 +243,53 @@ def conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
             continue
         column = batch.column(index)
         if not column.type.equals(field.type):
-            # Timestamps lose sub-microsecond digits on purpose (DuckDB stores microseconds).
-            lossy = pa.types.is_timestamp(field.type) and pa.types.is_timestamp(column.type)
-            column = column.cast(field.type, safe=not lossy)
+            column = _cast_exactly(column, field.name, field.type)
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, schema=target)
+
+
+def _as_text(value: pa.Array) -> str:
+    """A one-value array's value as text, for a message (nanoseconds included)."""
+    try:
+        return str(value.cast(pa.string())[0])
+    except pa.ArrowException:
+        return value.to_string(indent=0, window=1).strip("[]\n ")
+
+
+def _exact_cast(values: pa.Array, to: pa.DataType) -> pa.Array:
+    """``values`` as ``to``; ``ArrowInvalid`` if any value would change."""
+    cast = values.cast(to)  # safe: refuses truncated timestamps, integers a double rounds
+    if pa.types.is_decimal(values.type) and pa.types.is_floating(to):
+        # pyarrow casts decimals to doubles unchecked: each double must give its decimal back.
+        back = cast.cast(values.type, safe=False)
+        if pc.all(pc.equal(back, values)).as_py() is False:
+            raise pa.ArrowInvalid("no double equals it")
+    return cast
+
+
+def _cast_exactly(column: pa.Array, name: str, to: pa.DataType) -> pa.Array:
+    """``column`` as ``to``, every value unchanged (an integer beyond 2**53 as a double, a
+    nanosecond as a microsecond timestamp, a decimal digit dropped would change it); else a
+    :class:`LossyValue` naming the first value that would change."""
+    try:
+        return _exact_cast(column, to)
+    except pa.ArrowInvalid as exc:
+        detail = str(exc)
+    # Only on failure: find the first row that does not convert, one value at a time.
+    for row in range(len(column)):
+        value = column.slice(row, 1)
+        try:
+            _exact_cast(value, to)
+        except pa.ArrowInvalid:
+            text = _as_text(value)
+            raise LossyValue(
+                name,
+                row + 1,
+                text,
+                f"{text} cannot be held exactly as {to}: {detail}",
+                f"pass --columns {name}:text to load it as text",
+            ) from None
+    raise LossyValue(name, 1, "", detail, f"pass --columns {name}:text to load it as text")
 
 
 def first_block(stream: pa.NativeFile, encoding: str | None) -> pa.BufferReader:
@@ -194,12 +312,25 @@ def first_block(stream: pa.NativeFile, encoding: str | None) -> pa.BufferReader:
 
 class CsvReader:
     """CSV with a header (or headless): UTF-8 with or without BOM, quoted fields spanning
-    lines, any encoding by ``#encoding=``; ``--columns`` types (and names, when headless)."""
+    lines, any encoding by ``#encoding=``; ``--columns`` types (and names, when headless).
 
-    def __init__(self, hints: Hints, columns: tuple[ColumnHint, ...], headless: bool) -> None:
+    Values arrive as they were: only the empty field is NULL unless ``null_tokens`` names
+    more (pyarrow's default list would turn ``n/a`` or ``NaN`` into NULL silently); repeated
+    header names become ``name_1``, ...; a column with leading zeros (``007``) is text; whole
+    numbers beyond 64 bits are DECIMAL(38,0) (text beyond 38 digits), never a rounded double.
+    """
+
+    def __init__(
+        self,
+        hints: Hints,
+        columns: tuple[ColumnHint, ...],
+        headless: bool,
+        null_tokens: tuple[str, ...] = (),
+    ) -> None:
         self.headless = headless
         self.encoding = hints.encoding or "utf8"
         self.columns = columns
+        self.null_values = ["", *null_tokens]
         self.parse_options = pa_csv.ParseOptions(newlines_in_values=True)
 
     def _open(
@@ -209,6 +340,7 @@ class CsvReader:
         types: dict[str, pa.DataType],
         block_size: int,
         encoding: str,
+        include: list[str] | None = None,
     ) -> pa_csv.CSVStreamingReader:
         return pa_csv.open_csv(
             stream,
@@ -219,7 +351,12 @@ class CsvReader:
                 autogenerate_column_names=self.headless and names is None,
             ),
             parse_options=self.parse_options,
-            convert_options=pa_csv.ConvertOptions(column_types=types),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=types,
+                null_values=self.null_values,
+                strings_can_be_null=True,
+                include_columns=include,
+            ),
         )
 
     def _hinted_names(self) -> list[str] | None:
@@ -229,20 +366,94 @@ class CsvReader:
         """The file's columns and types, from its first block."""
         hint_types = {c.name: c.arrow_type for c in self.columns}
         sample = first_block(stream, self.encoding)
-        reader = self._open(sample, self._hinted_names(), hint_types, INFER_BLOCK_SIZE, "utf8")
+        names = self._hinted_names()
+        reader = self._open(sample, names, hint_types, INFER_BLOCK_SIZE, "utf8")
         schema = reader.schema
         reader.close()
+        types = [normalize_type(f.type) for f in schema]
+        # Columns pyarrow reads as numbers, told apart again from their text (once each).
+        numeric = {
+            f.name: i
+            for i, f in enumerate(schema)
+            if f.name not in hint_types
+            and len(schema.get_all_field_indices(f.name)) == 1
+            and (pa.types.is_int64(f.type) or pa.types.is_float64(f.type))
+        }
+        if numeric and _maybe_inexact(sample):
+            sample.seek(0)
+            as_text = dict.fromkeys(numeric, pa.string())
+            reader = self._open(sample, names, as_text, INFER_BLOCK_SIZE, "utf8", list(numeric))
+            texts = reader.read_next_batch()
+            reader.close()
+            for name, index in numeric.items():
+                types[index] = _numeric_type(name, types[index], texts.column(name))
         if self.headless and not self.columns:
-            schema = pa.schema([pa.field(f"unknown_col_{i}", f.type) for i, f in enumerate(schema)])
-        return pa.schema([pa.field(f.name, normalize_type(f.type)) for f in schema])
+            names = [f"unknown_col_{i}" for i in range(len(schema))]
+        else:
+            names = distinct_names(schema.names)
+        return pa.schema(list(zip(names, types, strict=True)))
 
     def batches(
         self, stream: pa.NativeFile, own: pa.Schema, target: pa.Schema
     ) -> Iterator[pa.RecordBatch]:
         """The file's rows, parsed straight into ``target``'s types."""
         names = own.names if self.headless else None
-        types = {f.name: target.field(f.name).type for f in own}
-        yield from self._open(stream, names, types, READ_BLOCK_SIZE, self.encoding)
+        types = {f.name: _parsed_as(f.type, target.field(f.name).type) for f in own}
+        # A repeated header name (``v`` for ``v`` and ``v_1``) is one key of pyarrow's type
+        # map for both columns: of different types, they are read as text, renamed, then
+        # cast one by one (the same casts pyarrow's CSV parsing does, for inferred types).
+        for name in own.names:
+            repeated, sep, suffix = name.rpartition("_")
+            twin = types.get(repeated) if sep and suffix.isdigit() else None
+            if twin is not None and not types[name].equals(twin):
+                types[repeated] = pa.string()
+        for batch in self._open(stream, names, types, READ_BLOCK_SIZE, self.encoding):
+            yield batch if batch.schema.names == own.names else batch.rename_columns(own.names)
+
+
+def _maybe_inexact(sample: pa.BufferReader) -> bool:
+    """Whether a CSV sample holds anything that could make a numeric column inexact (a
+    leading zero, 16 digits in a row): a cheap scan sparing most files a second parse."""
+    sample.seek(0)
+    data = pa.scalar(sample.read_buffer().to_pybytes(), pa.binary())
+    return bool(pc.match_substring_regex(data, _MAYBE_INEXACT).as_py())
+
+
+def _parsed_as(own: pa.DataType, target: pa.DataType) -> pa.DataType:
+    """The type a CSV column is parsed as: the run's, except integers and decimals bound for
+    a double, parsed as they are and cast (a cast refuses what a double would round; parsing
+    does not)."""
+    exact = pa.types.is_integer(own) or pa.types.is_decimal(own)
+    return own if exact and pa.types.is_floating(target) else target
+
+
+def _numeric_type(name: str, inferred: pa.DataType, texts: pa.Array) -> pa.DataType:
+    """The type a CSV column pyarrow inferred as int64 or double is loaded as, from its text:
+    text if any value has a leading zero, DECIMAL(38,0) for whole numbers beyond 64 bits (text
+    beyond 38 digits). A whole number a double would round among fractions is an error."""
+    values = texts.drop_null()
+    if not len(values):
+        return inferred
+    if pc.any(pc.match_substring_regex(values, _LEADING_ZERO)).as_py():
+        return pa.string()
+    if pa.types.is_int64(inferred):
+        return inferred
+    if pc.all(pc.match_substring_regex(values, _INTEGER)).as_py():
+        digits = pc.max(pc.utf8_length(pc.utf8_ltrim(values, characters="+-"))).as_py()
+        return (
+            pa.decimal128(_MAX_DECIMAL_DIGITS, 0) if digits <= _MAX_DECIMAL_DIGITS else pa.string()
+        )
+    whole = pc.match_substring_regex(texts, _INTEGER).to_pylist()
+    for row, (is_whole, text) in enumerate(zip(whole, texts.to_pylist(), strict=True)):
+        if is_whole and abs(int(text)) > _EXACT_IN_DOUBLE:
+            raise LossyValue(
+                name,
+                row + 1,
+                text,
+                f"the whole number {text} among fractions would be rounded as a double",
+                f"pass --columns {name}:text to keep it, or {name}:double to accept rounding",
+            )
+    return inferred
 
 
 class JsonLinesReader:
@@ -274,10 +485,17 @@ class JsonLinesReader:
         typed = [(c.name, c.arrow_type) for c in self.columns if not c.is_json]
         reader = self._open(sample, pa.schema(typed) if typed else None, INFER_BLOCK_SIZE, False)
         schema = reader.schema
+        hinted = {c.name for c in self.columns}
+        doubles = [f.name for f in schema if pa.types.is_float64(f.type) and f.name not in hinted]
+        inferred = reader.read_next_batch() if doubles else None
         reader.close()
         temporal = [f.name for f in schema if pa.types.is_timestamp(f.type)]
-        temporal = [n for n in temporal if not any(c.name == n for c in self.columns)]
+        temporal = [n for n in temporal if n not in hinted]
         fields = {f.name: normalize_type(f.type) for f in schema}
+        for name in doubles:
+            values = inferred.column(name) if inferred is not None else None
+            if values is not None and self._whole_beyond_double(sample, name, values):
+                fields[name] = pa.decimal128(_MAX_DECIMAL_DIGITS, 0)
         if temporal:
             sample.seek(0)
             as_text = pa.schema([(n, pa.string()) for n in temporal])
@@ -287,6 +505,28 @@ class JsonLinesReader:
             for name in temporal:
                 fields[name] = _temporal_type(first.column(name))
         return pa.schema(list(fields.items()))
+
+    def _whole_beyond_double(self, sample: pa.BufferReader, name: str, values: pa.Array) -> bool:
+        """Whether a number field pyarrow reads as double holds whole numbers only, some
+        beyond 2**53 (``92233720368547758070``, which a double rounds): then it is a
+        DECIMAL(38,0). Fractions among them stay doubles (their text is gone by then)."""
+        values = values.drop_null()
+        big = pc.greater(pc.abs(values), float(_EXACT_IN_DOUBLE))
+        if not len(values) or not pc.any(big).as_py():
+            return False
+        sample.seek(0)
+        whole = pa.schema([(name, pa.decimal128(_MAX_DECIMAL_DIGITS, 0))])
+        try:
+            reader = self._open(sample, whole, INFER_BLOCK_SIZE, True)
+        except pa.ArrowInvalid:
+            return False
+        try:
+            reader.read_next_batch()
+        except pa.ArrowInvalid:
+            return False
+        finally:
+            reader.close()
+        return True
 
     def _explicit(self, own: pa.Schema) -> pa.Schema:
         """The types ``own``'s fields are parsed as while streaming: the first block's (so a

@@ -44,6 +44,7 @@ from kingest.runner.errors import (
     DataError,
     KingestError,
     NoFilesMatched,
+    SourceUnavailable,
     UsageError,
 )
 from kingest.runner.formats import (
@@ -57,6 +58,7 @@ from kingest.runner.formats import (
 )
 from kingest.runner.glob import ObjectGlob
 from kingest.runner.interfaces import LoadedFiles, LoadOptions, Source, SourceFile, SourceStream
+from kingest.runner.positions import describe_data_error, text_opener
 from kingest.runner.prefetch import ordered_parallel
 from kingest.runner.uri import ParsedUri, S3Uri
 
@@ -86,13 +88,6 @@ _KEPT_BYTES = 64 * 1024 * 1024
 _HIVE_SEGMENT = re.compile(r"^([^=/]+)=([^/]*)$")
 _INT = re.compile(r"^-?\d{1,18}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class SourceUnavailable(KingestError):
-    """The store could not be reached or failed while reading (network, 5xx)."""
-
-    reason = "SourceUnavailable"
-    exit_code = 1
 
 
 class Listed(NamedTuple):
@@ -433,7 +428,8 @@ class S3Source(Source):
 
     def _reader_for(self, kind: FileKind) -> CsvReader | JsonLinesReader | ParquetReader:
         if kind.family == "csv":
-            return CsvReader(self.glob.hints, self.options.columns, kind.format == "csv_headless")
+            headless = kind.format == "csv_headless"
+            return CsvReader(self.glob.hints, self.options.columns, headless, self.uri.null_tokens)
         if kind.family == "jsonl":
             return JsonLinesReader(self.glob.hints, self.options.columns)
         return ParquetReader(self.options.page_size)
@@ -457,7 +453,7 @@ class S3Source(Source):
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
             names = self._column_names(fs, obj) if isinstance(reader, CsvReader) else []
             own = pa.schema([(n, pa.string()) for n in names])
-            raise DataError(self._describe_data_error(exc, url, own, 0)) from None
+            raise DataError(self._describe_data_error(exc, fs, obj, own, 0)) from None
         except pa.ArrowNotImplementedError as exc:
             raise DataError(f"{url}: unsupported content: {exc}") from None
         except OSError as exc:
@@ -591,7 +587,7 @@ class S3Source(Source):
                 yield out
             stream_state.stats.add(files=1, bytes=obj.size)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
-            error = DataError(self._describe_data_error(exc, url, own, rows))
+            error = DataError(self._describe_data_error(exc, fs, obj, own, rows))
             stream_state.error = error
             raise error from None
         except OSError as exc:
@@ -599,22 +595,19 @@ class S3Source(Source):
             stream_state.error = error
             raise error from None
 
-    @staticmethod
-    def _describe_data_error(exc: Exception, url: str, own: pa.Schema, rows_before: int) -> str:
-        text = str(exc)
-        column = re.search(r"In CSV column #(\d+): ", text)
-        if column:
-            index = int(column.group(1))
-            name = own.names[index] if index < len(own.names) else f"#{index + 1}"
-            detail = text[column.end() :].replace("CSV conversion error to ", "cannot convert to ")
-            return (
-                f"{url}: column {name!r}, after data row {rows_before:,}: {detail}; "
-                f"pass --columns {name}:text to load it as text"
+    def _describe_data_error(
+        self, exc: Exception, fs: pafs.S3FileSystem, obj: S3Object, own: pa.Schema, rows: int
+    ) -> str:
+        path, kind = self._path(obj), obj.kind
+        opener = None
+        if kind.family != "parquet":
+            opener = text_opener(
+                lambda: fs.open_input_stream(path, compression=kind.compression),
+                self.glob.hints.encoding,
             )
-        row = re.search(r" in row (\d+)", text)
-        if row:
-            return f"{url}: row {rows_before + int(row.group(1)) + 1:,}: {text[: row.start()]}"
-        return f"{url}, after data row {rows_before:,}: {text}"
+        return describe_data_error(
+            exc, obj.url(self.glob.bucket), own.names, rows, file_format=kind.format, opener=opener
+        )
 
     def open(self, loaded: LoadedFiles | None = None) -> SourceStream:
         """List the glob, read and unify the schemas, and stream every file to load.

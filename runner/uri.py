@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 
@@ -67,6 +67,24 @@ class ParsedUri:
         return f"{self.side} URI parameter {param!r} (from {origin})"
 
 
+def query_parameters(query: str) -> list[tuple[str, str]]:
+    """The ``key=value`` pairs of a URI query, decoded.
+
+    Values are form-decoded (``+`` is a space, ``%XX`` a byte), except those of secret
+    parameters: AWS secret keys and session tokens hold ``+`` and ``/``, which users paste
+    as they are, and a literal space is never part of a key. So a secret is taken raw or
+    percent-encoded alike: ``a+b/c`` and ``a%2Bb%2Fc`` are the same value.
+    """
+    pairs = []
+    for part in query.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        key = unquote_plus(key)
+        pairs.append((key, unquote(value) if is_secret_parameter(key) else unquote_plus(value)))
+    return pairs
+
+
 def parse_uri(raw: str, side: Side, environ: Mapping[str, str] | None = None) -> ParsedUri:
     """Split ``raw`` and merge ``KINGEST_<SIDE>_<PARAM>`` variables from ``environ`` into its query.
 
@@ -85,7 +103,7 @@ def parse_uri(raw: str, side: Side, environ: Mapping[str, str] | None = None) ->
         raise InvalidUri(f"{flag}: malformed URI ({exc})") from None
     params: dict[str, str] = {}
     origin: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for key, value in query_parameters(parts.query):
         if key in params:
             raise InvalidUri(f"{flag}: parameter {key!r} is given more than once")
         params[key] = value
@@ -147,8 +165,8 @@ class S3Uri(BaseModel):
     """``s3://?access_key_id=..&secret_access_key=..`` plus the optional parameters below.
 
     Without keys, the default AWS credential chain applies (environment, web identity / IRSA,
-    instance role). ``layout`` is for destinations only; ``hive_partitioning`` and
-    ``include_file_path`` for sources only.
+    instance role). ``layout`` is for destinations only; ``hive_partitioning``,
+    ``include_file_path`` and ``nullstr`` for sources only.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -161,6 +179,15 @@ class S3Uri(BaseModel):
     layout: str | None = None
     hive_partitioning: bool = False
     include_file_path: bool = False
+    nullstr: str | None = None
+
+    @property
+    def null_tokens(self) -> tuple[str, ...]:
+        """CSV values read as NULL besides the empty field (``nullstr=NA,n/a``, as DuckDB's
+        ``read_csv(nullstr=...)``); none by default."""
+        if self.nullstr is None:
+            return ()
+        return tuple(token for token in self.nullstr.split(",") if token)
 
     @field_validator("endpoint_url")
     @classmethod
@@ -200,6 +227,7 @@ class S3Uri(BaseModel):
                 "layout": "destination",
                 "hive_partitioning": "source",
                 "include_file_path": "source",
+                "nullstr": "source",
             },
         )
         params = {k: v for k, v in uri.params.items() if v != "" or k == "layout"}
