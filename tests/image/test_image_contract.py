@@ -181,6 +181,22 @@ def test_every_kingest_module_imports_in_the_image(built_image: BuiltImage) -> N
     assert result.stdout.startswith("/opt/kingest/"), result.stdout
 
 
+def test_the_aws_clients_kingest_needs_are_in_the_image(built_image: BuiltImage) -> None:
+    # S3 itself, and what the default credential chain calls: STS (IRSA, assumed roles),
+    # SSO and sign-in. The image leaves botocore's other service models out.
+    services = ["s3", "sts", "sso", "sso-oidc", "signin"]
+    script = (
+        "import boto3, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    boto3.client(name, region_name='eu-west-1', aws_access_key_id='k',"
+        " aws_secret_access_key='s')\n"
+        "print('ok')\n"
+    )
+    result = built_image.run("-c", script, *services, entrypoint="python")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["ingest", "--help"], ["operator", "--help"]])
 def test_entrypoint_commands_run_restricted(built_image: BuiltImage, argv: list[str]) -> None:
     result = built_image.run(*argv)
