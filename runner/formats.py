@@ -237,10 +237,11 @@ class CsvReader:
         return pa.schema([pa.field(f.name, normalize_type(f.type)) for f in schema])
 
     def batches(
-        self, stream: pa.NativeFile, own: pa.Schema, target: pa.Schema
+        self, stream: pa.NativeFile, own: pa.Schema, target: pa.Schema, after_header: bool = False
     ) -> Iterator[pa.RecordBatch]:
-        """The file's rows, parsed straight into ``target``'s types."""
-        names = own.names if self.headless else None
+        """The file's rows, parsed straight into ``target``'s types; ``after_header``: the
+        stream starts at a record after the header (a range of the file)."""
+        names = own.names if self.headless or after_header else None
         types = {f.name: target.field(f.name).type for f in own}
         yield from self._open(stream, names, types, READ_BLOCK_SIZE, self.encoding)
 

@@ -38,6 +38,8 @@ import pyarrow.fs as pafs
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from kingest.runner import byte_ranges
+from kingest.runner.byte_ranges import ends_cleanly, read_lines, splittable
 from kingest.runner.errors import (
     AccessDenied,
     BucketNotFound,
@@ -174,6 +176,60 @@ class _Kept:
     def take_fragment(self, path: str) -> ParquetFileFragment | None:
         """The kept fragment, no longer kept; None if it was not."""
         return self._take(path)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Piece:
+    """What one reader task reads of object ``index``: all of it (``end`` None), its bytes
+    ``[start, end)`` (as lines starting there), one row group (``fragment``), or all of it
+    from record start ``start`` on. ``last``: the object's last piece."""
+
+    index: int
+    start: int = 0
+    end: int | None = None
+    last: bool = True
+    fragment: ParquetFileFragment | None = None
+    rows_before: int = 0
+
+
+class _Checked(NamedTuple):
+    """A byte range's rows, certain to be those a single stream would read there."""
+
+    piece: _Piece
+    batches: list[pa.RecordBatch]
+
+
+class _Resume(NamedTuple):
+    """A byte range that cannot stand on its own: its object is read as one stream from
+    ``offset``, the range's first record start."""
+
+    piece: _Piece
+    offset: int
+
+
+class _RangeFiles:
+    """One random-access handle per split object, opened once (opening asks the store for
+    the size) and shared by its ranges: Arrow's reads at an offset are thread-safe."""
+
+    def __init__(self, fs: pafs.S3FileSystem) -> None:
+        self._fs = fs
+        self._files: dict[str, pa.NativeFile] = {}
+        self._lock = threading.Lock()
+
+    def open(self, path: str) -> pa.NativeFile:
+        """The object's handle."""
+        with self._lock:
+            file = self._files.get(path)
+            if file is None:
+                file = self._files[path] = self._fs.open_input_file(path)
+            return file
+
+    def close(self) -> None:
+        """Close every handle."""
+        with self._lock:
+            for file in self._files.values():
+                file.close()
+            self._files.clear()
 
 
 @dataclass
@@ -499,8 +555,19 @@ class S3Source(Source):
         own: pa.Schema,
         target: pa.Schema,
         kept: _Kept,
+        start: int = 0,
     ) -> Iterator[pa.RecordBatch]:
         path, compression = self._path(obj), obj.kind.compression
+        if start:
+            # The rest of a split object, from a record start (never compressed).
+            with fs.open_input_file(path) as raw:
+                raw.seek(start)
+                stream = pa.BufferedInputStream(raw, _READ_BUFFER)
+                if isinstance(reader, CsvReader):
+                    yield from reader.batches(stream, own, target, after_header=True)
+                else:
+                    yield from reader.batches(stream, own, target)
+            return
         opened = kept.take(path, compression)
         if opened is None:
             opened = fs.open_input_stream(path, compression=compression, buffer_size=_READ_BUFFER)
@@ -546,17 +613,8 @@ class S3Source(Source):
             fields.append(pa.field(MODIFIED_AT_COLUMN, pa.timestamp("us", tz="UTC")))
         return _Plan(objects, schemas, pa.schema(fields), partition_types, kept)
 
-    def _file_batches(
-        self,
-        fs: pafs.S3FileSystem,
-        plan: _Plan,
-        index: int,
-        stream_state: SourceStream,
-        spool: str,
-    ) -> Iterator[pa.RecordBatch]:
-        obj, own = plan.objects[index], plan.schemas[index]
-        url = obj.url(self.glob.bucket)
-        reader = self._reader_for(obj.kind)
+    def _extras(self, plan: _Plan, obj: S3Object) -> dict[str, pa.Scalar]:
+        """The columns every row of ``obj`` gets: partition values, file path, modified-at."""
         extras: dict[str, pa.Scalar] = {
             name: pa.scalar(value if value != "__HIVE_DEFAULT_PARTITION__" else None).cast(
                 plan.partition_types[name]
@@ -564,32 +622,57 @@ class S3Source(Source):
             for name, value in obj.partitions
         }
         if self.uri.include_file_path or self.by_modified_at:
-            extras[SOURCE_FILE_COLUMN] = pa.scalar(url)
+            extras[SOURCE_FILE_COLUMN] = pa.scalar(obj.url(self.glob.bucket))
         if self.by_modified_at:
             extras[MODIFIED_AT_COLUMN] = pa.scalar(obj.last_modified, pa.timestamp("us", tz="UTC"))
-        rows = 0
+        return extras
+
+    @staticmethod
+    def _decorate(
+        batch: pa.RecordBatch, extras: dict[str, pa.Scalar], target: pa.Schema
+    ) -> pa.RecordBatch:
+        for name, value in extras.items():
+            column = pa.repeat(value, batch.num_rows)
+            index_in = batch.schema.get_field_index(name)
+            batch = (
+                batch.set_column(index_in, name, column)
+                if index_in != -1
+                else batch.append_column(name, column)
+            )
+        return conform(batch, target)
+
+    def _file_batches(
+        self,
+        fs: pafs.S3FileSystem,
+        plan: _Plan,
+        piece: _Piece,
+        stream_state: SourceStream,
+        spool: str,
+    ) -> Iterator[pa.RecordBatch]:
+        """A whole object, one row group of one, or the rest of one from ``piece.start``,
+        streamed; counted as a read file when ``piece.last``."""
+        obj, own = plan.objects[piece.index], plan.schemas[piece.index]
+        url = obj.url(self.glob.bucket)
+        reader = self._reader_for(obj.kind)
+        extras = self._extras(plan, obj)
+        rows = piece.rows_before
         try:
             if isinstance(reader, ParquetReader):
-                fragment = plan.kept.take_fragment(self._path(obj))
+                fragment = piece.fragment or plan.kept.take_fragment(self._path(obj))
                 if fragment is None:
                     fragment = self._parquet_fragment(fs, obj, spool)
                 batches = reader.batches(fragment)
             else:
-                batches = self._text_batches(fs, obj, reader, own, plan.target, plan.kept)
+                batches = self._text_batches(
+                    fs, obj, reader, own, plan.target, plan.kept, piece.start
+                )
             for batch in batches:
-                for name, value in extras.items():
-                    column = pa.repeat(value, batch.num_rows)
-                    index_in = batch.schema.get_field_index(name)
-                    batch = (
-                        batch.set_column(index_in, name, column)
-                        if index_in != -1
-                        else batch.append_column(name, column)
-                    )
-                out = conform(batch, plan.target)
+                out = self._decorate(batch, extras, plan.target)
                 rows += batch.num_rows
                 stream_state.stats.add(rows=batch.num_rows)
                 yield out
-            stream_state.stats.add(files=1, bytes=obj.size)
+            if piece.last:
+                stream_state.stats.add(files=1, bytes=obj.size)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
             error = DataError(self._describe_data_error(exc, url, own, rows))
             stream_state.error = error
@@ -598,6 +681,122 @@ class S3Source(Source):
             error = _arrow_error(exc, url)
             stream_state.error = error
             raise error from None
+
+    def _range_results(
+        self,
+        plan: _Plan,
+        files: _RangeFiles,
+        piece: _Piece,
+        stream_state: SourceStream,
+    ) -> Iterator[_Checked | _Resume]:
+        """One byte range of a text object, parsed whole: its rows if it is certain they are
+        the rows a single stream would read there, else where to resume as one stream."""
+        obj, own = plan.objects[piece.index], plan.schemas[piece.index]
+        assert piece.end is not None
+        try:
+            offset, data = read_lines(files.open(self._path(obj)), piece.start, piece.end, obj.size)
+        except OSError as exc:
+            error = _arrow_error(exc, obj.url(self.glob.bucket))
+            stream_state.error = error
+            raise error from None
+        if not data:  # the range's lines all started in the ranges before it
+            yield _Checked(piece, [])
+            return
+        reader = self._reader_for(obj.kind)
+        stream = pa.BufferReader(data)
+        try:
+            if isinstance(reader, CsvReader):
+                parsed = list(reader.batches(stream, own, plan.target, after_header=offset > 0))
+                clean = piece.last or ends_cleanly(parsed)
+            else:
+                assert isinstance(reader, JsonLinesReader)
+                parsed = list(reader.batches(stream, own, plan.target))
+                clean = True  # JSON strings hold no raw line breaks: every cut is a boundary
+            extras = self._extras(plan, obj)
+            batches = [self._decorate(b, extras, plan.target) for b in parsed if b.num_rows]
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+            # Bad data, or a cut inside a quoted value: the single stream tells which.
+            clean = False
+        yield _Checked(piece, batches) if clean else _Resume(piece, offset)
+
+    def _pieces(self, plan: _Plan) -> list[_Piece]:
+        """What the reader tasks read, in order: large text objects as byte ranges, large
+        Parquet objects by row group, everything else whole."""
+        pieces: list[_Piece] = []
+        encoding = self.glob.hints.encoding
+        for index, obj in enumerate(plan.objects):
+            if splittable(obj.kind, encoding, obj.size):
+                pieces += [
+                    _Piece(index, start, end, last=end == obj.size)
+                    for start, end in byte_ranges.cut(obj.size, byte_ranges.RANGE_BYTES)
+                ]
+                continue
+            fragment = None
+            if obj.kind.family == "parquet":
+                fragment = plan.kept.take_fragment(self._path(obj))
+            groups = fragment.metadata.num_row_groups if fragment is not None else 0
+            if fragment is None or groups < 2 or obj.size < byte_ranges.SPLIT_FROM_BYTES:
+                pieces.append(_Piece(index, fragment=fragment))
+                continue
+            rows = 0
+            for number, group in enumerate(fragment.split_by_row_group()):
+                pieces.append(
+                    _Piece(index, fragment=group, last=number == groups - 1, rows_before=rows)
+                )
+                rows += fragment.metadata.row_group(number).num_rows
+        return pieces
+
+    def _batches(
+        self, fs: pafs.S3FileSystem, plan: _Plan, stream_state: SourceStream, spool: str
+    ) -> Iterator[pa.RecordBatch]:
+        """Every object's rows in order, ``--extract-parallelism`` pieces read at once.
+
+        A byte range that cannot stand on its own (:class:`_Resume`) stops the parallel
+        read: its object is read on from there as one stream, then the pieces after it.
+        """
+        pieces = self._pieces(plan)
+        files = _RangeFiles(fs)
+
+        def produce(piece: _Piece) -> Iterator[pa.RecordBatch | _Checked | _Resume]:
+            if piece.end is None:
+                return self._file_batches(fs, plan, piece, stream_state, spool)
+            return self._range_results(plan, files, piece, stream_state)
+
+        rows_read: dict[int, int] = {}
+        position = 0
+        try:
+            while position < len(pieces):
+                results = ordered_parallel(
+                    pieces[position:], produce, parallelism=self.options.extract_parallelism
+                )
+                resume: _Resume | None = None
+                try:
+                    for result in results:
+                        if isinstance(result, _Resume):
+                            resume = result
+                            break
+                        if not isinstance(result, _Checked):
+                            yield result
+                            continue
+                        index = result.piece.index
+                        for batch in result.batches:
+                            rows_read[index] = rows_read.get(index, 0) + batch.num_rows
+                            stream_state.stats.add(rows=batch.num_rows)
+                            yield batch
+                        if result.piece.last:
+                            stream_state.stats.add(files=1, bytes=plan.objects[index].size)
+                finally:
+                    results.close()
+                if resume is None:
+                    return
+                index = resume.piece.index
+                rest = _Piece(index, start=resume.offset, rows_before=rows_read.get(index, 0))
+                yield from self._file_batches(fs, plan, rest, stream_state, spool)
+                position = pieces.index(resume.piece) + 1
+                while position < len(pieces) and pieces[position].index == index:
+                    position += 1
+        finally:
+            files.close()
 
     @staticmethod
     def _describe_data_error(exc: Exception, url: str, own: pa.Schema, rows_before: int) -> str:
@@ -653,11 +852,7 @@ class S3Source(Source):
             files=[o.version(self.glob.bucket) for o in objects],
             skipped_files=skipped,
         )
-        batches = ordered_parallel(
-            range(len(objects)),
-            lambda i: self._file_batches(fs, plan, i, stream, spool),
-            parallelism=self.options.extract_parallelism,
-        )
+        batches = self._batches(fs, plan, stream, spool)
         stream.reader = pa.RecordBatchReader.from_batches(plan.target, batches)
 
         def close() -> None:
