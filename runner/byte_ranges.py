@@ -24,12 +24,15 @@ import pyarrow.compute as pc
 
 from kingest.runner.formats import FileKind
 
-# Bytes per range: big enough that a request's round trip is small beside its transfer and
-# parse, small enough that the ranges in flight (``--extract-parallelism`` of them, each
-# held whole with its parsed rows) keep memory bounded.
-RANGE_BYTES = 8 * 1024 * 1024
-# Objects smaller than this are streamed whole: too few ranges to gain from splitting.
-SPLIT_FROM_BYTES = 3 * RANGE_BYTES
+# Bytes per range: big enough that a request's fixed cost (a round trip; on some stores a
+# pass over the whole object) is small beside its transfer and parse, small enough that the
+# ranges in flight (each held whole with its parsed rows) keep memory bounded.
+RANGE_BYTES = 32 * 1024 * 1024
+# Ranges in flight at most (fetched, parsing, or parsed and waiting for their turn): two keep
+# both a download and a parse going; each holds about twice its bytes.
+RANGES_IN_FLIGHT = 2
+# Objects smaller than this are streamed whole; larger ones are cut in two ranges or more.
+SPLIT_FROM_BYTES = RANGE_BYTES * 3 // 2
 # Bytes read past a range's end to find where its last line ends (more are read if needed).
 _OVERSHOOT = 64 * 1024
 # Encodings in which a newline byte is always a newline character.
@@ -54,7 +57,7 @@ def cut(size: int, range_bytes: int = RANGE_BYTES) -> list[tuple[int, int]]:
     return list(pairwise(bounds))
 
 
-def read_lines(file: pa.NativeFile, start: int, end: int, size: int) -> tuple[int, bytes]:
+def read_lines(file: pa.NativeFile, start: int, end: int, size: int) -> tuple[int, memoryview]:
     """The lines of ``file`` (``size`` bytes) that start in ``[start, end)``, and the offset
     of the first of them. A line starts at 0 and after every ``\\n``."""
     begin = max(0, start - 1)
@@ -64,10 +67,10 @@ def read_lines(file: pa.NativeFile, start: int, end: int, size: int) -> tuple[in
     if start > 0:
         newline = data.find(b"\n")
         if newline == -1 or begin + newline + 1 >= end:
-            return end, b""
+            return end, memoryview(b"")
         head = newline + 1
     if end >= size:
-        return begin + head, data[head:]
+        return begin + head, memoryview(data)[head:]
     tail = data.find(b"\n", end - 1 - begin)
     parts = [data]
     while tail == -1 and stop < size:
@@ -76,7 +79,7 @@ def read_lines(file: pa.NativeFile, start: int, end: int, size: int) -> tuple[in
         newline = more.find(b"\n")
         tail = -1 if newline == -1 else sum(map(len, parts)) + newline
         parts.append(more)
-    joined = parts[0] if len(parts) == 1 else b"".join(parts)
+    joined = memoryview(parts[0] if len(parts) == 1 else b"".join(parts))
     return begin + head, joined[head : len(joined) if tail == -1 else tail + 1]
 
 

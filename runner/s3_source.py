@@ -756,6 +756,11 @@ class S3Source(Source):
         """
         pieces = self._pieces(plan)
         files = _RangeFiles(fs)
+        parallelism = self.options.extract_parallelism
+        if any(piece.end is not None for piece in pieces):
+            # A piece starts once the one this many places before it is consumed: this bounds
+            # the ranges held at once, whichever thread runs first.
+            parallelism = min(parallelism, byte_ranges.RANGES_IN_FLIGHT)
 
         def produce(piece: _Piece) -> Iterator[pa.RecordBatch | _Checked | _Resume]:
             if piece.end is None:
@@ -766,9 +771,7 @@ class S3Source(Source):
         position = 0
         try:
             while position < len(pieces):
-                results = ordered_parallel(
-                    pieces[position:], produce, parallelism=self.options.extract_parallelism
-                )
+                results = ordered_parallel(pieces[position:], produce, parallelism=parallelism)
                 resume: _Resume | None = None
                 try:
                     for result in results:

@@ -14,7 +14,8 @@ from kingest.runner.formats import FileKind
 
 def lines_of(data: bytes, ranges: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
     file = pa.BufferReader(data)
-    return [read_lines(file, start, end, len(data)) for start, end in ranges]
+    owned = [read_lines(file, start, end, len(data)) for start, end in ranges]
+    return [(start, bytes(part)) for start, part in owned]
 
 
 @pytest.mark.parametrize("size", [1, 7, 100, 1001])

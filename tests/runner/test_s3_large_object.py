@@ -37,7 +37,7 @@ def ranges_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     starts: list[int] = []
     real = s3_source.read_lines
 
-    def spy(file: pa.NativeFile, start: int, end: int, size: int) -> tuple[int, bytes]:
+    def spy(file: pa.NativeFile, start: int, end: int, size: int) -> tuple[int, memoryview]:
         starts.append(start)
         return real(file, start, end, size)
 
