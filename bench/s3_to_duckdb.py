@@ -326,7 +326,7 @@ def verdict(fmt: str, report: dict[str, Any], files: int) -> dict[str, Any]:
         result["within_native_ratio"] = ours["ratio_to_native"] <= max_native
         result["max_native_ratio"] = max_native
     print(
-        f"  targets: {to_reference}x reference (<= {MAX_RATIO[fmt]}): "
+        f"  targets: {to_reference or '-'}x reference (<= {MAX_RATIO[fmt]}): "
         f"{_YES_NO[result['within_ratio']]}; peak RSS {ours['peak_rss_mb']} MB "
         f"(< {MAX_RSS_MB}): {'yes' if result['rss_below_500_mb'] else 'NO'}; ahead of every "
         f"measured peer: {'yes' if result['ahead_of_measured_peers'] else 'NO'}"
