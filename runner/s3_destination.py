@@ -178,6 +178,16 @@ class S3LoadResult:
     orphans_removed: int = 0
 
 
+@dataclass(frozen=True)
+class _Dataset:
+    """The dataset's bookkeeping before a load: whether ``init`` exists, the newest stored
+    schema of this pipeline, and the version hashes already stored."""
+
+    has_init: bool
+    newest_schema: dict[str, Any] | None
+    version_hashes: set[str]
+
+
 # -- file writers ----------------------------------------------------------------------------
 
 
@@ -542,14 +552,32 @@ class S3Destination(Destination):
             reader = _intervals_as_text(reader)
         written: list[str] = []
         committed = False
-        try:
-            self._write_data(reader, table_name, stamp, result, written)
-            self._write_bookkeeping(reader.schema, table_name, table_prefix, stamp, result, written)
-            committed = True
-        finally:
-            if not committed:
-                self._discard(written)
+        # What the bookkeeping reads of the dataset does not depend on the data: it is read
+        # while the data is written (each request is a round trip the load would wait for).
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-dataset") as side:
+            dataset = side.submit(self._read_dataset)
+            try:
+                self._write_data(reader, table_name, stamp, result, written)
+                self._write_bookkeeping(
+                    reader.schema, table_name, table_prefix, stamp, result, written,
+                    dataset.result(), side,
+                )  # fmt: skip
+                committed = True
+            finally:
+                if not committed:
+                    self._discard(written)
         return result
+
+    def _read_dataset(self) -> _Dataset:
+        """The dataset's bookkeeping as this load finds it (one listing of the schema
+        versions serves both the newest schema and the known version hashes)."""
+        loc = self.location
+        has_init = self._exists(loc.key(dlt_files.INIT_KEY))
+        versions = list(self._list(loc.key(dlt_files.VERSION_FOLDER + "/")))
+        ours = loc.key(f"{dlt_files.VERSION_FOLDER}/{self.schema_name}__")
+        newest = self._newest_stored_schema([k for k in versions if k.startswith(ours)])
+        hashes = {dlt_files.version_hash_in_key(k) for k in versions}
+        return _Dataset(has_init, newest, hashes)
 
     def _remove_uncommitted(self, table_name: str, table_prefix: str, stamp: LoadStamp) -> int:
         """Delete files of earlier loads of this table that have no ``_dlt_loads`` entry.
@@ -697,27 +725,24 @@ class S3Destination(Destination):
         stamp: LoadStamp,
         result: S3LoadResult,
         written: list[str],
+        dataset: _Dataset,
+        side: ThreadPoolExecutor,
     ) -> None:
         """Steps 3-5 of the module docstring; empties ``written`` once old files are deleted."""
         loc = self.location
-        if not self._exists(loc.key(dlt_files.INIT_KEY)):
+        if not dataset.has_init:
             self._put(loc.key(dlt_files.INIT_KEY), dlt_files.init_object().body)
             result.objects.append(loc.key(dlt_files.INIT_KEY))
 
         # The table's entry is rebuilt from this load's columns; other tables of the
         # dataset keep theirs (a full refresh of one table leaves the others alone).
-        previous = self._newest_stored_schema()
         disposition = self.options.strategy
         stored = dlt_files.stored_schema(
             self.schema_name,
             [dlt_files.table_schema(table_name, schema, disposition, self.options.file_format)],
-            previous,
+            dataset.newest_schema,
         )
-        stored_hashes = {
-            dlt_files.version_hash_in_key(k)
-            for k in self._list(loc.key(dlt_files.VERSION_FOLDER + "/"))
-        }
-        if dlt_files.path_safe_hash(stored["version_hash"]) not in stored_hashes:
+        if dlt_files.path_safe_hash(stored["version_hash"]) not in dataset.version_hashes:
             version = dlt_files.version_object(stored, stamp)
             self._put(loc.key(version.key), version.body)
             result.objects.append(loc.key(version.key))
@@ -728,9 +753,10 @@ class S3Destination(Destination):
             # Point of no return: once previous files go, this load's files are the table,
             # committed or not; a failure from here on keeps them (a retry replaces them).
             written.clear()
+            # Best effort and independent of the deletes: alongside them.
+            side.submit(self._abort_abandoned_uploads, loc.key(table_prefix), stamp.started_at)
             self._delete(stale)
             result.deleted = len(stale)
-            self._abort_abandoned_uploads(loc.key(table_prefix), before=stamp.started_at)
         if self.options.full_refresh:
             state_prefix = loc.key(f"{dlt_files.STATE_FOLDER}/{self.pipeline_name}__")
             self._delete(list(self._list(state_prefix)))
@@ -748,7 +774,7 @@ class S3Destination(Destination):
         self._put(loc.key(marker.key), marker.body)
         result.objects = [*result.files, *result.objects, loc.key(marker.key)]
 
-    def _abort_abandoned_uploads(self, prefix: str, *, before: datetime) -> None:
+    def _abort_abandoned_uploads(self, prefix: str, before: datetime) -> None:
         """Abort multipart uploads of this table left by runs that died before this one.
 
         They are invisible either way, but S3 bills their parts until a lifecycle rule
@@ -764,9 +790,8 @@ class S3Destination(Destination):
                         Bucket=self.location.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                     )
 
-    def _newest_stored_schema(self) -> dict[str, Any] | None:
-        prefix = self.location.key(f"{dlt_files.VERSION_FOLDER}/{self.schema_name}__")
-        keys = list(self._list(prefix))
+    def _newest_stored_schema(self, keys: list[str]) -> dict[str, Any] | None:
+        """The schema in the newest of ``keys`` (this schema's version entries), if readable."""
         if not keys:
             return None
 
