@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import re
 import secrets
 import struct
@@ -38,15 +37,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
 
-import boto3
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from pydantic import SecretStr
 
 from kingest.runner import dlt_files
 from kingest.runner.errors import (
@@ -67,6 +63,7 @@ from kingest.runner.layout import (
     check_table_prefix,
     load_id_pattern,
 )
+from kingest.runner.s3_client import client_for
 from kingest.runner.s3_upload import ObjectSink
 from kingest.runner.uri import ParsedUri, S3Uri
 
@@ -82,51 +79,6 @@ ROW_GROUP_BYTES = 64 * 1024 * 1024
 DEFAULT_FILE_MAX_BYTES = 512 * 1024 * 1024
 _DELETE_BATCH = 1000
 _DICTIONARY_SAMPLE_ROWS = 8192
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """The query parameters of an ``s3://`` destination URI (already parsed and merged)."""
-
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
-    region: str | None = None
-    endpoint_url: str | None = None
-    layout: str | None = None
-
-
-def s3_client(settings: S3Settings) -> Any:
-    """A boto3 S3 client: the URI's keys if given, else the default AWS credential chain."""
-    session = boto3.session.Session(
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=settings.secret_access_key,
-        aws_session_token=settings.session_token,
-        region_name=settings.region,
-    )
-    # An endpoint other than AWS's, given in the URI or through the AWS SDKs' variables.
-    compatible_store = bool(
-        settings.endpoint_url
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
-        # S3-compatible stores (MinIO, R2, Spaces) all serve path-style requests; AWS
-        # itself is reached virtual-host style.
-        s3={"addressing_style": "path" if compatible_store else "auto"},
-        # botocore >= 1.36 adds CRC32 checksums (with aws-chunked bodies) to every upload,
-        # which several S3-compatible stores reject; send them only where required there.
-        request_checksum_calculation="when_required" if compatible_store else "when_supported",
-        response_checksum_validation="when_required" if compatible_store else "when_supported",
-        max_pool_connections=16,
-    )
-    return session.client(
-        "s3",
-        endpoint_url=settings.endpoint_url,
-        region_name=settings.region or session.region_name or "us-east-1",
-        config=config,
-    )
 
 
 @dataclass(frozen=True)
@@ -349,18 +301,6 @@ class S3Destination(Destination):
     def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> S3Destination:
         """Validate the ``s3://`` URI, ``--dest-table`` and the flags; no I/O yet."""
         parsed = S3Uri.from_parsed(uri)
-
-        def secret(value: SecretStr | None) -> str | None:
-            return value.get_secret_value() if value is not None else None
-
-        settings = S3Settings(
-            access_key_id=secret(parsed.access_key_id),
-            secret_access_key=secret(parsed.secret_access_key),
-            session_token=secret(parsed.session_token),
-            region=parsed.region,
-            endpoint_url=parsed.endpoint_url,
-            layout=parsed.layout,
-        )
         # Checked against FILE_FORMATS in __init__, with a message naming the flag.
         file_format = cast(FileFormat, options.loader_file_format or "parquet")
         write_options = S3WriteOptions(
@@ -369,7 +309,7 @@ class S3Destination(Destination):
             file_format=file_format,
             file_max_rows=options.loader_file_size,
         )
-        return cls(settings, table, write_options)
+        return cls(parsed, table, write_options)
 
     def load(self, stream: SourceStream, load_id: str) -> S3LoadSummary:
         """Write the stream as table ``stream.name``, committed by its ``_dlt_loads`` entry."""
@@ -385,17 +325,17 @@ class S3Destination(Destination):
 
     def __init__(
         self,
-        settings: S3Settings,
+        uri: S3Uri,
         dest_table: str,
         options: S3WriteOptions,
         client: Any | None = None,
     ) -> None:
-        self.settings = settings
+        self.uri = uri
         self.dest_table = dest_table
         self.location = DatasetLocation.parse(dest_table)
         self.options = options
         try:
-            self.layout = Layout.parse(settings.layout)
+            self.layout = Layout.parse(uri.layout)
         except LayoutError as exc:
             raise InvalidUri(f"destination URI parameter 'layout': {exc}") from None
         if options.strategy not in STRATEGIES:
@@ -424,9 +364,9 @@ class S3Destination(Destination):
 
     @functools.cached_property
     def client(self) -> Any:
-        """The boto3 client, made on first use: checking a spec (the operator does, for every
+        """The S3 client, made on first use: checking a spec (the operator does, for every
         new generation of every Ingestion) must not pay for one."""
-        return s3_client(self.settings)
+        return client_for(self.uri, self.location.bucket)
 
     # -- S3 primitives with errors a user can act on --
 

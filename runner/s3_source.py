@@ -1,9 +1,9 @@
 """S3 (and S3-compatible stores) as a source: the objects a glob matches, as one Arrow stream.
 
-Listing and credentials go through botocore (its default chain gives environment variables,
-web identity / IRSA and instance roles; boto3 on top of it would only add import time); the
-bytes are read by pyarrow's native S3 client, several files at once
-(``--extract-parallelism``), each streamed block by block.
+Listing goes through botocore, the bytes through pyarrow's native S3 client, both made by
+:mod:`kingest.runner.s3_client`; several files are read at once (``--extract-parallelism``),
+each streamed block by block, a large one as byte ranges (:mod:`kingest.runner.byte_ranges`)
+or row groups.
 
 Before any data moves, every matched file's schema is read (first block or Parquet footer,
 in parallel) and unified, so the stream has one schema for all files. What that pass reads
@@ -32,10 +32,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import unquote
 
 import botocore.session
-import botocore.utils
 import pyarrow as pa
 import pyarrow.fs as pafs
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from kingest.runner import byte_ranges
@@ -60,6 +58,7 @@ from kingest.runner.formats import (
 from kingest.runner.glob import ObjectGlob
 from kingest.runner.interfaces import LoadedFiles, LoadOptions, Source, SourceFile, SourceStream
 from kingest.runner.prefetch import ordered_parallel
+from kingest.runner.s3_client import client_for, filesystem_for, session_for
 from kingest.runner.uri import ParsedUri, S3Uri
 
 if TYPE_CHECKING:
@@ -280,23 +279,6 @@ def parse_instant(value: str, flag: str) -> datetime:
     return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
-def _response_timestamp(value: Any) -> datetime:
-    """A timestamp in an S3 response, such as every listed object's LastModified.
-
-    botocore's default parser (dateutil) took 9-17 s of a 23-45 s listing of 20,000 objects on
-    the shared 2-core bench machine (bench/incremental_sync.py), about as long as the requests.
-    S3 lists ISO 8601 (``2026-11-25T10:29:45.000Z``), which ``datetime`` parses natively; any
-    other form (HTTP dates, epoch seconds, no time zone) goes to botocore's parser.
-    """
-    try:
-        parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        return botocore.utils.parse_timestamp(value)
-    return parsed
-
-
 def _partition_type(values: list[str]) -> pa.DataType:
     present = [v for v in values if v not in ("", "__HIVE_DEFAULT_PARTITION__")]
     if present and all(_INT.match(v) for v in present):
@@ -341,66 +323,15 @@ class S3Source(Source):
 
     # -- connections ----------------------------------------------------------------------
 
-    def _session(self) -> botocore.session.Session:
-        session = botocore.session.Session()
-        key, secret, token = (
-            value.get_secret_value() if value else None
-            for value in (
-                self.uri.access_key_id,
-                self.uri.secret_access_key,
-                self.uri.session_token,
-            )
-        )
-        if key or secret or token:
-            session.set_credentials(key, secret, token)
-        return session
-
-    def _client(self, session: botocore.session.Session) -> Any:
-        # Path-style for S3-compatible stores and for legacy bucket names (underscores,
-        # upper case), which are not valid host names.
-        legacy = not re.fullmatch(r"[a-z0-9.-]+", self.glob.bucket)
-        path_style = self.uri.endpoint_url is not None or legacy
-        # Listing parses every object's LastModified: see _response_timestamp.
-        parsers = session.get_component("response_parser_factory")
-        parsers.set_parser_defaults(timestamp_parser=_response_timestamp)
-        return session.create_client(
-            "s3",
-            endpoint_url=self.uri.endpoint_url,
-            region_name=self.uri.region or session.get_config_variable("region") or "us-east-1",
-            config=Config(
-                retries={"mode": "standard", "max_attempts": 4},
-                s3={"addressing_style": "path" if path_style else "auto"},
-            ),
-        )
-
-    def _filesystem(
-        self, session: botocore.session.Session, client: Any, region: str
-    ) -> pafs.S3FileSystem:
-        credentials = session.get_credentials()
-        if credentials is None:
+    def _filesystem(self, session: botocore.session.Session, region: str) -> pafs.S3FileSystem:
+        try:
+            return filesystem_for(self.uri, session, region)
+        except NoCredentialsError:
             raise AccessDenied(
                 "no AWS credentials: set access_key_id and secret_access_key in the source URI "
                 "(or KINGEST_SOURCE_ACCESS_KEY_ID / KINGEST_SOURCE_SECRET_ACCESS_KEY), or "
                 "configure the default chain (AWS_* variables, web identity, instance role)"
-            )
-        frozen = credentials.get_frozen_credentials()
-        endpoint = (
-            self.uri.endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-        )
-        kwargs: dict[str, Any] = {}
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            kwargs = {"endpoint_override": host, "scheme": scheme}
-        return pafs.S3FileSystem(
-            access_key=frozen.access_key,
-            secret_key=frozen.secret_key,
-            session_token=frozen.token,
-            region=region,
-            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=4),
-            **kwargs,
-        )
+            ) from None
 
     # -- listing --------------------------------------------------------------------------
 
@@ -824,8 +755,8 @@ class S3Source(Source):
         Matched objects whose version is in ``loaded`` (or, by modification time, outside
         the interval) are not read; the stream's ``files`` lists the versions it reads.
         """
-        session = self._session()
-        client = self._client(session)
+        session = session_for(self.uri)
+        client = client_for(self.uri, self.glob.bucket, session)
         matched, region, listed = self._list(client)
         matched_objects = self._objects(matched, listed)
         objects = self._to_read(matched_objects, loaded)
@@ -840,7 +771,7 @@ class S3Source(Source):
                 files=[],
                 skipped_files=skipped,
             )
-        fs = self._filesystem(session, client, region)
+        fs = self._filesystem(session, region)
         spool = tempfile.mkdtemp(prefix="kingest-")
         try:
             plan = self._plan(fs, objects, spool)
