@@ -30,25 +30,19 @@ import functools
 import json
 import re
 import secrets
-import struct
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, cast
+from typing import Any, cast
 
-import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from kingest.runner import dlt_files
 from kingest.runner.errors import (
     AccessDenied,
     BucketNotFound,
-    DataError,
     DestinationError,
     InvalidUri,
     KingestError,
@@ -64,21 +58,23 @@ from kingest.runner.layout import (
     load_id_pattern,
 )
 from kingest.runner.s3_client import client_for
+from kingest.runner.s3_files import (
+    CONTENT_TYPES,
+    FILE_FORMATS,
+    ROW_GROUP_ROWS,
+    FileFormat,
+    FileWriter,
+    intervals_as_text,
+    open_file_writer,
+    record_batches,
+)
 from kingest.runner.s3_upload import ObjectSink
 from kingest.runner.uri import ParsedUri, S3Uri
 
-FileFormat = Literal["parquet", "csv", "jsonl"]
-FILE_FORMATS: tuple[FileFormat, ...] = ("parquet", "csv", "jsonl")
 STRATEGIES = ("replace", "append")
-
-# Row groups of DuckDB's own size: big enough for column statistics and scans to pay off,
-# small enough that a reader (or this writer) never holds a whole file in memory.
-ROW_GROUP_ROWS = 122_880
-ROW_GROUP_BYTES = 64 * 1024 * 1024
 # Without --loader-file-size, a new file starts once a file reaches this size.
 DEFAULT_FILE_MAX_BYTES = 512 * 1024 * 1024
 _DELETE_BATCH = 1000
-_DICTIONARY_SAMPLE_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -138,126 +134,6 @@ class _Dataset:
     has_init: bool
     newest_schema: dict[str, Any] | None
     version_hashes: set[str]
-
-
-# -- file writers ----------------------------------------------------------------------------
-
-
-class _FileWriter(Protocol):
-    def write(self, batch: pa.RecordBatch) -> None: ...
-    def finish(self) -> None: ...
-
-
-class _ParquetFile:
-    """Parquet with row groups of ``row_group_rows``, however the source sized its batches."""
-
-    def __init__(self, sink: ObjectSink, schema: pa.Schema, row_group_rows: int) -> None:
-        self._sink = sink
-        self._schema = schema
-        self._writer: pq.ParquetWriter | None = None
-        self._row_group_rows = row_group_rows
-        self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
-        self._pending_bytes = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._pending.append(batch)
-        self._pending_rows += batch.num_rows
-        self._pending_bytes += batch.nbytes
-        if self._pending_rows >= self._row_group_rows or self._pending_bytes >= ROW_GROUP_BYTES:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            table = pa.Table.from_batches(self._pending, schema=self._schema)
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(
-                    self._sink,
-                    self._schema,
-                    compression="snappy",
-                    use_dictionary=_dictionary_columns(table),
-                )
-            self._writer.write_table(table, row_group_size=self._row_group_rows)
-        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-
-    def finish(self) -> None:
-        self._flush()
-        if self._writer is None:
-            # No rows at all: still a valid file carrying the schema.
-            self._writer = pq.ParquetWriter(self._sink, self._schema, compression="snappy")
-        self._writer.close()
-
-
-def _dictionary_columns(first_row_group: pa.Table) -> list[str]:
-    """Columns worth dictionary encoding, judged on a sample of the first row group.
-
-    pyarrow tries a dictionary for every column and falls back to plain encoding once the
-    dictionary outgrows its page; on near-unique columns (ids, e-mails, random numbers) that
-    attempt costs about half the encoding time and makes the file larger. Columns with few
-    distinct values (countries, states, flags) keep it.
-    """
-    sample = first_row_group.slice(0, _DICTIONARY_SAMPLE_ROWS)
-    chosen = []
-    for name, column in zip(sample.column_names, sample.columns, strict=True):
-        kind = column.type
-        if pa.types.is_dictionary(kind):
-            chosen.append(name)  # already dictionary-encoded at the source (enums)
-            continue
-        if pa.types.is_nested(kind) or pa.types.is_floating(kind) or not len(column):
-            continue
-        try:
-            distinct = pc.count_distinct(column, mode="all").as_py()
-        except pa.ArrowNotImplementedError:
-            continue  # a type without a hash kernel: leave pyarrow's default (plain)
-        if distinct <= max(1, len(column) // 10):
-            chosen.append(name)
-    return chosen
-
-
-class _CsvFile:
-    def __init__(self, sink: ObjectSink, schema: pa.Schema) -> None:
-        nested = [f.name for f in schema if pa.types.is_nested(f.type)]
-        if nested:
-            raise DataError(
-                f"column(s) {', '.join(nested)} hold nested values, which CSV cannot represent;"
-                " use --loader-file-format parquet or jsonl"
-            )
-        self._writer = pa_csv.CSVWriter(sink, schema)
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
-
-    def finish(self) -> None:
-        self._writer.close()
-
-
-class _JsonlFile:
-    """One JSON object per line, rendered by DuckDB's ``to_json`` (native, typed)."""
-
-    def __init__(self, sink: ObjectSink, schema: pa.Schema) -> None:
-        self._sink = sink
-        self._db = duckdb.connect()
-        # An explicit struct of the columns: a bare table alias would be shadowed by a
-        # column of the same name.
-        fields = ", ".join(f"{_sql_name(f.name)} := {_sql_name(f.name)}" for f in schema)
-        self._sql = f"SELECT to_json(struct_pack({fields}))::VARCHAR || chr(10) FROM batch_view"
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._db.register("batch_view", pa.Table.from_batches([batch]))
-        column = self._db.sql(self._sql).to_arrow_table().column(0)
-        self._db.unregister("batch_view")
-        for chunk in column.chunks:
-            if chunk.type != pa.large_string():
-                chunk = chunk.cast(pa.large_string())
-            # The values buffer of a string array holds its strings back to back, so the
-            # lines go out as one slice of it, never as Python strings.
-            _validity, offsets, values = chunk.buffers()
-            start = struct.unpack_from("<q", offsets, 8 * chunk.offset)[0]
-            end = struct.unpack_from("<q", offsets, 8 * (chunk.offset + len(chunk)))[0]
-            self._sink.write(memoryview(values)[start:end])
-
-    def finish(self) -> None:
-        self._db.close()
 
 
 _FILE_SUFFIXES = re.compile(r"(\.(csv|tsv|jsonl|ndjson|json|parquet|gz|gzip|zst|zstd))+$", re.I)
@@ -489,7 +365,7 @@ class S3Destination(Destination):
             result.orphans_removed = self._remove_uncommitted(table_name, table_prefix, stamp)
 
         if self.options.file_format != "jsonl":
-            reader = _intervals_as_text(reader)
+            reader = intervals_as_text(reader)
         written: list[str] = []
         committed = False
         # What the bookkeeping reads of the dataset does not depend on the data: it is read
@@ -576,15 +452,6 @@ class S3Destination(Destination):
             if key not in taken:
                 return key
 
-    def _open_file(
-        self, sink: ObjectSink, schema: pa.Schema
-    ) -> _ParquetFile | _CsvFile | _JsonlFile:
-        if self.options.file_format == "parquet":
-            return _ParquetFile(sink, schema, self.options.row_group_rows)
-        if self.options.file_format == "csv":
-            return _CsvFile(sink, schema)
-        return _JsonlFile(sink, schema)
-
     def _write_data(
         self,
         reader: pa.RecordBatchReader,
@@ -595,11 +462,7 @@ class S3Destination(Destination):
     ) -> None:
         """Stream the batches into files; each file is committed only once complete."""
         schema = reader.schema
-        content_type = {
-            "parquet": "application/vnd.apache.parquet",
-            "csv": "text/csv",
-            "jsonl": "application/x-ndjson",
-        }[self.options.file_format]
+        content_type = CONTENT_TYPES[self.options.file_format]
         max_rows = self.options.file_max_rows if self.layout.splits_files else None
         max_bytes = self.options.file_max_bytes if self.layout.splits_files else None
         taken: set[str] = set()
@@ -610,25 +473,27 @@ class S3Destination(Destination):
             self._s3_errors(where),
         ):
             sink: ObjectSink | None = None
-            writer: _FileWriter | None = None
+            writer: FileWriter | None = None
             file_rows = 0
 
-            def start_file() -> tuple[ObjectSink, _FileWriter]:
+            def start_file() -> tuple[ObjectSink, FileWriter]:
                 key = self._new_key(table_name, stamp, taken)
                 taken.add(key)
                 new_sink = ObjectSink(
                     self.client, self.location.bucket, key, pool, content_type=content_type
                 )
-                return new_sink, self._open_file(new_sink, schema)
+                return new_sink, open_file_writer(
+                    self.options.file_format, new_sink, schema, self.options.row_group_rows
+                )
 
-            def finish_file(sink: ObjectSink, writer: _FileWriter) -> None:
+            def finish_file(sink: ObjectSink, writer: FileWriter) -> None:
                 writer.finish()
                 result.bytes += sink.commit()
                 written.append(sink.key)
                 result.files.append(sink.key)
 
             try:
-                for batch in _batches(reader):
+                for batch in record_batches(reader):
                     offset = 0
                     while offset < batch.num_rows:
                         if sink is None or writer is None:
@@ -755,45 +620,3 @@ class S3Destination(Destination):
         """Remove this load's completed files after a failure (best effort, never raises)."""
         with contextlib.suppress(Exception):
             self._delete(keys)
-
-
-def _sql_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _intervals_as_text(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-    """The stream with interval columns rendered as text (``3 days 04:00:00``) by DuckDB.
-
-    Neither Parquet nor pyarrow's CSV writer can store Arrow's month-day-nano intervals
-    (DuckDB ``INTERVAL``); text keeps every value readable. Other streams pass unchanged.
-    """
-    names = [f.name for f in reader.schema if pa.types.is_interval(f.type)]
-    if not names:
-        return reader
-    schema = pa.schema(
-        [pa.field(f.name, pa.string(), f.nullable) if f.name in names else f for f in reader.schema]
-    )
-    casts = ", ".join(f"CAST({_sql_name(n)} AS VARCHAR) AS {_sql_name(n)}" for n in names)
-
-    def converted() -> Iterator[pa.RecordBatch]:
-        with duckdb.connect() as db:
-            for batch in _batches(reader):
-                db.register("batch_view", pa.Table.from_batches([batch]))
-                table = db.sql(f"SELECT * REPLACE ({casts}) FROM batch_view").to_arrow_table()
-                db.unregister("batch_view")
-                yield from table.cast(schema).to_batches()
-
-    return pa.RecordBatchReader.from_batches(schema, converted())
-
-
-def _batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-    """The reader's non-empty batches; source read errors surface as DataError."""
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowException as exc:
-            raise DataError(f"reading the source failed: {exc}") from None
-        if batch.num_rows:
-            yield batch
