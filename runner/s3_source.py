@@ -10,7 +10,8 @@ in parallel) and unified, so the stream has one schema for all files. What that 
 is kept for the rows where it is small (`_Kept`): a small text file is read whole, once (in a
 bucket of many small files the request is most of a file's cost), and a Parquet footer once.
 
-Incremental file syncs: the listing keeps each object's ETag, size and last-modified time.
+Which objects are read is decided by :mod:`kingest.runner.s3_listing`. Incremental file
+syncs: the listing keeps each object's ETag, size and last-modified time.
 File versions the destination already holds are left out before anything is read, and
 ``--incremental-key _ingestr_source_file_modified_at`` (ingestr's opt-in mode) keeps only
 objects modified in ``[--interval-start, --interval-end)`` and adds the object's path and
@@ -27,14 +28,13 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, Self
-from urllib.parse import unquote
+from datetime import datetime
+from typing import TYPE_CHECKING, NamedTuple, Self
 
 import botocore.session
 import pyarrow as pa
 import pyarrow.fs as pafs
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import NoCredentialsError
 
 from kingest.runner import byte_ranges
 from kingest.runner.byte_ranges import ends_cleanly, read_lines, splittable
@@ -43,7 +43,6 @@ from kingest.runner.errors import (
     BucketNotFound,
     DataError,
     KingestError,
-    NoFilesMatched,
     UsageError,
 )
 from kingest.runner.formats import (
@@ -52,13 +51,19 @@ from kingest.runner.formats import (
     JsonLinesReader,
     ParquetReader,
     conform,
-    detect_kind,
     unify_schemas,
 )
 from kingest.runner.glob import ObjectGlob
-from kingest.runner.interfaces import LoadedFiles, LoadOptions, Source, SourceFile, SourceStream
+from kingest.runner.interfaces import LoadedFiles, LoadOptions, Source, SourceStream
 from kingest.runner.prefetch import ordered_parallel
 from kingest.runner.s3_client import client_for, filesystem_for, session_for
+from kingest.runner.s3_listing import (
+    ObjectSelection,
+    S3Object,
+    SourceUnavailable,
+    parse_instant,
+    partition_type,
+)
 from kingest.runner.uri import ParsedUri, S3Uri
 
 if TYPE_CHECKING:
@@ -67,16 +72,6 @@ if TYPE_CHECKING:
 SOURCE_FILE_COLUMN = "_ingestr_source_file_path"
 MODIFIED_AT_COLUMN = "_ingestr_source_file_modified_at"
 
-_DENIED_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "AllAccessDisabled",
-    "403",
-}
 # Bytes fetched per GET while streaming a CSV/JSONL file. The readers ask for 1 MiB blocks;
 # unbuffered, each would be a request of its own (a round trip, signing on both ends).
 _READ_BUFFER = 4 * 1024 * 1024
@@ -84,45 +79,6 @@ _READ_BUFFER = 4 * 1024 * 1024
 # at most _KEPT_BYTES of them and of Parquet footers are kept at a time.
 _SMALL_FILE = 256 * 1024
 _KEPT_BYTES = 64 * 1024 * 1024
-_HIVE_SEGMENT = re.compile(r"^([^=/]+)=([^/]*)$")
-_INT = re.compile(r"^-?\d{1,18}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class SourceUnavailable(KingestError):
-    """The store could not be reached or failed while reading (network, 5xx)."""
-
-    reason = "SourceUnavailable"
-    exit_code = 1
-
-
-class Listed(NamedTuple):
-    """One object the listing matched, with what identifies its version."""
-
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class S3Object:
-    """One matched object and how to read it."""
-
-    key: str
-    size: int
-    kind: FileKind
-    partitions: tuple[tuple[str, str], ...] = ()
-    etag: str = ""
-    last_modified: datetime | None = None
-
-    def url(self, bucket: str) -> str:
-        """``s3://bucket/key``, for messages and the source-file column."""
-        return f"s3://{bucket}/{self.key}"
-
-    def version(self, bucket: str) -> SourceFile:
-        """This object as a file version, for the destination's loaded-files record."""
-        return SourceFile(self.url(bucket), self.etag, self.size, self.last_modified)
 
 
 class _Kept:
@@ -242,20 +198,6 @@ class _Plan:
     kept: _Kept = field(default_factory=_Kept)
 
 
-def _client_error(exc: ClientError, what: str, bucket: str) -> KingestError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in ("NoSuchBucket", "404") and "bucket" in what:
-        return BucketNotFound(f"bucket {bucket!r} does not exist ({what})")
-    if code in _DENIED_CODES or status == 403:
-        return AccessDenied(
-            f"access denied to bucket {bucket!r} ({what}: {code}); check the source URI's "
-            "access_key_id / secret_access_key / session_token or the role's permissions"
-        )
-    return SourceUnavailable(f"S3 {what} on bucket {bucket!r} failed: {code or status}")
-
-
 def _arrow_error(exc: OSError, url: str) -> KingestError:
     text = str(exc)
     if "ACCESS_DENIED" in text or "AccessDenied" in text or "403" in text:
@@ -265,37 +207,6 @@ def _arrow_error(exc: OSError, url: str) -> KingestError:
     if "NoSuchKey" in text or "NO_SUCH_KEY" in text or "Path does not exist" in text:
         return SourceUnavailable(f"{url} disappeared while the run was reading it")
     return SourceUnavailable(f"reading {url} failed: {text}")
-
-
-def parse_instant(value: str, flag: str) -> datetime:
-    """An ``--interval-start/--interval-end`` value as an aware datetime (naive means UTC)."""
-    try:
-        instant = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise UsageError(
-            f"{flag} {value!r}: not an ISO 8601 date or timestamp "
-            "(e.g. 2026-11-25 or 2026-11-25T10:00:00Z)"
-        ) from None
-    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
-
-
-def _partition_type(values: list[str]) -> pa.DataType:
-    present = [v for v in values if v not in ("", "__HIVE_DEFAULT_PARTITION__")]
-    if present and all(_INT.match(v) for v in present):
-        return pa.int64()
-    if present and all(_DATE.match(v) for v in present):
-        return pa.date32()
-    return pa.string()
-
-
-def hive_partitions(key: str) -> tuple[tuple[str, str], ...]:
-    """``a/dt=2026-11-25/country=DE/f.parquet`` -> ``(("dt", "2026-11-25"), ("country", "DE"))``."""
-    folders = key.split("/")[:-1]
-    return tuple(
-        (unquote(m.group(1)), unquote(m.group(2)))
-        for m in (_HIVE_SEGMENT.match(folder) for folder in folders)
-        if m
-    )
 
 
 class S3Source(Source):
@@ -315,6 +226,9 @@ class S3Source(Source):
             self.modified_from = parse_instant(options.interval_start, "--interval-start")
         if self.by_modified_at and options.interval_end:
             self.modified_until = parse_instant(options.interval_end, "--interval-end")
+        self.selection = ObjectSelection(
+            uri, glob, self.by_modified_at, self.modified_from, self.modified_until
+        )
 
     @classmethod
     def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> Self:
@@ -332,89 +246,6 @@ class S3Source(Source):
                 "(or KINGEST_SOURCE_ACCESS_KEY_ID / KINGEST_SOURCE_SECRET_ACCESS_KEY), or "
                 "configure the default chain (AWS_* variables, web identity, instance role)"
             ) from None
-
-    # -- listing --------------------------------------------------------------------------
-
-    def _list(self, client: Any) -> tuple[list[Listed], str, int]:
-        """Matched objects, the bucket's region and how many objects were listed."""
-        bucket, prefix = self.glob.bucket, self.glob.prefix
-        matched: list[Listed] = []
-        listed = 0
-        region = self.uri.region or ""
-        try:
-            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for page in pages:
-                headers = page.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-                region = region or headers.get("x-amz-bucket-region", "")
-                for obj in page.get("Contents", []):
-                    listed += 1
-                    key = obj["Key"]
-                    if key.endswith("/") or not self.glob.matches(key):
-                        continue
-                    etag = str(obj.get("ETag", "")).strip('"')
-                    matched.append(Listed(key, int(obj["Size"]), etag, obj.get("LastModified")))
-        except NoCredentialsError:
-            raise AccessDenied(
-                "no AWS credentials: set access_key_id and secret_access_key in the source URI, "
-                "or configure the default chain (AWS_* variables, web identity, instance role)"
-            ) from None
-        except ClientError as exc:
-            raise _client_error(exc, "listing the bucket", bucket) from None
-        except BotoCoreError as exc:
-            where = self.uri.endpoint_url or "AWS S3"
-            raise SourceUnavailable(f"cannot list bucket {bucket!r} at {where}: {exc}") from None
-        return matched, region or "us-east-1", listed
-
-    def _objects(self, matched: list[Listed], listed: int) -> list[S3Object]:
-        bucket = self.glob.bucket
-        if not matched:
-            raise NoFilesMatched(
-                f"no object matches {self.glob.describe()}: listed prefix "
-                f"'s3://{bucket}/{self.glob.prefix}' ({listed} object(s), none matching)"
-            )
-        objects: list[S3Object] = []
-        for key, size, etag, last_modified in matched:
-            kind = detect_kind(key, self.glob.hints)
-            if kind is None:
-                raise UsageError(
-                    f"s3://{bucket}/{key}: unknown file format; supported: .csv, .jsonl, "
-                    ".ndjson, .parquet (optionally .gz or .zst), or add a hint to "
-                    "--source-table such as '#csv', '#jsonl' or '#parquet'"
-                )
-            partitions = hive_partitions(key) if self.uri.hive_partitioning else ()
-            objects.append(S3Object(key, size, kind, partitions, etag, last_modified))
-        families: dict[str, str] = {}
-        for obj in objects:
-            families.setdefault(obj.kind.family, obj.url(bucket))
-        if len(families) > 1:
-            listing = "; ".join(f"{fmt} (e.g. {url})" for fmt, url in sorted(families.items()))
-            raise UsageError(
-                f"{self.glob.describe()} matches files of several formats: {listing}. "
-                "Narrow the glob (e.g. '*.csv') so one run reads one format"
-            )
-        return objects
-
-    def _to_read(self, objects: list[S3Object], loaded: LoadedFiles | None) -> list[S3Object]:
-        """The objects this run reads: not yet loaded, and modified in the interval if asked."""
-        bucket = self.glob.bucket
-        kept = []
-        for obj in objects:
-            if self.by_modified_at and not self._modified_in_interval(obj):
-                continue
-            if loaded:
-                version = obj.version(bucket)
-                known = loaded.get(version.url)
-                if known is not None and known.same_version(version):
-                    continue
-            kept.append(obj)
-        return kept
-
-    def _modified_in_interval(self, obj: S3Object) -> bool:
-        if obj.last_modified is None:
-            return self.modified_from is None and self.modified_until is None
-        if self.modified_from is not None and obj.last_modified < self.modified_from:
-            return False
-        return self.modified_until is None or obj.last_modified < self.modified_until
 
     # -- reading --------------------------------------------------------------------------
 
@@ -535,7 +366,7 @@ class S3Source(Source):
         partition_types: dict[str, pa.DataType] = {}
         for name in dict.fromkeys(k for o in objects for k, _ in o.partitions):
             values = [v for o in objects for k, v in o.partitions if k == name]
-            partition_types[name] = _partition_type(values)
+            partition_types[name] = partition_type(values)
         fields = [f for f in fields if f.name not in partition_types]
         fields += [pa.field(n, t) for n, t in partition_types.items()]
         if self.uri.include_file_path or self.by_modified_at:
@@ -757,9 +588,9 @@ class S3Source(Source):
         """
         session = session_for(self.uri)
         client = client_for(self.uri, self.glob.bucket, session)
-        matched, region, listed = self._list(client)
-        matched_objects = self._objects(matched, listed)
-        objects = self._to_read(matched_objects, loaded)
+        matched, region, listed = self.selection.list(client)
+        matched_objects = self.selection.objects(matched, listed)
+        objects = self.selection.to_read(matched_objects, loaded)
         skipped = len(matched_objects) - len(objects)
         name = self.glob.pattern.rsplit("/", 1)[-1]
         if not objects:
