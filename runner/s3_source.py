@@ -145,46 +145,29 @@ class _Piece:
     last: bool = True
     fragment: ParquetFileFragment | None = None
     rows_before: int = 0
+    skip_rows: int = 0
 
 
-class _Checked(NamedTuple):
-    """A byte range's rows, certain to be those a single stream would read there."""
+class _Rows(NamedTuple):
+    """Rows of a byte range, certain to be those a single stream reads there."""
 
     piece: _Piece
-    batches: list[pa.RecordBatch]
+    batch: pa.RecordBatch
+
+
+class _RangeDone(NamedTuple):
+    """A byte range whose rows have all been handed out."""
+
+    piece: _Piece
 
 
 class _Resume(NamedTuple):
     """A byte range that cannot stand on its own: its object is read as one stream from
-    ``offset``, the range's first record start."""
+    ``offset``, the range's first record start, past the ``rows`` already handed out."""
 
     piece: _Piece
     offset: int
-
-
-class _RangeFiles:
-    """One random-access handle per split object, opened once (opening asks the store for
-    the size) and shared by its ranges: Arrow's reads at an offset are thread-safe."""
-
-    def __init__(self, fs: pafs.S3FileSystem) -> None:
-        self._fs = fs
-        self._files: dict[str, pa.NativeFile] = {}
-        self._lock = threading.Lock()
-
-    def open(self, path: str) -> pa.NativeFile:
-        """The object's handle."""
-        with self._lock:
-            file = self._files.get(path)
-            if file is None:
-                file = self._files[path] = self._fs.open_input_file(path)
-            return file
-
-    def close(self) -> None:
-        """Close every handle."""
-        with self._lock:
-            for file in self._files.values():
-                file.close()
-            self._files.clear()
+    rows: int
 
 
 @dataclass
@@ -428,7 +411,16 @@ class S3Source(Source):
                 batches = self._text_batches(
                     fs, obj, reader, own, plan.target, plan.kept, piece.start
                 )
+            skip = piece.skip_rows
             for batch in batches:
+                if skip:
+                    # Rows a byte range of this object already handed out.
+                    taken = min(skip, batch.num_rows)
+                    skip -= taken
+                    rows += taken
+                    batch = batch.slice(taken)
+                    if not batch.num_rows:
+                        continue
                 out = self._decorate(batch, extras, plan.target)
                 rows += batch.num_rows
                 stream_state.stats.add(rows=batch.num_rows)
@@ -446,40 +438,64 @@ class S3Source(Source):
 
     def _range_results(
         self,
+        fs: pafs.S3FileSystem,
         plan: _Plan,
-        files: _RangeFiles,
         piece: _Piece,
         stream_state: SourceStream,
-    ) -> Iterator[_Checked | _Resume]:
-        """One byte range of a text object, parsed whole: its rows if it is certain they are
-        the rows a single stream would read there, else where to resume as one stream."""
+    ) -> Iterator[_Rows | _RangeDone | _Resume]:
+        """One byte range of a text object: its rows as long as it is certain they are those
+        a single stream reads there, else where to resume as one stream.
+
+        The last batch is held back until the range is parsed: only the range's last row
+        tells whether its end was a record boundary (see :mod:`kingest.runner.byte_ranges`).
+        """
         obj, own = plan.objects[piece.index], plan.schemas[piece.index]
         assert piece.end is not None
         try:
-            offset, data = read_lines(files.open(self._path(obj)), piece.start, piece.end, obj.size)
+            # A handle of its own (reads at an offset on a shared one copy the bytes).
+            with fs.open_input_file(self._path(obj)) as file:
+                offset, data = read_lines(file, piece.start, piece.end, obj.size)
         except OSError as exc:
             error = _arrow_error(exc, obj.url(self.glob.bucket))
             stream_state.error = error
             raise error from None
         if not data:  # the range's lines all started in the ranges before it
-            yield _Checked(piece, [])
+            yield _RangeDone(piece)
             return
         reader = self._reader_for(obj.kind)
         stream = pa.BufferReader(data)
+        extras = self._extras(plan, obj)
+        handed_out = 0
+        held: pa.RecordBatch | None = None
         try:
             if isinstance(reader, CsvReader):
-                parsed = list(reader.batches(stream, own, plan.target, after_header=offset > 0))
-                clean = piece.last or ends_cleanly(parsed)
+                parsed = reader.batches(stream, own, plan.target, after_header=offset > 0)
             else:
-                assert isinstance(reader, JsonLinesReader)
-                parsed = list(reader.batches(stream, own, plan.target))
-                clean = True  # JSON strings hold no raw line breaks: every cut is a boundary
-            extras = self._extras(plan, obj)
-            batches = [self._decorate(b, extras, plan.target) for b in parsed if b.num_rows]
+                parsed = reader.batches(stream, own, plan.target)
+            for batch in parsed:
+                if not batch.num_rows:
+                    continue
+                if held is not None:
+                    yield _Rows(piece, self._decorate(held, extras, plan.target))
+                    handed_out += held.num_rows
+                held = batch
+            # JSON strings hold no raw line breaks: every JSONL cut is a record boundary.
+            clean = (
+                piece.last
+                or held is None
+                or not isinstance(reader, CsvReader)
+                or ends_cleanly([held.slice(held.num_rows - 1)])
+            )
+            last = None if held is None else self._decorate(held, extras, plan.target)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
             # Bad data, or a cut inside a quoted value: the single stream tells which.
             clean = False
-        yield _Checked(piece, batches) if clean else _Resume(piece, offset)
+        if not clean:
+            yield _Resume(piece, offset, handed_out)
+            return
+        if last is not None:
+            yield _Rows(piece, last)
+        yield _RangeDone(piece)
 
     def _pieces(self, plan: _Plan) -> list[_Piece]:
         """What the reader tasks read, in order: large text objects as byte ranges, large
@@ -517,51 +533,53 @@ class S3Source(Source):
         read: its object is read on from there as one stream, then the pieces after it.
         """
         pieces = self._pieces(plan)
-        files = _RangeFiles(fs)
         parallelism = self.options.extract_parallelism
         if any(piece.end is not None for piece in pieces):
             # A piece starts once the one this many places before it is consumed: this bounds
             # the ranges held at once, whichever thread runs first.
             parallelism = min(parallelism, byte_ranges.RANGES_IN_FLIGHT)
 
-        def produce(piece: _Piece) -> Iterator[pa.RecordBatch | _Checked | _Resume]:
+        def produce(piece: _Piece) -> Iterator[pa.RecordBatch | _Rows | _RangeDone | _Resume]:
             if piece.end is None:
                 return self._file_batches(fs, plan, piece, stream_state, spool)
-            return self._range_results(plan, files, piece, stream_state)
+            return self._range_results(fs, plan, piece, stream_state)
 
         rows_read: dict[int, int] = {}
         position = 0
-        try:
-            while position < len(pieces):
-                results = ordered_parallel(pieces[position:], produce, parallelism=parallelism)
-                resume: _Resume | None = None
-                try:
-                    for result in results:
-                        if isinstance(result, _Resume):
-                            resume = result
-                            break
-                        if not isinstance(result, _Checked):
-                            yield result
-                            continue
-                        index = result.piece.index
-                        for batch in result.batches:
-                            rows_read[index] = rows_read.get(index, 0) + batch.num_rows
-                            stream_state.stats.add(rows=batch.num_rows)
-                            yield batch
+        while position < len(pieces):
+            results = ordered_parallel(pieces[position:], produce, parallelism=parallelism)
+            resume: _Resume | None = None
+            try:
+                for result in results:
+                    if isinstance(result, _Resume):
+                        resume = result
+                        break
+                    if isinstance(result, _Rows):
+                        index, rows = result.piece.index, result.batch.num_rows
+                        rows_read[index] = rows_read.get(index, 0) + rows
+                        stream_state.stats.add(rows=rows)
+                        yield result.batch
+                    elif isinstance(result, _RangeDone):
                         if result.piece.last:
-                            stream_state.stats.add(files=1, bytes=plan.objects[index].size)
-                finally:
-                    results.close()
-                if resume is None:
-                    return
-                index = resume.piece.index
-                rest = _Piece(index, start=resume.offset, rows_before=rows_read.get(index, 0))
-                yield from self._file_batches(fs, plan, rest, stream_state, spool)
-                position = pieces.index(resume.piece) + 1
-                while position < len(pieces) and pieces[position].index == index:
-                    position += 1
-        finally:
-            files.close()
+                            size = plan.objects[result.piece.index].size
+                            stream_state.stats.add(files=1, bytes=size)
+                    else:
+                        yield result
+            finally:
+                results.close()
+            if resume is None:
+                return
+            index = resume.piece.index
+            rest = _Piece(
+                index,
+                start=resume.offset,
+                rows_before=rows_read.get(index, 0) - resume.rows,
+                skip_rows=resume.rows,
+            )
+            yield from self._file_batches(fs, plan, rest, stream_state, spool)
+            position = pieces.index(resume.piece) + 1
+            while position < len(pieces) and pieces[position].index == index:
+                position += 1
 
     @staticmethod
     def _describe_data_error(exc: Exception, url: str, own: pa.Schema, rows_before: int) -> str:
