@@ -116,33 +116,23 @@ def make_sources(rows: int) -> tuple[Path, Path | None, str | None]:
     if not old_python.exists():
         return ours, None, "not installed"
     theirs = WORK / f"users-{rows}-duckdb-ingestr-0.14.duckdb"
-    if not theirs.exists():
-        exported = WORK / "users-export.parquet"
-        with duckdb.connect(str(ours), read_only=True) as con:
-            con.execute(f"COPY users TO '{exported}' (FORMAT parquet)")
-        script = (
-            "import duckdb, sys\n"
-            "con = duckdb.connect(sys.argv[1])\n"
-            'con.execute("CREATE TABLE users AS SELECT * FROM read_parquet(?)", [sys.argv[2]])\n'
-            "con.close()\n"
-        )
-        done = subprocess.run(
-            [str(old_python), "-c", script, str(theirs), str(exported)],
-            capture_output=True,
-            text=True,
-        )
-        exported.unlink(missing_ok=True)
-        if done.returncode != 0:
-            return ours, None, f"cannot write its DuckDB copy: {done.stderr.strip()[-300:]}"
-    return ours, theirs, None
+    problem = copy_table(ours, theirs, old_python)
+    return ours, None if problem else theirs, problem
 
 
 def native_source(rows: int, ours: Path, python: Path) -> tuple[Path | None, str | None]:
     """The table in a DuckDB file of the native DuckDB's own version (written once)."""
     theirs = WORK / f"users-{rows}-duckdb-{NATIVE_DUCKDB}.duckdb"
+    problem = copy_table(ours, theirs, python)
+    return None if problem else theirs, problem
+
+
+def copy_table(ours: Path, theirs: Path, python: Path) -> str | None:
+    """Write table ``users`` of ``ours`` into ``theirs`` with the DuckDB of ``python`` (once),
+    through a Parquet file; the reason if that fails."""
     if theirs.exists():
-        return theirs, None
-    exported = WORK / "users-native-export.parquet"
+        return None
+    exported = WORK / f"{theirs.stem}-export.parquet"
     with duckdb.connect(str(ours), read_only=True) as con:
         con.execute(f"COPY users TO '{exported}' (FORMAT parquet)")
     script = (
@@ -160,8 +150,8 @@ def native_source(rows: int, ours: Path, python: Path) -> tuple[Path | None, str
     )
     exported.unlink(missing_ok=True)
     if done.returncode != 0:
-        return None, f"cannot write its DuckDB copy: {done.stderr.strip()[-300:]}"
-    return theirs, None
+        return f"cannot write its DuckDB copy: {done.stderr.strip()[-300:]}"
+    return None
 
 
 def visible(s3: S3Server, prefix: str) -> dict[str, int]:

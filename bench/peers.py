@@ -93,39 +93,29 @@ def ensure_peer(version: str) -> tuple[Path | None, str | None]:
     """The ingestr executable of ``version`` in its own venv (installed once), or the reason
     it cannot be had."""
     venv = PEERS / f"ingestr-{version}"
-    exe = venv / "bin" / "ingestr"
-    if exe.exists():
-        return exe, None
-    PEERS.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", f"ingestr=={version}"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-    except (subprocess.SubprocessError, OSError) as exc:
-        detail = getattr(exc, "stderr", "") or str(exc)
-        shutil.rmtree(venv, ignore_errors=True)
-        return None, f"pip install ingestr=={version} failed: {detail.strip()[-300:]}"
-    return exe, None
+    problem = _venv_with(venv, [f"ingestr=={version}"])
+    return (None, problem) if problem else (venv / "bin" / "ingestr", None)
 
 
 def ensure_native() -> tuple[Path | None, str | None]:
     """The python of a venv with DuckDB ``NATIVE_DUCKDB`` and its httpfs extension from PyPI
     (installed once), or the reason it cannot be had."""
     venv = NATIVE / f"duckdb-{NATIVE_DUCKDB}"
-    python = venv / "bin" / "python"
-    if python.exists():
-        return python, None
-    NATIVE.mkdir(parents=True, exist_ok=True)
-    wheels = [f"duckdb=={NATIVE_DUCKDB}", f"duckdb-extension-httpfs=={NATIVE_DUCKDB}"]
+    problem = _venv_with(
+        venv, [f"duckdb=={NATIVE_DUCKDB}", f"duckdb-extension-httpfs=={NATIVE_DUCKDB}"]
+    )
+    return (None, problem) if problem else (venv / "bin" / "python", None)
+
+
+def _venv_with(venv: Path, requirements: list[str]) -> str | None:
+    """Make ``venv`` with ``requirements`` installed, unless it exists; the reason if not."""
+    if (venv / "bin" / "python").exists():
+        return None
+    venv.parent.mkdir(parents=True, exist_ok=True)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", *wheels],
+            [str(venv / "bin" / "pip"), "install", "-q", *requirements],
             check=True,
             capture_output=True,
             text=True,
@@ -134,8 +124,8 @@ def ensure_native() -> tuple[Path | None, str | None]:
     except (subprocess.SubprocessError, OSError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         shutil.rmtree(venv, ignore_errors=True)
-        return None, f"pip install {' '.join(wheels)} failed: {detail.strip()[-300:]}"
-    return python, None
+        return f"pip install {' '.join(requirements)} failed: {detail.strip()[-300:]}"
+    return None
 
 
 # Run by the venv's python: DuckDB loads httpfs from the wheel's file (its own INSTALL would
