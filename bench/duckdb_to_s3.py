@@ -1,6 +1,7 @@
 """Benchmark: a 1,000,000-row DuckDB table into S3 parquet, kingest against its peers.
 
     .venv/bin/python bench/duckdb_to_s3.py [--rows 1000000] [--runs 3] [--skip-peers]
+        [--skip-native] [--baseline KINGEST]
 
 Every contender runs as its own process against the same local S3 server (the test
 platform's moto server, over HTTP on loopback), in rounds so that machine noise hits all
@@ -8,6 +9,10 @@ of them alike:
 
 - ``reference``: DuckDB ``COPY ... TO`` a local parquet file, then one boto3 upload - the
   floor for "DuckDB table -> parquet object" on this machine;
+- ``duckdb-native``: DuckDB's own ``COPY users TO 's3://...' (FORMAT parquet)`` through its
+  httpfs extension (issue 14's reference; DuckDB 1.5.5 in its own venv, see
+  ``bench.peers.ensure_native``: PyPI has no httpfs build for this project's DuckDB 2.0, and
+  DuckDB 1.5 cannot open a DuckDB 2 file, so it reads a copy of the table written by itself);
 - ``kingest``: ``kingest ingest`` (this repository);
 - ``ingestr-1.1.22``: ingestr's Go release. Offline it cannot download its DuckDB ADBC
   driver, so it is given a driver manifest (``ADBC_DRIVER_PATH``) pointing at the DuckDB
@@ -19,7 +24,8 @@ of them alike:
 
 Peers are installed into their own virtualenvs under ``bench/results/peers`` (from PyPI,
 once); a peer that cannot be installed or run is reported as such. Reported per contender:
-median and best wall time, the ratio of the median to the reference's median, peak RSS of
+median and best wall time, the ratio of the median to the reference's median and to
+DuckDB-native's (kingest's target: <= 1.1x, bookkeeping objects included), peak RSS of
 the process tree (sampled every 10 ms), data files, row groups, and the rows visible under
 its prefix after all runs (a "replace" that leaves older objects behind shows up there).
 Results also go to ``bench/results/duckdb_to_s3.json``.
@@ -44,10 +50,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import (  # noqa: E402 - needs the repository root on sys.path
+    NATIVE_DUCKDB,
+    NATIVE_PRELUDE,
     PEER_VERSIONS,
     PEERS,
     RESULTS,
     base_env,
+    ensure_native,
     ensure_peer,
     peer_env,
     run_measured,
@@ -56,6 +65,19 @@ from tests.platform.s3 import S3Server  # noqa: E402
 
 WORK = RESULTS / "duckdb_to_s3"
 BUCKET = "bench"
+NATIVE = f"duckdb-{NATIVE_DUCKDB}-httpfs"
+MAX_NATIVE_RATIO = 1.1
+
+NATIVE_COPY = (
+    NATIVE_PRELUDE
+    + """
+import sys
+db, endpoint, key, secret = sys.argv[1:5]
+con = native_connect(":memory:", endpoint, key, secret)
+con.execute(f"ATTACH '{db}' AS src (READ_ONLY)")
+con.execute("COPY src.users TO 's3://bench/native/users.parquet' (FORMAT parquet)")
+"""
+)
 
 TABLE_SQL = """
 CREATE TABLE users AS
@@ -94,25 +116,42 @@ def make_sources(rows: int) -> tuple[Path, Path | None, str | None]:
     if not old_python.exists():
         return ours, None, "not installed"
     theirs = WORK / f"users-{rows}-duckdb-ingestr-0.14.duckdb"
-    if not theirs.exists():
-        exported = WORK / "users-export.parquet"
-        with duckdb.connect(str(ours), read_only=True) as con:
-            con.execute(f"COPY users TO '{exported}' (FORMAT parquet)")
-        script = (
-            "import duckdb, sys\n"
-            "con = duckdb.connect(sys.argv[1])\n"
-            'con.execute("CREATE TABLE users AS SELECT * FROM read_parquet(?)", [sys.argv[2]])\n'
-            "con.close()\n"
-        )
-        done = subprocess.run(
-            [str(old_python), "-c", script, str(theirs), str(exported)],
-            capture_output=True,
-            text=True,
-        )
-        exported.unlink(missing_ok=True)
-        if done.returncode != 0:
-            return ours, None, f"cannot write its DuckDB copy: {done.stderr.strip()[-300:]}"
-    return ours, theirs, None
+    problem = copy_table(ours, theirs, old_python)
+    return ours, None if problem else theirs, problem
+
+
+def native_source(rows: int, ours: Path, python: Path) -> tuple[Path | None, str | None]:
+    """The table in a DuckDB file of the native DuckDB's own version (written once)."""
+    theirs = WORK / f"users-{rows}-duckdb-{NATIVE_DUCKDB}.duckdb"
+    problem = copy_table(ours, theirs, python)
+    return None if problem else theirs, problem
+
+
+def copy_table(ours: Path, theirs: Path, python: Path) -> str | None:
+    """Write table ``users`` of ``ours`` into ``theirs`` with the DuckDB of ``python`` (once),
+    through a Parquet file; the reason if that fails."""
+    if theirs.exists():
+        return None
+    exported = WORK / f"{theirs.stem}-export.parquet"
+    with duckdb.connect(str(ours), read_only=True) as con:
+        con.execute(f"COPY users TO '{exported}' (FORMAT parquet)")
+    script = (
+        "import duckdb, sys\n"
+        "con = duckdb.connect(sys.argv[1])\n"
+        'con.execute("CREATE TABLE users AS SELECT * FROM read_parquet(?)", [sys.argv[2]])\n'
+        "con.close()\n"
+    )
+    # Not from the repository root, whose operator/ folder would shadow the standard library's.
+    done = subprocess.run(
+        [str(python), "-c", script, str(theirs), str(exported)],
+        capture_output=True,
+        text=True,
+        cwd=WORK,
+    )
+    exported.unlink(missing_ok=True)
+    if done.returncode != 0:
+        return f"cannot write its DuckDB copy: {done.stderr.strip()[-300:]}"
+    return None
 
 
 def visible(s3: S3Server, prefix: str) -> dict[str, int]:
@@ -143,8 +182,15 @@ def main() -> int:
         "--rows", type=int, default=1_000_000, help="rows in the table (default 1,000,000)"
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per contender (default 3)")
+    parser.add_argument("--skip-peers", action="store_true", help="leave out the ingestr peers")
     parser.add_argument(
-        "--skip-peers", action="store_true", help="measure kingest and the reference only"
+        "--skip-native", action="store_true", help="leave out DuckDB-native (httpfs COPY)"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="KINGEST",
+        help="another build's kingest executable, measured as kingest-baseline",
     )
     args = parser.parse_args()
 
@@ -154,6 +200,14 @@ def main() -> int:
             print(f"peer ingestr {version}: ensuring its virtualenv ...", flush=True)
             peers[version] = ensure_peer(version)
     ours, theirs, old_copy_problem = make_sources(args.rows)
+    native_db: Path | None = None
+    native_python: Path | None = None
+    native_problem: str | None = None
+    if not args.skip_native:
+        print(f"DuckDB {NATIVE_DUCKDB} with httpfs: ensuring its virtualenv ...", flush=True)
+        native_python, native_problem = ensure_native()
+        if native_python is not None:
+            native_db, native_problem = native_source(args.rows, ours, native_python)
 
     logs = WORK / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -205,6 +259,21 @@ def main() -> int:
                 "kingest/",
             ),
         ]
+        if args.baseline:
+            argv = [str(args.baseline), *contenders[-1].argv[1:]]
+            argv[argv.index(f"{BUCKET}/kingest")] = f"{BUCKET}/kingest_baseline"
+            contenders.append(Contender("kingest-baseline", argv, "kingest_baseline/"))
+        if not args.skip_native:
+            contenders.insert(
+                1,
+                Contender(
+                    NATIVE,
+                    [str(native_python), "-c", NATIVE_COPY, str(native_db), s3.endpoint_url,
+                     s3.access_key_id, s3.secret_access_key],
+                    "native/",
+                    unavailable=native_problem,
+                ),
+            )  # fmt: skip
         for version, (exe, problem) in peers.items():
             prefix = "ingestr_" + version.replace(".", "_")  # dlt normalizes dataset names
             source = ours if version.startswith("1.") else theirs
@@ -246,11 +315,13 @@ def main() -> int:
                 print(f"round {round_no} {c.name}: {elapsed:.2f} s, {peak:.0f} MB", flush=True)
 
         ref_median = statistics.median(contenders[0].times) if contenders[0].times else None
+        native = next((c for c in contenders if c.name == NATIVE and c.times), None)
+        native_median = statistics.median(native.times) if native else None
         report: dict[str, Any] = {"rows": args.rows, "runs": args.runs, "contenders": {}}
         print()
         header = (
-            f"{'contender':<18}{'median s':>9}{'best s':>8}{'x ref':>7}{'peak MB':>9}"
-            f"{'files':>7}{'row groups':>11}{'rows visible':>14}"
+            f"{'contender':<22}{'median s':>9}{'best s':>8}{'x ref':>7}{'x native':>9}"
+            f"{'peak MB':>9}{'files':>7}{'row groups':>11}{'rows visible':>14}"
         )
         print(header)
         print("-" * len(header))
@@ -260,23 +331,25 @@ def main() -> int:
                 reason = c.unavailable or "; ".join(c.failures)[:300]
                 entry["unavailable"] = reason
                 report["contenders"][c.name] = entry
-                print(f"{c.name:<18}  not measured: {reason[:150]}")
+                print(f"{c.name:<22}  not measured: {reason[:150]}")
                 continue
             median = statistics.median(c.times)
             out = visible(s3, c.prefix)
             ratio = median / ref_median if ref_median else float("nan")
+            to_native = median / native_median if native_median else float("nan")
             entry |= {
                 "median_s": round(median, 3),
                 "best_s": round(min(c.times), 3),
                 "times_s": [round(t, 3) for t in c.times],
                 "ratio_to_reference": round(ratio, 2),
+                "ratio_to_native": round(to_native, 2) if native_median else None,
                 "peak_rss_mb": round(max(c.peaks_mb)),
                 **out,
                 "failures": c.failures,
             }
             report["contenders"][c.name] = entry
             print(
-                f"{c.name:<18}{median:>9.2f}{min(c.times):>8.2f}{ratio:>7.2f}"
+                f"{c.name:<22}{median:>9.2f}{min(c.times):>8.2f}{ratio:>7.2f}{to_native:>9.2f}"
                 f"{max(c.peaks_mb):>9.0f}{out['files']:>7}{out['row_groups']:>11}"
                 f"{out['rows']:>14,}"
             )
@@ -297,6 +370,12 @@ def main() -> int:
                 f" ({ours_entry['peak_rss_mb']} MB); ahead of every measured peer: "
                 f"{'yes' if all(ours_entry['median_s'] < p for p in peers_measured) else 'NO'}"
             )
+            if ours_entry["ratio_to_native"] is not None:
+                within = ours_entry["ratio_to_native"] <= MAX_NATIVE_RATIO
+                print(
+                    f"issue 14: {ours_entry['ratio_to_native']}x DuckDB-native COPY "
+                    f"(<= {MAX_NATIVE_RATIO}): {'yes' if within else 'NO'}"
+                )
     finally:
         s3.stop()
     return 0

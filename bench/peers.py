@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PEERS = RESULTS / "peers"
 PEER_VERSIONS = ("1.1.22", "0.14.155")
+NATIVE = RESULTS / "native"
+# DuckDB reading S3 with its own httpfs extension is the reference for "as fast as it gets".
+# PyPI's duckdb-extension-httpfs ships the extension for one DuckDB version per release and
+# has none for this project's DuckDB 2.0: the newest pair it has runs in a venv of its own.
+NATIVE_DUCKDB = "1.5.5"
 
 # ingestr and dlt phone home by default: a benchmark must only talk to the loopback S3 server.
 QUIET_ENV = {
@@ -88,14 +93,29 @@ def ensure_peer(version: str) -> tuple[Path | None, str | None]:
     """The ingestr executable of ``version`` in its own venv (installed once), or the reason
     it cannot be had."""
     venv = PEERS / f"ingestr-{version}"
-    exe = venv / "bin" / "ingestr"
-    if exe.exists():
-        return exe, None
-    PEERS.mkdir(parents=True, exist_ok=True)
+    problem = _venv_with(venv, [f"ingestr=={version}"])
+    return (None, problem) if problem else (venv / "bin" / "ingestr", None)
+
+
+def ensure_native() -> tuple[Path | None, str | None]:
+    """The python of a venv with DuckDB ``NATIVE_DUCKDB`` and its httpfs extension from PyPI
+    (installed once), or the reason it cannot be had."""
+    venv = NATIVE / f"duckdb-{NATIVE_DUCKDB}"
+    problem = _venv_with(
+        venv, [f"duckdb=={NATIVE_DUCKDB}", f"duckdb-extension-httpfs=={NATIVE_DUCKDB}"]
+    )
+    return (None, problem) if problem else (venv / "bin" / "python", None)
+
+
+def _venv_with(venv: Path, requirements: list[str]) -> str | None:
+    """Make ``venv`` with ``requirements`` installed, unless it exists; the reason if not."""
+    if (venv / "bin" / "python").exists():
+        return None
+    venv.parent.mkdir(parents=True, exist_ok=True)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", f"ingestr=={version}"],
+            [str(venv / "bin" / "pip"), "install", "-q", *requirements],
             check=True,
             capture_output=True,
             text=True,
@@ -104,8 +124,25 @@ def ensure_peer(version: str) -> tuple[Path | None, str | None]:
     except (subprocess.SubprocessError, OSError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         shutil.rmtree(venv, ignore_errors=True)
-        return None, f"pip install ingestr=={version} failed: {detail.strip()[-300:]}"
-    return exe, None
+        return f"pip install {' '.join(requirements)} failed: {detail.strip()[-300:]}"
+    return None
+
+
+# Run by the venv's python: DuckDB loads httpfs from the wheel's file (its own INSTALL would
+# download it) and reads ``s3://`` itself.
+NATIVE_PRELUDE = """
+import pathlib, duckdb, duckdb_extension_httpfs
+def native_connect(db, endpoint, key, secret):
+    ext = next(pathlib.Path(duckdb_extension_httpfs.__file__).parent.glob(
+        "extensions/*/httpfs.duckdb_extension"))
+    con = duckdb.connect(db)
+    con.execute(f"LOAD '{ext}'")
+    scheme, host = endpoint.split("://")
+    use_ssl = "true" if scheme == "https" else "false"
+    con.execute(f"CREATE SECRET (TYPE s3, KEY_ID '{key}', SECRET '{secret}', "
+                f"ENDPOINT '{host}', URL_STYLE 'path', USE_SSL {use_ssl}, REGION 'us-east-1')")
+    return con
+"""
 
 
 def adbc_manifest(folder: Path) -> Path:

@@ -394,10 +394,11 @@ class CsvReader:
         return pa.schema(list(zip(names, types, strict=True)))
 
     def batches(
-        self, stream: pa.NativeFile, own: pa.Schema, target: pa.Schema
+        self, stream: pa.NativeFile, own: pa.Schema, target: pa.Schema, after_header: bool = False
     ) -> Iterator[pa.RecordBatch]:
-        """The file's rows, parsed straight into ``target``'s types."""
-        names = own.names if self.headless else None
+        """The file's rows, parsed straight into ``target``'s types; ``after_header``: the
+        stream starts at a record after the header (a range of the file)."""
+        names = own.names if self.headless or after_header else None
         types = {f.name: _parsed_as(f.type, target.field(f.name).type) for f in own}
         # A repeated header name (``v`` for ``v`` and ``v_1``) is one key of pyarrow's type
         # map for both columns: of different types, they are read as text, renamed, then

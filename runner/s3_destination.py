@@ -28,31 +28,21 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import re
 import secrets
-import struct
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, cast
+from typing import Any, cast
 
-import boto3
-import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from pydantic import SecretStr
 
 from kingest.runner import dlt_files
 from kingest.runner.errors import (
     AccessDenied,
     BucketNotFound,
-    DataError,
     DestinationError,
     InvalidUri,
     KingestError,
@@ -67,66 +57,24 @@ from kingest.runner.layout import (
     check_table_prefix,
     load_id_pattern,
 )
+from kingest.runner.s3_client import client_for
+from kingest.runner.s3_files import (
+    CONTENT_TYPES,
+    FILE_FORMATS,
+    ROW_GROUP_ROWS,
+    FileFormat,
+    FileWriter,
+    intervals_as_text,
+    open_file_writer,
+    record_batches,
+)
 from kingest.runner.s3_upload import ObjectSink
 from kingest.runner.uri import ParsedUri, S3Uri
 
-FileFormat = Literal["parquet", "csv", "jsonl"]
-FILE_FORMATS: tuple[FileFormat, ...] = ("parquet", "csv", "jsonl")
 STRATEGIES = ("replace", "append")
-
-# Row groups of DuckDB's own size: big enough for column statistics and scans to pay off,
-# small enough that a reader (or this writer) never holds a whole file in memory.
-ROW_GROUP_ROWS = 122_880
-ROW_GROUP_BYTES = 64 * 1024 * 1024
 # Without --loader-file-size, a new file starts once a file reaches this size.
 DEFAULT_FILE_MAX_BYTES = 512 * 1024 * 1024
 _DELETE_BATCH = 1000
-_DICTIONARY_SAMPLE_ROWS = 8192
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """The query parameters of an ``s3://`` destination URI (already parsed and merged)."""
-
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
-    region: str | None = None
-    endpoint_url: str | None = None
-    layout: str | None = None
-
-
-def s3_client(settings: S3Settings) -> Any:
-    """A boto3 S3 client: the URI's keys if given, else the default AWS credential chain."""
-    session = boto3.session.Session(
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=settings.secret_access_key,
-        aws_session_token=settings.session_token,
-        region_name=settings.region,
-    )
-    # An endpoint other than AWS's, given in the URI or through the AWS SDKs' variables.
-    compatible_store = bool(
-        settings.endpoint_url
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
-        # S3-compatible stores (MinIO, R2, Spaces) all serve path-style requests; AWS
-        # itself is reached virtual-host style.
-        s3={"addressing_style": "path" if compatible_store else "auto"},
-        # botocore >= 1.36 adds CRC32 checksums (with aws-chunked bodies) to every upload,
-        # which several S3-compatible stores reject; send them only where required there.
-        request_checksum_calculation="when_required" if compatible_store else "when_supported",
-        response_checksum_validation="when_required" if compatible_store else "when_supported",
-        max_pool_connections=16,
-    )
-    return session.client(
-        "s3",
-        endpoint_url=settings.endpoint_url,
-        region_name=settings.region or session.region_name or "us-east-1",
-        config=config,
-    )
 
 
 @dataclass(frozen=True)
@@ -178,124 +126,14 @@ class S3LoadResult:
     orphans_removed: int = 0
 
 
-# -- file writers ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Dataset:
+    """The dataset's bookkeeping before a load: whether ``init`` exists, the newest stored
+    schema of this pipeline, and the version hashes already stored."""
 
-
-class _FileWriter(Protocol):
-    def write(self, batch: pa.RecordBatch) -> None: ...
-    def finish(self) -> None: ...
-
-
-class _ParquetFile:
-    """Parquet with row groups of ``row_group_rows``, however the source sized its batches."""
-
-    def __init__(self, sink: ObjectSink, schema: pa.Schema, row_group_rows: int) -> None:
-        self._sink = sink
-        self._schema = schema
-        self._writer: pq.ParquetWriter | None = None
-        self._row_group_rows = row_group_rows
-        self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
-        self._pending_bytes = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._pending.append(batch)
-        self._pending_rows += batch.num_rows
-        self._pending_bytes += batch.nbytes
-        if self._pending_rows >= self._row_group_rows or self._pending_bytes >= ROW_GROUP_BYTES:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            table = pa.Table.from_batches(self._pending, schema=self._schema)
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(
-                    self._sink,
-                    self._schema,
-                    compression="snappy",
-                    use_dictionary=_dictionary_columns(table),
-                )
-            self._writer.write_table(table, row_group_size=self._row_group_rows)
-        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-
-    def finish(self) -> None:
-        self._flush()
-        if self._writer is None:
-            # No rows at all: still a valid file carrying the schema.
-            self._writer = pq.ParquetWriter(self._sink, self._schema, compression="snappy")
-        self._writer.close()
-
-
-def _dictionary_columns(first_row_group: pa.Table) -> list[str]:
-    """Columns worth dictionary encoding, judged on a sample of the first row group.
-
-    pyarrow tries a dictionary for every column and falls back to plain encoding once the
-    dictionary outgrows its page; on near-unique columns (ids, e-mails, random numbers) that
-    attempt costs about half the encoding time and makes the file larger. Columns with few
-    distinct values (countries, states, flags) keep it.
-    """
-    sample = first_row_group.slice(0, _DICTIONARY_SAMPLE_ROWS)
-    chosen = []
-    for name, column in zip(sample.column_names, sample.columns, strict=True):
-        kind = column.type
-        if pa.types.is_dictionary(kind):
-            chosen.append(name)  # already dictionary-encoded at the source (enums)
-            continue
-        if pa.types.is_nested(kind) or pa.types.is_floating(kind) or not len(column):
-            continue
-        try:
-            distinct = pc.count_distinct(column, mode="all").as_py()
-        except pa.ArrowNotImplementedError:
-            continue  # a type without a hash kernel: leave pyarrow's default (plain)
-        if distinct <= max(1, len(column) // 10):
-            chosen.append(name)
-    return chosen
-
-
-class _CsvFile:
-    def __init__(self, sink: ObjectSink, schema: pa.Schema) -> None:
-        nested = [f.name for f in schema if pa.types.is_nested(f.type)]
-        if nested:
-            raise DataError(
-                f"column(s) {', '.join(nested)} hold nested values, which CSV cannot represent;"
-                " use --loader-file-format parquet or jsonl"
-            )
-        self._writer = pa_csv.CSVWriter(sink, schema)
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
-
-    def finish(self) -> None:
-        self._writer.close()
-
-
-class _JsonlFile:
-    """One JSON object per line, rendered by DuckDB's ``to_json`` (native, typed)."""
-
-    def __init__(self, sink: ObjectSink, schema: pa.Schema) -> None:
-        self._sink = sink
-        self._db = duckdb.connect()
-        # An explicit struct of the columns: a bare table alias would be shadowed by a
-        # column of the same name.
-        fields = ", ".join(f"{_sql_name(f.name)} := {_sql_name(f.name)}" for f in schema)
-        self._sql = f"SELECT to_json(struct_pack({fields}))::VARCHAR || chr(10) FROM batch_view"
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._db.register("batch_view", pa.Table.from_batches([batch]))
-        column = self._db.sql(self._sql).to_arrow_table().column(0)
-        self._db.unregister("batch_view")
-        for chunk in column.chunks:
-            if chunk.type != pa.large_string():
-                chunk = chunk.cast(pa.large_string())
-            # The values buffer of a string array holds its strings back to back, so the
-            # lines go out as one slice of it, never as Python strings.
-            _validity, offsets, values = chunk.buffers()
-            start = struct.unpack_from("<q", offsets, 8 * chunk.offset)[0]
-            end = struct.unpack_from("<q", offsets, 8 * (chunk.offset + len(chunk)))[0]
-            self._sink.write(memoryview(values)[start:end])
-
-    def finish(self) -> None:
-        self._db.close()
+    has_init: bool
+    newest_schema: dict[str, Any] | None
+    version_hashes: set[str]
 
 
 _FILE_SUFFIXES = re.compile(r"(\.(csv|tsv|jsonl|ndjson|json|parquet|gz|gzip|zst|zstd))+$", re.I)
@@ -339,18 +177,6 @@ class S3Destination(Destination):
     def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> S3Destination:
         """Validate the ``s3://`` URI, ``--dest-table`` and the flags; no I/O yet."""
         parsed = S3Uri.from_parsed(uri)
-
-        def secret(value: SecretStr | None) -> str | None:
-            return value.get_secret_value() if value is not None else None
-
-        settings = S3Settings(
-            access_key_id=secret(parsed.access_key_id),
-            secret_access_key=secret(parsed.secret_access_key),
-            session_token=secret(parsed.session_token),
-            region=parsed.region,
-            endpoint_url=parsed.endpoint_url,
-            layout=parsed.layout,
-        )
         # Checked against FILE_FORMATS in __init__, with a message naming the flag.
         file_format = cast(FileFormat, options.loader_file_format or "parquet")
         write_options = S3WriteOptions(
@@ -359,7 +185,7 @@ class S3Destination(Destination):
             file_format=file_format,
             file_max_rows=options.loader_file_size,
         )
-        return cls(settings, table, write_options)
+        return cls(parsed, table, write_options)
 
     def load(self, stream: SourceStream, load_id: str) -> S3LoadSummary:
         """Write the stream as table ``stream.name``, committed by its ``_dlt_loads`` entry."""
@@ -375,17 +201,17 @@ class S3Destination(Destination):
 
     def __init__(
         self,
-        settings: S3Settings,
+        uri: S3Uri,
         dest_table: str,
         options: S3WriteOptions,
         client: Any | None = None,
     ) -> None:
-        self.settings = settings
+        self.uri = uri
         self.dest_table = dest_table
         self.location = DatasetLocation.parse(dest_table)
         self.options = options
         try:
-            self.layout = Layout.parse(settings.layout)
+            self.layout = Layout.parse(uri.layout)
         except LayoutError as exc:
             raise InvalidUri(f"destination URI parameter 'layout': {exc}") from None
         if options.strategy not in STRATEGIES:
@@ -414,9 +240,9 @@ class S3Destination(Destination):
 
     @functools.cached_property
     def client(self) -> Any:
-        """The boto3 client, made on first use: checking a spec (the operator does, for every
+        """The S3 client, made on first use: checking a spec (the operator does, for every
         new generation of every Ingestion) must not pay for one."""
-        return s3_client(self.settings)
+        return client_for(self.uri, self.location.bucket)
 
     # -- S3 primitives with errors a user can act on --
 
@@ -539,17 +365,35 @@ class S3Destination(Destination):
             result.orphans_removed = self._remove_uncommitted(table_name, table_prefix, stamp)
 
         if self.options.file_format != "jsonl":
-            reader = _intervals_as_text(reader)
+            reader = intervals_as_text(reader)
         written: list[str] = []
         committed = False
-        try:
-            self._write_data(reader, table_name, stamp, result, written)
-            self._write_bookkeeping(reader.schema, table_name, table_prefix, stamp, result, written)
-            committed = True
-        finally:
-            if not committed:
-                self._discard(written)
+        # What the bookkeeping reads of the dataset does not depend on the data: it is read
+        # while the data is written (each request is a round trip the load would wait for).
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-dataset") as side:
+            dataset = side.submit(self._read_dataset)
+            try:
+                self._write_data(reader, table_name, stamp, result, written)
+                self._write_bookkeeping(
+                    reader.schema, table_name, table_prefix, stamp, result, written,
+                    dataset.result(), side,
+                )  # fmt: skip
+                committed = True
+            finally:
+                if not committed:
+                    self._discard(written)
         return result
+
+    def _read_dataset(self) -> _Dataset:
+        """The dataset's bookkeeping as this load finds it (one listing of the schema
+        versions serves both the newest schema and the known version hashes)."""
+        loc = self.location
+        has_init = self._exists(loc.key(dlt_files.INIT_KEY))
+        versions = list(self._list(loc.key(dlt_files.VERSION_FOLDER + "/")))
+        ours = loc.key(f"{dlt_files.VERSION_FOLDER}/{self.schema_name}__")
+        newest = self._newest_stored_schema([k for k in versions if k.startswith(ours)])
+        hashes = {dlt_files.version_hash_in_key(k) for k in versions}
+        return _Dataset(has_init, newest, hashes)
 
     def _remove_uncommitted(self, table_name: str, table_prefix: str, stamp: LoadStamp) -> int:
         """Delete files of earlier loads of this table that have no ``_dlt_loads`` entry.
@@ -608,15 +452,6 @@ class S3Destination(Destination):
             if key not in taken:
                 return key
 
-    def _open_file(
-        self, sink: ObjectSink, schema: pa.Schema
-    ) -> _ParquetFile | _CsvFile | _JsonlFile:
-        if self.options.file_format == "parquet":
-            return _ParquetFile(sink, schema, self.options.row_group_rows)
-        if self.options.file_format == "csv":
-            return _CsvFile(sink, schema)
-        return _JsonlFile(sink, schema)
-
     def _write_data(
         self,
         reader: pa.RecordBatchReader,
@@ -627,11 +462,7 @@ class S3Destination(Destination):
     ) -> None:
         """Stream the batches into files; each file is committed only once complete."""
         schema = reader.schema
-        content_type = {
-            "parquet": "application/vnd.apache.parquet",
-            "csv": "text/csv",
-            "jsonl": "application/x-ndjson",
-        }[self.options.file_format]
+        content_type = CONTENT_TYPES[self.options.file_format]
         max_rows = self.options.file_max_rows if self.layout.splits_files else None
         max_bytes = self.options.file_max_bytes if self.layout.splits_files else None
         taken: set[str] = set()
@@ -642,25 +473,27 @@ class S3Destination(Destination):
             self._s3_errors(where),
         ):
             sink: ObjectSink | None = None
-            writer: _FileWriter | None = None
+            writer: FileWriter | None = None
             file_rows = 0
 
-            def start_file() -> tuple[ObjectSink, _FileWriter]:
+            def start_file() -> tuple[ObjectSink, FileWriter]:
                 key = self._new_key(table_name, stamp, taken)
                 taken.add(key)
                 new_sink = ObjectSink(
                     self.client, self.location.bucket, key, pool, content_type=content_type
                 )
-                return new_sink, self._open_file(new_sink, schema)
+                return new_sink, open_file_writer(
+                    self.options.file_format, new_sink, schema, self.options.row_group_rows
+                )
 
-            def finish_file(sink: ObjectSink, writer: _FileWriter) -> None:
+            def finish_file(sink: ObjectSink, writer: FileWriter) -> None:
                 writer.finish()
                 result.bytes += sink.commit()
                 written.append(sink.key)
                 result.files.append(sink.key)
 
             try:
-                for batch in _batches(reader):
+                for batch in record_batches(reader):
                     offset = 0
                     while offset < batch.num_rows:
                         if sink is None or writer is None:
@@ -697,27 +530,24 @@ class S3Destination(Destination):
         stamp: LoadStamp,
         result: S3LoadResult,
         written: list[str],
+        dataset: _Dataset,
+        side: ThreadPoolExecutor,
     ) -> None:
         """Steps 3-5 of the module docstring; empties ``written`` once old files are deleted."""
         loc = self.location
-        if not self._exists(loc.key(dlt_files.INIT_KEY)):
+        if not dataset.has_init:
             self._put(loc.key(dlt_files.INIT_KEY), dlt_files.init_object().body)
             result.objects.append(loc.key(dlt_files.INIT_KEY))
 
         # The table's entry is rebuilt from this load's columns; other tables of the
         # dataset keep theirs (a full refresh of one table leaves the others alone).
-        previous = self._newest_stored_schema()
         disposition = self.options.strategy
         stored = dlt_files.stored_schema(
             self.schema_name,
             [dlt_files.table_schema(table_name, schema, disposition, self.options.file_format)],
-            previous,
+            dataset.newest_schema,
         )
-        stored_hashes = {
-            dlt_files.version_hash_in_key(k)
-            for k in self._list(loc.key(dlt_files.VERSION_FOLDER + "/"))
-        }
-        if dlt_files.path_safe_hash(stored["version_hash"]) not in stored_hashes:
+        if dlt_files.path_safe_hash(stored["version_hash"]) not in dataset.version_hashes:
             version = dlt_files.version_object(stored, stamp)
             self._put(loc.key(version.key), version.body)
             result.objects.append(loc.key(version.key))
@@ -728,9 +558,10 @@ class S3Destination(Destination):
             # Point of no return: once previous files go, this load's files are the table,
             # committed or not; a failure from here on keeps them (a retry replaces them).
             written.clear()
+            # Best effort and independent of the deletes: alongside them.
+            side.submit(self._abort_abandoned_uploads, loc.key(table_prefix), stamp.started_at)
             self._delete(stale)
             result.deleted = len(stale)
-            self._abort_abandoned_uploads(loc.key(table_prefix), before=stamp.started_at)
         if self.options.full_refresh:
             state_prefix = loc.key(f"{dlt_files.STATE_FOLDER}/{self.pipeline_name}__")
             self._delete(list(self._list(state_prefix)))
@@ -748,7 +579,7 @@ class S3Destination(Destination):
         self._put(loc.key(marker.key), marker.body)
         result.objects = [*result.files, *result.objects, loc.key(marker.key)]
 
-    def _abort_abandoned_uploads(self, prefix: str, *, before: datetime) -> None:
+    def _abort_abandoned_uploads(self, prefix: str, before: datetime) -> None:
         """Abort multipart uploads of this table left by runs that died before this one.
 
         They are invisible either way, but S3 bills their parts until a lifecycle rule
@@ -764,9 +595,8 @@ class S3Destination(Destination):
                         Bucket=self.location.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                     )
 
-    def _newest_stored_schema(self) -> dict[str, Any] | None:
-        prefix = self.location.key(f"{dlt_files.VERSION_FOLDER}/{self.schema_name}__")
-        keys = list(self._list(prefix))
+    def _newest_stored_schema(self, keys: list[str]) -> dict[str, Any] | None:
+        """The schema in the newest of ``keys`` (this schema's version entries), if readable."""
         if not keys:
             return None
 
@@ -790,45 +620,3 @@ class S3Destination(Destination):
         """Remove this load's completed files after a failure (best effort, never raises)."""
         with contextlib.suppress(Exception):
             self._delete(keys)
-
-
-def _sql_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _intervals_as_text(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
-    """The stream with interval columns rendered as text (``3 days 04:00:00``) by DuckDB.
-
-    Neither Parquet nor pyarrow's CSV writer can store Arrow's month-day-nano intervals
-    (DuckDB ``INTERVAL``); text keeps every value readable. Other streams pass unchanged.
-    """
-    names = [f.name for f in reader.schema if pa.types.is_interval(f.type)]
-    if not names:
-        return reader
-    schema = pa.schema(
-        [pa.field(f.name, pa.string(), f.nullable) if f.name in names else f for f in reader.schema]
-    )
-    casts = ", ".join(f"CAST({_sql_name(n)} AS VARCHAR) AS {_sql_name(n)}" for n in names)
-
-    def converted() -> Iterator[pa.RecordBatch]:
-        with duckdb.connect() as db:
-            for batch in _batches(reader):
-                db.register("batch_view", pa.Table.from_batches([batch]))
-                table = db.sql(f"SELECT * REPLACE ({casts}) FROM batch_view").to_arrow_table()
-                db.unregister("batch_view")
-                yield from table.cast(schema).to_batches()
-
-    return pa.RecordBatchReader.from_batches(schema, converted())
-
-
-def _batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
-    """The reader's non-empty batches; source read errors surface as DataError."""
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowException as exc:
-            raise DataError(f"reading the source failed: {exc}") from None
-        if batch.num_rows:
-            yield batch

@@ -1,16 +1,17 @@
 """S3 (and S3-compatible stores) as a source: the objects a glob matches, as one Arrow stream.
 
-Listing and credentials go through botocore (its default chain gives environment variables,
-web identity / IRSA and instance roles; boto3 on top of it would only add import time); the
-bytes are read by pyarrow's native S3 client, several files at once
-(``--extract-parallelism``), each streamed block by block.
+Listing goes through botocore, the bytes through pyarrow's native S3 client, both made by
+:mod:`kingest.runner.s3_client`; several files are read at once (``--extract-parallelism``),
+each streamed block by block, a large one as byte ranges (:mod:`kingest.runner.byte_ranges`)
+or row groups.
 
 Before any data moves, every matched file's schema is read (first block or Parquet footer,
 in parallel) and unified, so the stream has one schema for all files. What that pass reads
 is kept for the rows where it is small (`_Kept`): a small text file is read whole, once (in a
 bucket of many small files the request is most of a file's cost), and a Parquet footer once.
 
-Incremental file syncs: the listing keeps each object's ETag, size and last-modified time.
+Which objects are read is decided by :mod:`kingest.runner.s3_listing`. Incremental file
+syncs: the listing keeps each object's ETag, size and last-modified time.
 File versions the destination already holds are left out before anything is read, and
 ``--incremental-key _ingestr_source_file_modified_at`` (ingestr's opt-in mode) keeps only
 objects modified in ``[--interval-start, --interval-end)`` and adds the object's path and
@@ -20,30 +21,27 @@ modification time to every row.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, Self
-from urllib.parse import unquote
+from datetime import datetime
+from typing import TYPE_CHECKING, NamedTuple, Self
 
 import botocore.session
-import botocore.utils
 import pyarrow as pa
 import pyarrow.fs as pafs
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import NoCredentialsError
 
+from kingest.runner import byte_ranges
+from kingest.runner.byte_ranges import ends_cleanly, read_lines, splittable
 from kingest.runner.errors import (
     AccessDenied,
     BucketNotFound,
     DataError,
     KingestError,
-    NoFilesMatched,
     SourceUnavailable,
     UsageError,
 )
@@ -53,13 +51,19 @@ from kingest.runner.formats import (
     JsonLinesReader,
     ParquetReader,
     conform,
-    detect_kind,
     unify_schemas,
 )
 from kingest.runner.glob import ObjectGlob
-from kingest.runner.interfaces import LoadedFiles, LoadOptions, Source, SourceFile, SourceStream
+from kingest.runner.interfaces import LoadedFiles, LoadOptions, Source, SourceStream
 from kingest.runner.positions import describe_data_error, text_opener
 from kingest.runner.prefetch import ordered_parallel
+from kingest.runner.s3_client import client_for, filesystem_for, session_for
+from kingest.runner.s3_listing import (
+    ObjectSelection,
+    S3Object,
+    parse_instant,
+    partition_type,
+)
 from kingest.runner.uri import ParsedUri, S3Uri
 
 if TYPE_CHECKING:
@@ -68,16 +72,6 @@ if TYPE_CHECKING:
 SOURCE_FILE_COLUMN = "_ingestr_source_file_path"
 MODIFIED_AT_COLUMN = "_ingestr_source_file_modified_at"
 
-_DENIED_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "AllAccessDisabled",
-    "403",
-}
 # Bytes fetched per GET while streaming a CSV/JSONL file. The readers ask for 1 MiB blocks;
 # unbuffered, each would be a request of its own (a round trip, signing on both ends).
 _READ_BUFFER = 4 * 1024 * 1024
@@ -85,38 +79,6 @@ _READ_BUFFER = 4 * 1024 * 1024
 # at most _KEPT_BYTES of them and of Parquet footers are kept at a time.
 _SMALL_FILE = 256 * 1024
 _KEPT_BYTES = 64 * 1024 * 1024
-_HIVE_SEGMENT = re.compile(r"^([^=/]+)=([^/]*)$")
-_INT = re.compile(r"^-?\d{1,18}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class Listed(NamedTuple):
-    """One object the listing matched, with what identifies its version."""
-
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class S3Object:
-    """One matched object and how to read it."""
-
-    key: str
-    size: int
-    kind: FileKind
-    partitions: tuple[tuple[str, str], ...] = ()
-    etag: str = ""
-    last_modified: datetime | None = None
-
-    def url(self, bucket: str) -> str:
-        """``s3://bucket/key``, for messages and the source-file column."""
-        return f"s3://{bucket}/{self.key}"
-
-    def version(self, bucket: str) -> SourceFile:
-        """This object as a file version, for the destination's loaded-files record."""
-        return SourceFile(self.url(bucket), self.etag, self.size, self.last_modified)
 
 
 class _Kept:
@@ -171,6 +133,43 @@ class _Kept:
         return self._take(path)  # type: ignore[return-value]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Piece:
+    """What one reader task reads of object ``index``: all of it (``end`` None), its bytes
+    ``[start, end)`` (as lines starting there), one row group (``fragment``), or all of it
+    from record start ``start`` on. ``last``: the object's last piece."""
+
+    index: int
+    start: int = 0
+    end: int | None = None
+    last: bool = True
+    fragment: ParquetFileFragment | None = None
+    rows_before: int = 0
+    skip_rows: int = 0
+
+
+class _Rows(NamedTuple):
+    """Rows of a byte range, certain to be those a single stream reads there."""
+
+    piece: _Piece
+    batch: pa.RecordBatch
+
+
+class _RangeDone(NamedTuple):
+    """A byte range whose rows have all been handed out."""
+
+    piece: _Piece
+
+
+class _Resume(NamedTuple):
+    """A byte range that cannot stand on its own: its object is read as one stream from
+    ``offset``, the range's first record start, past the ``rows`` already handed out."""
+
+    piece: _Piece
+    offset: int
+    rows: int
+
+
 @dataclass
 class _Plan:
     """What to read, resolved by listing and reading schemas."""
@@ -182,20 +181,6 @@ class _Plan:
     kept: _Kept = field(default_factory=_Kept)
 
 
-def _client_error(exc: ClientError, what: str, bucket: str) -> KingestError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in ("NoSuchBucket", "404") and "bucket" in what:
-        return BucketNotFound(f"bucket {bucket!r} does not exist ({what})")
-    if code in _DENIED_CODES or status == 403:
-        return AccessDenied(
-            f"access denied to bucket {bucket!r} ({what}: {code}); check the source URI's "
-            "access_key_id / secret_access_key / session_token or the role's permissions"
-        )
-    return SourceUnavailable(f"S3 {what} on bucket {bucket!r} failed: {code or status}")
-
-
 def _arrow_error(exc: OSError, url: str) -> KingestError:
     text = str(exc)
     if "ACCESS_DENIED" in text or "AccessDenied" in text or "403" in text:
@@ -205,54 +190,6 @@ def _arrow_error(exc: OSError, url: str) -> KingestError:
     if "NoSuchKey" in text or "NO_SUCH_KEY" in text or "Path does not exist" in text:
         return SourceUnavailable(f"{url} disappeared while the run was reading it")
     return SourceUnavailable(f"reading {url} failed: {text}")
-
-
-def parse_instant(value: str, flag: str) -> datetime:
-    """An ``--interval-start/--interval-end`` value as an aware datetime (naive means UTC)."""
-    try:
-        instant = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise UsageError(
-            f"{flag} {value!r}: not an ISO 8601 date or timestamp "
-            "(e.g. 2026-11-25 or 2026-11-25T10:00:00Z)"
-        ) from None
-    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
-
-
-def _response_timestamp(value: Any) -> datetime:
-    """A timestamp in an S3 response, such as every listed object's LastModified.
-
-    botocore's default parser (dateutil) took 9-17 s of a 23-45 s listing of 20,000 objects on
-    the shared 2-core bench machine (bench/incremental_sync.py), about as long as the requests.
-    S3 lists ISO 8601 (``2026-11-25T10:29:45.000Z``), which ``datetime`` parses natively; any
-    other form (HTTP dates, epoch seconds, no time zone) goes to botocore's parser.
-    """
-    try:
-        parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        return botocore.utils.parse_timestamp(value)
-    return parsed
-
-
-def _partition_type(values: list[str]) -> pa.DataType:
-    present = [v for v in values if v not in ("", "__HIVE_DEFAULT_PARTITION__")]
-    if present and all(_INT.match(v) for v in present):
-        return pa.int64()
-    if present and all(_DATE.match(v) for v in present):
-        return pa.date32()
-    return pa.string()
-
-
-def hive_partitions(key: str) -> tuple[tuple[str, str], ...]:
-    """``a/dt=2026-11-25/country=DE/f.parquet`` -> ``(("dt", "2026-11-25"), ("country", "DE"))``."""
-    folders = key.split("/")[:-1]
-    return tuple(
-        (unquote(m.group(1)), unquote(m.group(2)))
-        for m in (_HIVE_SEGMENT.match(folder) for folder in folders)
-        if m
-    )
 
 
 class S3Source(Source):
@@ -272,6 +209,9 @@ class S3Source(Source):
             self.modified_from = parse_instant(options.interval_start, "--interval-start")
         if self.by_modified_at and options.interval_end:
             self.modified_until = parse_instant(options.interval_end, "--interval-end")
+        self.selection = ObjectSelection(
+            uri, glob, self.by_modified_at, self.modified_from, self.modified_until
+        )
 
     @classmethod
     def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> Self:
@@ -280,149 +220,15 @@ class S3Source(Source):
 
     # -- connections ----------------------------------------------------------------------
 
-    def _session(self) -> botocore.session.Session:
-        session = botocore.session.Session()
-        key, secret, token = (
-            value.get_secret_value() if value else None
-            for value in (
-                self.uri.access_key_id,
-                self.uri.secret_access_key,
-                self.uri.session_token,
-            )
-        )
-        if key or secret or token:
-            session.set_credentials(key, secret, token)
-        return session
-
-    def _client(self, session: botocore.session.Session) -> Any:
-        # Path-style for S3-compatible stores and for legacy bucket names (underscores,
-        # upper case), which are not valid host names.
-        legacy = not re.fullmatch(r"[a-z0-9.-]+", self.glob.bucket)
-        path_style = self.uri.endpoint_url is not None or legacy
-        # Listing parses every object's LastModified: see _response_timestamp.
-        parsers = session.get_component("response_parser_factory")
-        parsers.set_parser_defaults(timestamp_parser=_response_timestamp)
-        return session.create_client(
-            "s3",
-            endpoint_url=self.uri.endpoint_url,
-            region_name=self.uri.region or session.get_config_variable("region") or "us-east-1",
-            config=Config(
-                retries={"mode": "standard", "max_attempts": 4},
-                s3={"addressing_style": "path" if path_style else "auto"},
-            ),
-        )
-
-    def _filesystem(
-        self, session: botocore.session.Session, client: Any, region: str
-    ) -> pafs.S3FileSystem:
-        credentials = session.get_credentials()
-        if credentials is None:
+    def _filesystem(self, session: botocore.session.Session, region: str) -> pafs.S3FileSystem:
+        try:
+            return filesystem_for(self.uri, session, region)
+        except NoCredentialsError:
             raise AccessDenied(
                 "no AWS credentials: set access_key_id and secret_access_key in the source URI "
                 "(or KINGEST_SOURCE_ACCESS_KEY_ID / KINGEST_SOURCE_SECRET_ACCESS_KEY), or "
                 "configure the default chain (AWS_* variables, web identity, instance role)"
-            )
-        frozen = credentials.get_frozen_credentials()
-        endpoint = (
-            self.uri.endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-        )
-        kwargs: dict[str, Any] = {}
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            kwargs = {"endpoint_override": host, "scheme": scheme}
-        return pafs.S3FileSystem(
-            access_key=frozen.access_key,
-            secret_key=frozen.secret_key,
-            session_token=frozen.token,
-            region=region,
-            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=4),
-            **kwargs,
-        )
-
-    # -- listing --------------------------------------------------------------------------
-
-    def _list(self, client: Any) -> tuple[list[Listed], str, int]:
-        """Matched objects, the bucket's region and how many objects were listed."""
-        bucket, prefix = self.glob.bucket, self.glob.prefix
-        matched: list[Listed] = []
-        listed = 0
-        region = self.uri.region or ""
-        try:
-            pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for page in pages:
-                headers = page.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-                region = region or headers.get("x-amz-bucket-region", "")
-                for obj in page.get("Contents", []):
-                    listed += 1
-                    key = obj["Key"]
-                    if key.endswith("/") or not self.glob.matches(key):
-                        continue
-                    etag = str(obj.get("ETag", "")).strip('"')
-                    matched.append(Listed(key, int(obj["Size"]), etag, obj.get("LastModified")))
-        except NoCredentialsError:
-            raise AccessDenied(
-                "no AWS credentials: set access_key_id and secret_access_key in the source URI, "
-                "or configure the default chain (AWS_* variables, web identity, instance role)"
             ) from None
-        except ClientError as exc:
-            raise _client_error(exc, "listing the bucket", bucket) from None
-        except BotoCoreError as exc:
-            where = self.uri.endpoint_url or "AWS S3"
-            raise SourceUnavailable(f"cannot list bucket {bucket!r} at {where}: {exc}") from None
-        return matched, region or "us-east-1", listed
-
-    def _objects(self, matched: list[Listed], listed: int) -> list[S3Object]:
-        bucket = self.glob.bucket
-        if not matched:
-            raise NoFilesMatched(
-                f"no object matches {self.glob.describe()}: listed prefix "
-                f"'s3://{bucket}/{self.glob.prefix}' ({listed} object(s), none matching)"
-            )
-        objects: list[S3Object] = []
-        for key, size, etag, last_modified in matched:
-            kind = detect_kind(key, self.glob.hints)
-            if kind is None:
-                raise UsageError(
-                    f"s3://{bucket}/{key}: unknown file format; supported: .csv, .jsonl, "
-                    ".ndjson, .parquet (optionally .gz or .zst), or add a hint to "
-                    "--source-table such as '#csv', '#jsonl' or '#parquet'"
-                )
-            partitions = hive_partitions(key) if self.uri.hive_partitioning else ()
-            objects.append(S3Object(key, size, kind, partitions, etag, last_modified))
-        families: dict[str, str] = {}
-        for obj in objects:
-            families.setdefault(obj.kind.family, obj.url(bucket))
-        if len(families) > 1:
-            listing = "; ".join(f"{fmt} (e.g. {url})" for fmt, url in sorted(families.items()))
-            raise UsageError(
-                f"{self.glob.describe()} matches files of several formats: {listing}. "
-                "Narrow the glob (e.g. '*.csv') so one run reads one format"
-            )
-        return objects
-
-    def _to_read(self, objects: list[S3Object], loaded: LoadedFiles | None) -> list[S3Object]:
-        """The objects this run reads: not yet loaded, and modified in the interval if asked."""
-        bucket = self.glob.bucket
-        kept = []
-        for obj in objects:
-            if self.by_modified_at and not self._modified_in_interval(obj):
-                continue
-            if loaded:
-                version = obj.version(bucket)
-                known = loaded.get(version.url)
-                if known is not None and known.same_version(version):
-                    continue
-            kept.append(obj)
-        return kept
-
-    def _modified_in_interval(self, obj: S3Object) -> bool:
-        if obj.last_modified is None:
-            return self.modified_from is None and self.modified_until is None
-        if self.modified_from is not None and obj.last_modified < self.modified_from:
-            return False
-        return self.modified_until is None or obj.last_modified < self.modified_until
 
     # -- reading --------------------------------------------------------------------------
 
@@ -495,8 +301,19 @@ class S3Source(Source):
         own: pa.Schema,
         target: pa.Schema,
         kept: _Kept,
+        start: int = 0,
     ) -> Iterator[pa.RecordBatch]:
         path, compression = self._path(obj), obj.kind.compression
+        if start:
+            # The rest of a split object, from a record start (never compressed).
+            with fs.open_input_file(path) as raw:
+                raw.seek(start)
+                stream = pa.BufferedInputStream(raw, _READ_BUFFER)
+                if isinstance(reader, CsvReader):
+                    yield from reader.batches(stream, own, target, after_header=True)
+                else:
+                    yield from reader.batches(stream, own, target)
+            return
         opened = kept.take(path, compression)
         if opened is None:
             opened = fs.open_input_stream(path, compression=compression, buffer_size=_READ_BUFFER)
@@ -533,7 +350,7 @@ class S3Source(Source):
         partition_types: dict[str, pa.DataType] = {}
         for name in dict.fromkeys(k for o in objects for k, _ in o.partitions):
             values = [v for o in objects for k, v in o.partitions if k == name]
-            partition_types[name] = _partition_type(values)
+            partition_types[name] = partition_type(values)
         fields = [f for f in fields if f.name not in partition_types]
         fields += [pa.field(n, t) for n, t in partition_types.items()]
         if self.uri.include_file_path or self.by_modified_at:
@@ -542,17 +359,8 @@ class S3Source(Source):
             fields.append(pa.field(MODIFIED_AT_COLUMN, pa.timestamp("us", tz="UTC")))
         return _Plan(objects, schemas, pa.schema(fields), partition_types, kept)
 
-    def _file_batches(
-        self,
-        fs: pafs.S3FileSystem,
-        plan: _Plan,
-        index: int,
-        stream_state: SourceStream,
-        spool: str,
-    ) -> Iterator[pa.RecordBatch]:
-        obj, own = plan.objects[index], plan.schemas[index]
-        url = obj.url(self.glob.bucket)
-        reader = self._reader_for(obj.kind)
+    def _extras(self, plan: _Plan, obj: S3Object) -> dict[str, pa.Scalar]:
+        """The columns every row of ``obj`` gets: partition values, file path, modified-at."""
         extras: dict[str, pa.Scalar] = {
             name: pa.scalar(value if value != "__HIVE_DEFAULT_PARTITION__" else None).cast(
                 plan.partition_types[name]
@@ -560,32 +368,66 @@ class S3Source(Source):
             for name, value in obj.partitions
         }
         if self.uri.include_file_path or self.by_modified_at:
-            extras[SOURCE_FILE_COLUMN] = pa.scalar(url)
+            extras[SOURCE_FILE_COLUMN] = pa.scalar(obj.url(self.glob.bucket))
         if self.by_modified_at:
             extras[MODIFIED_AT_COLUMN] = pa.scalar(obj.last_modified, pa.timestamp("us", tz="UTC"))
-        rows = 0
+        return extras
+
+    @staticmethod
+    def _decorate(
+        batch: pa.RecordBatch, extras: dict[str, pa.Scalar], target: pa.Schema
+    ) -> pa.RecordBatch:
+        for name, value in extras.items():
+            column = pa.repeat(value, batch.num_rows)
+            index_in = batch.schema.get_field_index(name)
+            batch = (
+                batch.set_column(index_in, name, column)
+                if index_in != -1
+                else batch.append_column(name, column)
+            )
+        return conform(batch, target)
+
+    def _file_batches(
+        self,
+        fs: pafs.S3FileSystem,
+        plan: _Plan,
+        piece: _Piece,
+        stream_state: SourceStream,
+        spool: str,
+    ) -> Iterator[pa.RecordBatch]:
+        """A whole object, one row group of one, or the rest of one from ``piece.start``,
+        streamed; counted as a read file when ``piece.last``."""
+        obj, own = plan.objects[piece.index], plan.schemas[piece.index]
+        url = obj.url(self.glob.bucket)
+        reader = self._reader_for(obj.kind)
+        extras = self._extras(plan, obj)
+        rows = piece.rows_before
         try:
             if isinstance(reader, ParquetReader):
-                fragment = plan.kept.take_fragment(self._path(obj))
+                fragment = piece.fragment or plan.kept.take_fragment(self._path(obj))
                 if fragment is None:
                     fragment = self._parquet_fragment(fs, obj, spool)
                 batches = reader.batches(fragment)
             else:
-                batches = self._text_batches(fs, obj, reader, own, plan.target, plan.kept)
+                batches = self._text_batches(
+                    fs, obj, reader, own, plan.target, plan.kept, piece.start
+                )
+            skip = piece.skip_rows
             for batch in batches:
-                for name, value in extras.items():
-                    column = pa.repeat(value, batch.num_rows)
-                    index_in = batch.schema.get_field_index(name)
-                    batch = (
-                        batch.set_column(index_in, name, column)
-                        if index_in != -1
-                        else batch.append_column(name, column)
-                    )
-                out = conform(batch, plan.target)
+                if skip:
+                    # Rows a byte range of this object already handed out.
+                    taken = min(skip, batch.num_rows)
+                    skip -= taken
+                    rows += taken
+                    batch = batch.slice(taken)
+                    if not batch.num_rows:
+                        continue
+                out = self._decorate(batch, extras, plan.target)
                 rows += batch.num_rows
                 stream_state.stats.add(rows=batch.num_rows)
                 yield out
-            stream_state.stats.add(files=1, bytes=obj.size)
+            if piece.last:
+                stream_state.stats.add(files=1, bytes=obj.size)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
             error = DataError(self._describe_data_error(exc, fs, obj, own, rows))
             stream_state.error = error
@@ -594,6 +436,151 @@ class S3Source(Source):
             error = _arrow_error(exc, url)
             stream_state.error = error
             raise error from None
+
+    def _range_results(
+        self,
+        fs: pafs.S3FileSystem,
+        plan: _Plan,
+        piece: _Piece,
+        stream_state: SourceStream,
+    ) -> Iterator[_Rows | _RangeDone | _Resume]:
+        """One byte range of a text object: its rows as long as it is certain they are those
+        a single stream reads there, else where to resume as one stream.
+
+        The last batch is held back until the range is parsed: only the range's last row
+        tells whether its end was a record boundary (see :mod:`kingest.runner.byte_ranges`).
+        """
+        obj, own = plan.objects[piece.index], plan.schemas[piece.index]
+        assert piece.end is not None
+        try:
+            # A handle of its own (reads at an offset on a shared one copy the bytes).
+            with fs.open_input_file(self._path(obj)) as file:
+                offset, data = read_lines(file, piece.start, piece.end, obj.size)
+        except OSError as exc:
+            error = _arrow_error(exc, obj.url(self.glob.bucket))
+            stream_state.error = error
+            raise error from None
+        if not data:  # the range's lines all started in the ranges before it
+            yield _RangeDone(piece)
+            return
+        reader = self._reader_for(obj.kind)
+        stream = pa.BufferReader(data)
+        extras = self._extras(plan, obj)
+        handed_out = 0
+        held: pa.RecordBatch | None = None
+        try:
+            if isinstance(reader, CsvReader):
+                parsed = reader.batches(stream, own, plan.target, after_header=offset > 0)
+            else:
+                parsed = reader.batches(stream, own, plan.target)
+            for batch in parsed:
+                if not batch.num_rows:
+                    continue
+                if held is not None:
+                    yield _Rows(piece, self._decorate(held, extras, plan.target))
+                    handed_out += held.num_rows
+                held = batch
+            # JSON strings hold no raw line breaks: every JSONL cut is a record boundary.
+            clean = (
+                piece.last
+                or held is None
+                or not isinstance(reader, CsvReader)
+                or ends_cleanly([held.slice(held.num_rows - 1)])
+            )
+            last = None if held is None else self._decorate(held, extras, plan.target)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+            # Bad data, or a cut inside a quoted value: the single stream tells which.
+            clean = False
+        if not clean:
+            yield _Resume(piece, offset, handed_out)
+            return
+        if last is not None:
+            yield _Rows(piece, last)
+        yield _RangeDone(piece)
+
+    def _pieces(self, plan: _Plan) -> list[_Piece]:
+        """What the reader tasks read, in order: large text objects as byte ranges, large
+        Parquet objects by row group, everything else whole."""
+        pieces: list[_Piece] = []
+        encoding = self.glob.hints.encoding
+        for index, obj in enumerate(plan.objects):
+            if splittable(obj.kind, encoding, obj.size):
+                pieces += [
+                    _Piece(index, start, end, last=end == obj.size)
+                    for start, end in byte_ranges.cut(obj.size, byte_ranges.RANGE_BYTES)
+                ]
+                continue
+            fragment = None
+            if obj.kind.family == "parquet":
+                fragment = plan.kept.take_fragment(self._path(obj))
+            groups = fragment.metadata.num_row_groups if fragment is not None else 0
+            if fragment is None or groups < 2 or obj.size < byte_ranges.SPLIT_FROM_BYTES:
+                pieces.append(_Piece(index, fragment=fragment))
+                continue
+            rows = 0
+            for number, group in enumerate(fragment.split_by_row_group()):
+                pieces.append(
+                    _Piece(index, fragment=group, last=number == groups - 1, rows_before=rows)
+                )
+                rows += fragment.metadata.row_group(number).num_rows
+        return pieces
+
+    def _batches(
+        self, fs: pafs.S3FileSystem, plan: _Plan, stream_state: SourceStream, spool: str
+    ) -> Iterator[pa.RecordBatch]:
+        """Every object's rows in order, ``--extract-parallelism`` pieces read at once.
+
+        A byte range that cannot stand on its own (:class:`_Resume`) stops the parallel
+        read: its object is read on from there as one stream, then the pieces after it.
+        """
+        pieces = self._pieces(plan)
+        parallelism = self.options.extract_parallelism
+        if any(piece.end is not None for piece in pieces):
+            # A piece starts once the one this many places before it is consumed: this bounds
+            # the ranges held at once, whichever thread runs first.
+            parallelism = min(parallelism, byte_ranges.RANGES_IN_FLIGHT)
+
+        def produce(piece: _Piece) -> Iterator[pa.RecordBatch | _Rows | _RangeDone | _Resume]:
+            if piece.end is None:
+                return self._file_batches(fs, plan, piece, stream_state, spool)
+            return self._range_results(fs, plan, piece, stream_state)
+
+        rows_read: dict[int, int] = {}
+        position = 0
+        while position < len(pieces):
+            results = ordered_parallel(pieces[position:], produce, parallelism=parallelism)
+            resume: _Resume | None = None
+            try:
+                for result in results:
+                    if isinstance(result, _Resume):
+                        resume = result
+                        break
+                    if isinstance(result, _Rows):
+                        index, rows = result.piece.index, result.batch.num_rows
+                        rows_read[index] = rows_read.get(index, 0) + rows
+                        stream_state.stats.add(rows=rows)
+                        yield result.batch
+                    elif isinstance(result, _RangeDone):
+                        if result.piece.last:
+                            size = plan.objects[result.piece.index].size
+                            stream_state.stats.add(files=1, bytes=size)
+                    else:
+                        yield result
+            finally:
+                results.close()
+            if resume is None:
+                return
+            index = resume.piece.index
+            rest = _Piece(
+                index,
+                start=resume.offset,
+                rows_before=rows_read.get(index, 0) - resume.rows,
+                skip_rows=resume.rows,
+            )
+            yield from self._file_batches(fs, plan, rest, stream_state, spool)
+            position = pieces.index(resume.piece) + 1
+            while position < len(pieces) and pieces[position].index == index:
+                position += 1
 
     def _describe_data_error(
         self, exc: Exception, fs: pafs.S3FileSystem, obj: S3Object, own: pa.Schema, rows: int
@@ -615,11 +602,11 @@ class S3Source(Source):
         Matched objects whose version is in ``loaded`` (or, by modification time, outside
         the interval) are not read; the stream's ``files`` lists the versions it reads.
         """
-        session = self._session()
-        client = self._client(session)
-        matched, region, listed = self._list(client)
-        matched_objects = self._objects(matched, listed)
-        objects = self._to_read(matched_objects, loaded)
+        session = session_for(self.uri)
+        client = client_for(self.uri, self.glob.bucket, session)
+        matched, region, listed = self.selection.list(client)
+        matched_objects = self.selection.objects(matched, listed)
+        objects = self.selection.to_read(matched_objects, loaded)
         skipped = len(matched_objects) - len(objects)
         name = self.glob.pattern.rsplit("/", 1)[-1]
         if not objects:
@@ -631,7 +618,7 @@ class S3Source(Source):
                 files=[],
                 skipped_files=skipped,
             )
-        fs = self._filesystem(session, client, region)
+        fs = self._filesystem(session, region)
         spool = tempfile.mkdtemp(prefix="kingest-")
         try:
             plan = self._plan(fs, objects, spool)
@@ -646,11 +633,7 @@ class S3Source(Source):
             files=[o.version(self.glob.bucket) for o in objects],
             skipped_files=skipped,
         )
-        batches = ordered_parallel(
-            range(len(objects)),
-            lambda i: self._file_batches(fs, plan, i, stream, spool),
-            parallelism=self.options.extract_parallelism,
-        )
+        batches = self._batches(fs, plan, stream, spool)
         stream.reader = pa.RecordBatchReader.from_batches(plan.target, batches)
 
         def close() -> None:

@@ -40,10 +40,12 @@ class Faults:
         code: str | None = None,
         delay_s: float = 1.0,
         times: int | None = 1,
+        skip: int = 0,
     ) -> None:
         """Fail ("fail"), drop the connection of ("refuse") or delay ("delay") matching requests.
 
-        `path_regex` is searched in `/bucket/key?query`; `times=None` applies the rule forever.
+        `path_regex` is searched in `/bucket/key?query`; `times=None` applies the rule forever;
+        the first `skip` matching requests pass.
         """
         if action not in ("fail", "refuse", "delay"):
             raise ValueError(f"unknown fault action {action!r}")
@@ -57,6 +59,7 @@ class Faults:
                 "code": code,
                 "delay_s": delay_s,
                 "times": times,
+                "skip": skip,
             },
         )
 

@@ -4,8 +4,9 @@
 
 Faults are rules posted as JSON to `/_kingest/faults`; each matches requests by method and a
 regular expression over `path?query`, and either fails them with an S3 error document, refuses
-them (the connection is closed without a response) or delays them. Rules fire `times` times
-(null: always) and count their hits, which `GET /_kingest/faults` returns.
+them (the connection is closed without a response) or delays them. Rules let the first `skip`
+matching requests through, then fire `times` times (null: always) and count their hits,
+which `GET /_kingest/faults` returns.
 
 `POST /_kingest/objects` stores many objects in one request, straight into moto's backend
 (benchmark setup: 100,000 PUTs over HTTP take a quarter of an hour on a loaded machine). The
@@ -94,6 +95,9 @@ class FaultInjector:
                 if not re.search(rule.get("path_regex") or "", target):
                     continue
                 if rule.get("times") is not None and rule["hits"] >= rule["times"]:
+                    continue
+                rule["seen"] = rule.get("seen", 0) + 1
+                if rule["seen"] <= (rule.get("skip") or 0):
                     continue
                 rule["hits"] += 1
                 return dict(rule)

@@ -15,6 +15,7 @@ import pytest
 
 from kingest.runner.errors import InvalidUri
 from kingest.runner.interfaces import LoadOptions
+from kingest.runner.s3_client import session_for
 from kingest.runner.s3_source import S3Source
 from kingest.runner.uri import S3Uri, parse_uri
 from tests.platform.processes import free_port
@@ -382,7 +383,7 @@ def test_a_raw_secret_reaches_the_s3_credentials_unchanged() -> None:
     raw = "wJalr+XUtnFEMI/K7MDENG+bPxRfiCY"
     uri = parse_uri(f"s3://?access_key_id=AKIA1&secret_access_key={raw}", "source", {})
     source = S3Source.from_uri(uri, "bucket/a.csv", LoadOptions())
-    credentials = source._session().get_credentials()
+    credentials = session_for(source.uri).get_credentials()
     assert credentials is not None and credentials.secret_key == raw
 
 

@@ -1,13 +1,122 @@
-"""Pure rules of `runner/formats.py`: names, widening, exact casts."""
+"""File formats: kinds, names, one schema across files (widening), batches conformed to it
+(exact casts), the readers."""
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
 
-from kingest.runner.formats import LossyValue, conform, distinct_names, unify_types
+from kingest.runner.errors import DataError
+from kingest.runner.formats import (
+    CsvReader,
+    FileKind,
+    JsonLinesReader,
+    LossyValue,
+    conform,
+    detect_kind,
+    distinct_names,
+    unify_schemas,
+    unify_types,
+)
+from kingest.runner.glob import Hints
+
+
+@pytest.mark.parametrize(
+    ("key", "hints", "kind"),
+    [
+        ("a/b.csv", Hints(), FileKind("csv", None)),
+        ("b.CSV.GZ", Hints(), FileKind("csv", "gzip")),
+        ("b.ndjson.zst", Hints(), FileKind("jsonl", "zstd")),
+        ("b.pq", Hints(), FileKind("parquet", None)),
+        ("b.txt", Hints(format="jsonl"), FileKind("jsonl", None)),
+        ("b.csv.gz", Hints(format="csv_headless"), FileKind("csv_headless", "gzip")),
+        ("b.tsv", Hints(), None),
+        ("b.txt", Hints(), None),
+    ],
+)
+def test_the_kind_comes_from_the_hint_or_the_extension(
+    key: str, hints: Hints, kind: FileKind | None
+) -> None:
+    assert detect_kind(key, hints) == kind
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "unified"),
+    [
+        (pa.int32(), pa.int64(), pa.int64()),
+        (pa.int64(), pa.float64(), pa.float64()),
+        (pa.null(), pa.string(), pa.string()),
+        (pa.date32(), pa.timestamp("us"), pa.timestamp("us")),
+        (pa.timestamp("us"), pa.timestamp("us", tz="UTC"), pa.timestamp("us", tz="UTC")),
+        (pa.int64(), pa.string(), pa.string()),
+        (pa.bool_(), pa.int64(), pa.string()),
+        (pa.struct([("x", pa.int64())]), pa.int64(), None),
+    ],
+)
+def test_two_types_unify_to_the_type_holding_both(
+    a: pa.DataType, b: pa.DataType, unified: pa.DataType | None
+) -> None:
+    assert unify_types(a, b) == unified
+    assert unify_types(b, a) == unified
+
+
+def test_one_schema_for_all_files_keeps_first_seen_order_and_widens() -> None:
+    one = pa.schema([("id", pa.int64()), ("ts", pa.timestamp("ns"))])
+    two = pa.schema([("extra", pa.string()), ("id", pa.float64())])
+    unified = unify_schemas([("s3://b/1.csv", one), ("s3://b/2.csv", two)])
+    assert unified == pa.schema(
+        [("id", pa.float64()), ("ts", pa.timestamp("us")), ("extra", pa.string())]
+    )
+
+
+def test_types_that_cannot_unify_name_the_column_and_both_files() -> None:
+    nested = pa.schema([("v", pa.struct([("x", pa.int64())]))])
+    flat = pa.schema([("v", pa.int64())])
+    with pytest.raises(DataError, match=r"'v' is .* in s3://b/1.json but int64 in s3://b/2"):
+        unify_schemas([("s3://b/1.json", nested), ("s3://b/2.json", flat)])
+
+
+def test_a_batch_is_conformed_to_the_target_schema() -> None:
+    batch = pa.record_batch(
+        {
+            "id": pa.array([1, 2], pa.int32()),
+            "ts": pa.array([1_000_000_000, 2_000_001_000], pa.timestamp("ns")),
+        }
+    )
+    target = pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us")), ("gone", pa.string())])
+    out = conform(batch, target)
+    assert out.schema == target
+    assert out.column("gone").null_count == 2
+    assert out.column("ts").to_pylist() == [
+        datetime(1970, 1, 1, 0, 0, 1),
+        datetime(1970, 1, 1, 0, 0, 2, 1),
+    ]
+
+
+def test_csv_reads_quoted_line_breaks_and_continues_after_the_header() -> None:
+    reader = CsvReader(Hints(), (), headless=False)
+    text = b'id,name\n1,"two\nlines"\n2,plain\n'
+    own = reader.schema(pa.BufferReader(text))
+    assert own == pa.schema([("id", pa.int64()), ("name", pa.string())])
+    rows = pa.Table.from_batches(list(reader.batches(pa.BufferReader(text), own, own)))
+    assert rows.to_pylist() == [{"id": 1, "name": "two\nlines"}, {"id": 2, "name": "plain"}]
+    rest = b"3,more\n4,end\n"
+    batches = list(reader.batches(pa.BufferReader(rest), own, own, after_header=True))
+    assert pa.Table.from_batches(batches).column("id").to_pylist() == [3, 4]
+
+
+def test_jsonl_tells_dates_and_zoned_timestamps_apart_by_their_values() -> None:
+    reader = JsonLinesReader(Hints(), ())
+    text = b'{"d": "2024-01-02", "t": "2024-01-02T10:00:00Z", "n": 1}\n{"n": 2}\n'
+    own = reader.schema(pa.BufferReader(text))
+    assert own.field("d").type == pa.date32()
+    assert own.field("t").type == pa.timestamp("us", tz="UTC")
+    target = pa.schema(list(own))
+    batches = [conform(b, target) for b in reader.batches(pa.BufferReader(text), own, target)]
+    assert pa.Table.from_batches(batches).column("d").to_pylist()[0] == date(2024, 1, 2)
 
 
 def test_repeated_names_get_the_first_free_suffix() -> None:

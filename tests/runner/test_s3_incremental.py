@@ -24,7 +24,7 @@ import pytest
 from kingest.runner.duckdb_destination import DuckDBDestination
 from kingest.runner.errors import DestinationError
 from kingest.runner.interfaces import LoadOptions, SourceFile, SourceStream, Strategy
-from kingest.runner.s3_source import _response_timestamp
+from kingest.runner.s3_client import response_timestamp
 from kingest.runner.uri import DuckDBUri, parse_uri
 from tests.platform.s3 import S3Server
 from tests.runner.test_s3_to_duckdb import KINGEST, csv_rows, load, put, query, run
@@ -313,7 +313,7 @@ def test_the_result_file_reports_skipped_files(
 def test_listed_timestamps_parse_to_the_instants_botocore_gives(value: str | int) -> None:
     """The listing's fast timestamp parser agrees with botocore's own on every form S3 uses."""
     expected = botocore.utils.parse_timestamp(value)
-    parsed = _response_timestamp(value)
+    parsed = response_timestamp(value)
     assert (parsed, parsed.utcoffset()) == (expected, expected.utcoffset())
 
 

@@ -20,12 +20,8 @@ import pytest
 
 from kingest.runner.duckdb_source import DuckDBSource, DuckDBTable
 from kingest.runner.errors import KingestError
-from kingest.runner.s3_destination import (
-    S3Destination,
-    S3LoadResult,
-    S3Settings,
-    S3WriteOptions,
-)
+from kingest.runner.s3_destination import S3Destination, S3LoadResult, S3WriteOptions
+from kingest.runner.uri import S3Uri
 from tests.platform.s3 import S3Server
 
 LOAD_ID = r"\d{10}\.\d+"
@@ -50,8 +46,8 @@ def records_db(tmp_path: Path) -> Path:
     )
 
 
-def settings(s3: S3Server, **extra: Any) -> S3Settings:
-    return S3Settings(
+def settings(s3: S3Server, **extra: Any) -> S3Uri:
+    return S3Uri(
         access_key_id=s3.access_key_id,
         secret_access_key=s3.secret_access_key,
         endpoint_url=s3.endpoint_url,
@@ -61,7 +57,7 @@ def settings(s3: S3Server, **extra: Any) -> S3Settings:
 
 def load(
     db: Path,
-    s3_settings: S3Settings,
+    s3_settings: S3Uri,
     dest_table: str,
     source_table: str = "public.users",
     table_name: str = "users",
@@ -372,7 +368,7 @@ def test_default_credential_chain_is_used_without_keys(
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
 
-    result = load(records_db, S3Settings(), f"{bucket}/records")
+    result = load(records_db, S3Uri(), f"{bucket}/records")
 
     assert table_keys(s3_server, bucket) == result.files
 
@@ -387,7 +383,7 @@ def test_wrong_secret_is_access_denied_without_the_secret_in_the_message(
     s3_server: S3Server, bucket: str, records_db: Path
 ) -> None:
     secret = "wrong-secret-value-123"
-    bad = S3Settings(
+    bad = S3Uri(
         access_key_id=s3_server.access_key_id,
         secret_access_key=secret,
         endpoint_url=s3_server.endpoint_url,
