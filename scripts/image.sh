@@ -20,6 +20,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+# HOME may be unset (cron, some CI runners): the passwd entry has it.
+HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 CACHE_ROOT=${KINGEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kingest}
 DEBOOTSTRAP_BASE=localhost/kingest-base:bookworm-python3.11
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -122,4 +124,7 @@ log "built in $(( $(date +%s) - start )) s"
 for old in $("${PODMAN[@]}" images --format '{{.Repository}}:{{.Tag}}' localhost/kingest); do
   case $old in localhost/kingest:dev-*) [ "$old" = "$TAG" ] || "${PODMAN[@]}" rmi "$old" >/dev/null 2>&1 || true ;; esac
 done
+# So are the untagged images of earlier builds' stages (each ~1 GB); an hour's grace spares
+# those of a build running beside this one.
+"${PODMAN[@]}" image prune --force --filter until=1h >/dev/null 2>&1 || true
 echo "$TAG"

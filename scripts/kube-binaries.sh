@@ -11,6 +11,8 @@
 set -euo pipefail
 
 KUBE_VERSION=1.20.2
+# HOME may be unset (cron, some CI runners): the passwd entry has it.
+HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 CACHE_ROOT=${KINGEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kingest}
 DEST="$CACHE_ROOT/kube/$KUBE_VERSION"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
