@@ -4,7 +4,8 @@
         [--runs 3] [--peer-runs 1] [--peer-timeout SECONDS] [--skip-peers]
         [--formats csv,jsonl,parquet]
 
-One large object (issue 14's case): ``--rows 2000000 --files 1 --columns 6 --skip-peers``.
+One large object (issue 14's case): ``--rows 2000000 --files 1 --columns 6 --skip-peers``
+(its Parquet file in 8 row groups, as in the issue; ``--row-groups`` sets another count).
 
 Generates ROWS x COLUMNS (up to 10) mixed columns (ints with nulls, floats, strings with
 commas and quotes, timestamps, booleans, dates) in FILES files per format (csv, jsonl,
@@ -148,15 +149,17 @@ def generate(rows: int, seed: int, columns: int = 10) -> pa.Table:
     return pa.table({name: make() for name, make in list(makers.items())[:columns]})
 
 
-def upload(s3: S3Server, rows: int, files: int, columns: int) -> None:
-    """Write the data set in csv, jsonl and parquet below ``<bucket>/<format>/``."""
+def upload(s3: S3Server, rows: int, files: int, columns: int, row_groups: int | None) -> None:
+    """Write the data set in csv, jsonl and parquet below ``<bucket>/<format>/``; each Parquet
+    file in ``row_groups`` row groups (None: pyarrow's default, 1 Mi rows per group)."""
     client = s3.client()
     client.create_bucket(Bucket=BUCKET)
     per_file = rows // files
+    group_rows = -(-per_file // row_groups) if row_groups else None
     for index in range(files):
         table = generate(per_file, index, columns)
         sink = io.BytesIO()
-        pq.write_table(table, sink)
+        pq.write_table(table, sink, row_group_size=group_rows)
         client.put_object(Bucket=BUCKET, Key=f"parquet/part-{index}.parquet", Body=sink.getvalue())
         sink = io.BytesIO()
         pa_csv.write_csv(table, sink)
@@ -352,6 +355,13 @@ def main() -> int:
     )
     parser.add_argument("--columns", type=int, default=10, help="columns, of 10 (default 10)")
     parser.add_argument(
+        "--row-groups",
+        type=int,
+        default=None,
+        help="row groups per Parquet file (default: 8 for one file, as in issue 14's setup; "
+        "else pyarrow's default of 1 Mi rows per group)",
+    )
+    parser.add_argument(
         "--runs", type=int, default=3, help="runs of kingest and the reference (default 3)"
     )
     parser.add_argument(
@@ -406,10 +416,12 @@ def main() -> int:
             unavailable[NATIVE] = problem or "not installed"
             print(f"  not measured: {problem}")
     WORK.mkdir(parents=True, exist_ok=True)
+    row_groups = args.row_groups or (8 if args.files == 1 else None)
     report: dict[str, Any] = {
         "rows": args.rows,
         "files": args.files,
         "columns": args.columns,
+        "row_groups": row_groups,
         "runs": args.runs,
         "peer_runs": args.peer_runs,
         "peer_timeout_s": args.peer_timeout,
@@ -423,7 +435,7 @@ def main() -> int:
             f"generating {args.rows:,} rows x {args.columns} columns in {args.files} files "
             "per format ..."
         )
-        upload(s3, args.rows, args.files, args.columns)
+        upload(s3, args.rows, args.files, args.columns, row_groups)
         for fmt in formats:
             print(f"\n{fmt} -> DuckDB", flush=True)
             field_ = contenders(

@@ -51,8 +51,10 @@ _ZONED = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _INTEGER = r"^[+-]?\d+$"
 _LEADING_ZERO = r"^[+-]?0\d"
 # Over a CSV file's first block as bytes: a field that may start with a leading zero, or a
-# number that may not fit 64 bits or a double. Without one, its numbers need no second look.
-_MAYBE_INEXACT = r'(?m)(?:^|[,;\t|"])[+-]?0[0-9]|[0-9]{16}'
+# number whose whole part may not fit 64 bits or a double (16 digits or more, not after a
+# decimal point: a double's fraction often has 16 digits and is no reason to look).
+# Without one, its numbers need no second look (a second parse of the block as text).
+_MAYBE_INEXACT = r'(?m)(?:^|[,;\t|"])[+-]?0[0-9]|(?:^|[^0-9.])[0-9]{16}'
 # Integers a double holds exactly: |v| <= 2**53 (pyarrow's safe int -> double cast's bound).
 _EXACT_IN_DOUBLE = 2**53
 # DuckDB's widest DECIMAL; Arrow's decimal128 holds as many digits.

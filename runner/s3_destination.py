@@ -57,6 +57,7 @@ from kingest.runner.layout import (
     check_table_prefix,
     load_id_pattern,
 )
+from kingest.runner.prefetch import ordered_parallel
 from kingest.runner.s3_client import client_for
 from kingest.runner.s3_files import (
     CONTENT_TYPES,
@@ -492,8 +493,11 @@ class S3Destination(Destination):
                 written.append(sink.key)
                 result.files.append(sink.key)
 
+            # The source is read on a thread of its own, one batch ahead: DuckDB (or a
+            # parser) produces the next batch while this thread encodes the last one.
+            batches = ordered_parallel([reader], record_batches, parallelism=1, depth=1)
             try:
-                for batch in record_batches(reader):
+                for batch in batches:
                     offset = 0
                     while offset < batch.num_rows:
                         if sink is None or writer is None:
@@ -521,6 +525,8 @@ class S3Destination(Destination):
                 if sink is not None:
                     sink.abort()
                 raise
+            finally:
+                batches.close()
 
     def _write_bookkeeping(
         self,

@@ -15,6 +15,7 @@ from kingest.runner.formats import (
     FileKind,
     JsonLinesReader,
     LossyValue,
+    _maybe_inexact,
     conform,
     detect_kind,
     distinct_names,
@@ -106,6 +107,30 @@ def test_csv_reads_quoted_line_breaks_and_continues_after_the_header() -> None:
     rest = b"3,more\n4,end\n"
     batches = list(reader.batches(pa.BufferReader(rest), own, own, after_header=True))
     assert pa.Table.from_batches(batches).column("id").to_pylist() == [3, 4]
+
+
+def test_csv_big_whole_numbers_are_found_next_to_long_fractions() -> None:
+    reader = CsvReader(Hints(), (), headless=False)
+    text = b"big,f\n12345678901234567890,0.1234567890123456\n7,1.5\n"
+    own = reader.schema(pa.BufferReader(text))
+    assert own == pa.schema([("big", pa.decimal128(38, 0)), ("f", pa.float64())])
+
+
+@pytest.mark.parametrize(
+    ("sample", "second_look"),
+    [
+        (b"f,g\n0.1234567890123456,-2.1234567890123456e-05\n", False),
+        (b"t\n2024-01-01 00:00:00\n", False),
+        (b"n\n12345678901234567\n", True),
+        (b"a,n\n1,-1234567890123456.5\n", True),
+        (b"id\n007\n", True),
+        (b'id\n"-01"\n', True),
+    ],
+)
+def test_only_a_leading_zero_or_a_long_whole_part_asks_for_a_second_parse(
+    sample: bytes, second_look: bool
+) -> None:
+    assert _maybe_inexact(pa.BufferReader(sample)) is second_look
 
 
 def test_jsonl_tells_dates_and_zoned_timestamps_apart_by_their_values() -> None:
