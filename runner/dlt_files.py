@@ -24,13 +24,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 
+from kingest.runner import dlt_state
 from kingest.runner.layout import LoadStamp
 
 INIT_KEY = "init"
@@ -39,7 +39,6 @@ STATE_FOLDER = "_dlt_pipeline_state"
 VERSION_FOLDER = "_dlt_version"
 STORAGE_VERSION = 2
 SCHEMA_ENGINE_VERSION = 11
-STATE_ENGINE_VERSION = 4
 SEPARATOR = "__"
 
 Json = dict[str, Any]
@@ -66,20 +65,6 @@ def _json_default(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot serialize {type(value).__name__}")
-
-
-def state_version_hash(state: Json) -> str:
-    """dlt's ``_version_hash`` of a pipeline state (``generate_state_version_hash``).
-
-    sha3-256 over the compact, key-sorted JSON without the version fields and ``_local``.
-    """
-    content = {
-        k: v
-        for k, v in state.items()
-        if k not in ("_state_version", "_state_engine_version", "_version_hash", "_local")
-    }
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return base64.b64encode(hashlib.sha3_256(text.encode()).digest()).decode("ascii")
 
 
 def schema_version_hash(stored: Json) -> str:
@@ -296,37 +281,29 @@ def version_hash_in_key(key: str) -> str | None:
     return parts[2] if len(parts) == 3 else None
 
 
-def pipeline_state_object(
-    *, pipeline_name: str, dataset_name: str, schema: Json, stamp: LoadStamp
-) -> DltObject:
-    """The ``_dlt_pipeline_state`` entry of this load (a fresh, source-less pipeline state)."""
-    state: Json = {
-        "_state_version": 1,
-        "_state_engine_version": STATE_ENGINE_VERSION,
-        "pipeline_name": pipeline_name,
-        "dataset_name": dataset_name,
-        "default_schema_name": schema["name"],
-        "schema_names": [schema["name"]],
-        "destination_type": "dlt.destinations.filesystem",
-        "destination_name": None,
-        "sources": {schema["name"]: {}},
-    }
-    state["_version_hash"] = state_version_hash(state)
-    compressed = base64.b64encode(zlib.compress(_dumps(state), level=9)).decode("ascii")
+def pipeline_state_object(*, state: Json, schema: Json, stamp: LoadStamp) -> DltObject:
+    """The ``_dlt_pipeline_state`` entry of this load, storing ``state`` (see
+    :func:`kingest.runner.dlt_state.next_state`)."""
     doc = {
         "version": state["_state_version"],
-        "engine_version": STATE_ENGINE_VERSION,
-        "pipeline_name": pipeline_name,
-        "state": compressed,
+        "engine_version": state["_state_engine_version"],
+        "pipeline_name": state["pipeline_name"],
+        "state": dlt_state.compress(state),
         "created_at": stamp.started_at,
         "version_hash": state["_version_hash"],
         "_dlt_load_id": stamp.load_id,
     }
     key = (
-        f"{STATE_FOLDER}/{pipeline_name}{SEPARATOR}{stamp.load_id}{SEPARATOR}"
+        f"{STATE_FOLDER}/{state['pipeline_name']}{SEPARATOR}{stamp.load_id}{SEPARATOR}"
         f"{path_safe_hash(schema['version_hash'])}.jsonl"
     )
     return DltObject(key, _dumps(doc))
+
+
+def state_load_id(key: str) -> str | None:
+    """The load id in a ``_dlt_pipeline_state`` (or ``_dlt_loads``) object's name."""
+    parts = key.rsplit("/", 1)[-1].removesuffix(".jsonl").split(SEPARATOR)
+    return parts[1] if len(parts) >= 2 else None
 
 
 def loads_object(schema: Json, stamp: LoadStamp, inserted_at: datetime) -> DltObject:
