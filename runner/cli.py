@@ -281,8 +281,6 @@ def _options(values: dict[str, object]) -> LoadOptions:
         if value is not None and int(value) < 1:  # type: ignore[call-overload]
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     strategy = Strategy(values["incremental_strategy"] or Strategy.REPLACE)
-    if strategy is Strategy.NONE:
-        strategy = Strategy.APPEND  # ingestr 0.14: the source's own disposition, append here
     if strategy is Strategy.SCD2 and not primary_key:
         raise UsageError("--incremental-strategy scd2 needs --primary-key")
     if strategy is Strategy.MERGE and not primary_key:

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Self
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from kingest.runner.errors import KingestError, UsageError
 from kingest.runner.uri import ParsedUri
@@ -119,6 +119,12 @@ class LoadOptions(BaseModel):
     loader_file_size: int | None = None
     sql_limit: int | None = None
     sql_exclude_columns: tuple[str, ...] = ()
+
+    @field_validator("strategy")
+    @classmethod
+    def _none_is_append(cls, strategy: Strategy) -> Strategy:
+        """``none`` is ingestr 0.14's "the source decides": append, for every kingest source."""
+        return Strategy.APPEND if strategy is Strategy.NONE else strategy
 
 
 class ReadStats:
