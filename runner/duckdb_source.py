@@ -88,7 +88,11 @@ class DuckDBTable:
         raise UsageError(f"--source-table {source_table!r}: expected 'table' or 'schema.table'")
 
     def __str__(self) -> str:
-        return "the query:" if self.query else f"{self.schema}.{self.name}"
+        return f"{self.schema}.{self.name}"
+
+    def described(self) -> str:
+        """How messages name it: ``table 'public.users'``, or ``the query:``."""
+        return "the query: source table" if self.query else f"table '{self}'"
 
     def relation(self) -> str:
         """What a SELECT reads from: the quoted table, or the query as a subquery."""
@@ -177,7 +181,9 @@ class DuckDBSource(Source):
             except StopIteration:
                 return
             except (pa.ArrowException, duckdb.Error) as exc:
-                raise DataError(f"reading {self.table} from {str(self.path)!r}: {exc}") from None
+                raise DataError(
+                    f"reading {self.table.described()} from {str(self.path)!r}: {exc}"
+                ) from None
             stats.add(rows=batch.num_rows)
             yield batch
 
@@ -236,7 +242,7 @@ class DuckDBSource(Source):
         if key and key.lower() not in lowered:
             raise DataError(
                 f"--incremental-key: column {key!r} not found in "
-                f"{self.table} (columns: {', '.join(sorted(columns))})"
+                f"{self.table.described()} (columns: {', '.join(sorted(columns))})"
             )
         excluded = [c for c in columns if c.lower() in {e.lower() for e in self.exclude}]
         if key and key.lower() in {c.lower() for c in excluded}:
@@ -250,7 +256,9 @@ class DuckDBSource(Source):
         try:
             return connection.sql(sql, params=params).to_arrow_reader(batch_rows)
         except duckdb.Error as exc:
-            raise DataError(f"reading {self.table} from {str(self.path)!r}: {exc}") from None
+            raise DataError(
+                f"reading {self.table.described()} from {str(self.path)!r}: {exc}"
+            ) from None
 
     def _select(self, excluded: list[str]) -> tuple[str, dict[str, Any]]:
         """The SELECT this source runs, and its named parameters."""
