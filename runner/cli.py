@@ -57,7 +57,8 @@ FLAGS: tuple[Flag, ...] = (
         _env("SOURCE_TABLE"),
         "What to read: for S3 '<bucket>/<glob>' "
         "(** spans folders, * and ? do not, [..] classes) with optional hints '#csv', "
-        "'#csv_headless', '#jsonl', '#ndjson', '#parquet', '#encoding=<name>'.",
+        "'#csv_headless', '#jsonl', '#ndjson', '#parquet', '#encoding=<name>'; for DuckDB "
+        "'table', 'schema.table' or 'query:<SQL>' (:interval_start/:interval_end bound).",
         required=True,
     ),
     Flag(
@@ -87,14 +88,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "--primary-key",
         _env("PRIMARY_KEY"),
-        "Primary key column for merge; repeat the flag or give a comma-separated list.",
+        "Primary key column for merge and scd2; repeat the flag or give a comma-separated list.",
         kind="list",
     ),
     Flag(
         "--incremental-key",
         _env("INCREMENTAL_KEY"),
         "Column that orders the data; the "
-        "delete+insert key, and the column --interval-start/--interval-end filter on. For S3, "
+        "delete+insert key, and the column --interval-start/--interval-end filter on. From a "
+        "DuckDB table or query:, its last value is stored with the load and the next run reads "
+        "from there (--full-refresh starts afresh). For S3, "
         "_ingestr_source_file_modified_at selects objects by modification time and adds it and "
         "_ingestr_source_file_path to every row.",
     ),
