@@ -16,7 +16,8 @@ reading the dataset sees what dlt itself would have written (dlt's
   ``inserted_at``, ``schema_version_hash``. Written last: it is the load's commit marker.
 
 Keys are relative to the dataset root. As in ingestr, the pipeline is named after the
-``--dest-table`` (sha256 hex) and its schema carries the pipeline's name.
+``--dest-table`` (sha256 hex) and its schema after the pipeline, as dlt normalises schema names
+(:func:`schema_name_for`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,33 @@ class DltObject:
 def pipeline_name_for(dest_table: str) -> str:
     """ingestr's pipeline name for a destination table: the sha256 hex of ``--dest-table``."""
     return hashlib.sha256(dest_table.encode("utf-8")).hexdigest()
+
+
+# dlt's schema names: snake_case identifiers of at most 64 characters (normalize_schema_name).
+_SCHEMA_NAME_MAX = 64
+_TAG_BYTES = 4  # dlt's tag for a collision probability of 0.001
+_TAG_ALPHABET = bytes.maketrans(b"/+", b"ab")
+
+
+def schema_name_for(dest_table: str) -> str:
+    """The dlt schema ingestr's pipeline for ``--dest-table`` uses: the pipeline name as dlt's
+    snake_case normalises it. A hex name starting with a digit gets dlt's leading ``_``, which
+    makes it 65 characters, so dlt shortens it with a tag of the original name in the middle
+    (``_1437c9...x15wag...``). Names ``_dlt_loads`` / ``_dlt_version`` entries, and the key of
+    the pipeline's source in its state."""
+    return normalized_schema_name(pipeline_name_for(dest_table))
+
+
+def normalized_schema_name(name: str) -> str:
+    """dlt's ``normalize_schema_name`` of a lower-case hex name (all a pipeline name holds)."""
+    normalized = f"_{name}" if name[0].isdigit() else name
+    if len(normalized) <= _SCHEMA_NAME_MAX:
+        return normalized
+    digest = hashlib.shake_128(name.encode("utf-8")).digest(_TAG_BYTES)
+    tag = base64.b64encode(digest).rstrip(b"=").translate(_TAG_ALPHABET).lower().decode("ascii")
+    keep = _SCHEMA_NAME_MAX - len(tag)
+    head = keep // 2 + keep % 2
+    return normalized[:head] + tag + normalized[len(normalized) - keep // 2 :]
 
 
 def _dumps(doc: Json) -> bytes:

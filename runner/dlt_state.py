@@ -9,9 +9,9 @@ without the version fields, and ``_state_version`` moves only when that hash doe
 
 An incremental cursor lives at ``sources -> <source> -> resources -> <resource> -> incremental
 -> <cursor column>`` as ``{initial_value, last_value, unique_hashes}`` (dlt 1.21's
-``IncrementalColumnState``). As ingestr 0.14 runs it, the source is named after the pipeline
-(the sha256 of ``--dest-table``) and the resource after the source table (``users`` for
-``public.users``; ``custom`` for a ``query:``).
+``IncrementalColumnState``). As ingestr 0.14 runs it, the source is named after the pipeline's
+schema (the sha256 of ``--dest-table``, normalised as dlt normalises schema names) and the
+resource after the source table (``users`` for ``public.users``; ``custom`` for a ``query:``).
 
 The boundary rows' ``unique_hashes`` are dlt's ``digest128`` (base64 shake-128, 15 bytes) of
 the row as orjson writes it with sorted keys: the primary key value(s) when there is one, else
@@ -175,6 +175,7 @@ def next_state(
     previous: Json | None,
     *,
     pipeline_name: str,
+    schema_name: str,
     dataset_name: str,
     destination_type: str,
     cursor: tuple[CursorAddress, CursorState] | None = None,
@@ -185,7 +186,7 @@ def next_state(
     it; ``_state_version`` moves only when the content changes.
     """
     sources: Json = copy.deepcopy((previous or {}).get("sources") or {})
-    sources.setdefault(pipeline_name, {})
+    sources.setdefault(schema_name, {})
     if cursor is not None:
         address, value = cursor
         resources = sources.setdefault(address.source, {}).setdefault("resources", {})
@@ -196,8 +197,8 @@ def next_state(
         "_state_engine_version": STATE_ENGINE_VERSION,
         "pipeline_name": pipeline_name,
         "dataset_name": dataset_name,
-        "default_schema_name": pipeline_name,
-        "schema_names": [pipeline_name],
+        "default_schema_name": schema_name,
+        "schema_names": [schema_name],
         "destination_type": destination_type,
         "destination_name": None,
         "sources": sources,

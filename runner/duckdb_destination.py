@@ -8,7 +8,8 @@ exactly as it found it.
 Bookkeeping follows what ingestr 0.14 (dlt) writes into ``<schema>``: ``_dlt_loads``
 (load_id, schema_name, status 0, inserted_at, schema_version_hash), ``_dlt_version`` (the
 stored dlt schema) and ``_dlt_pipeline_state``; loaded rows carry ``_dlt_load_id``. As in
-ingestr, the pipeline and its schema are named after the sha256 of ``--dest-table``.
+ingestr, the pipeline is named after the sha256 of ``--dest-table``, and its schema after the
+pipeline as dlt normalises it.
 
 Loads from files (S3) also record every file version they loaded in
 ``<schema>._kingest_loaded_files``, in the same transaction as the rows. An append run asks
@@ -468,7 +469,8 @@ class DuckDBDestination(Destination):
         self, con: duckdb.DuckDBPyConnection, load_id: str, cursor: CursorTracker | None
     ) -> None:
         schema_ident = quote(self.schema)
-        schema_name = dlt_files.pipeline_name_for(self.dest_table)
+        schema_name = dlt_files.schema_name_for(self.dest_table)
+        pipeline_name = dlt_files.pipeline_name_for(self.dest_table)
         now = datetime.now(UTC)
         arrow_schema = con.sql(f"SELECT * FROM {self.qualified} LIMIT 0").to_arrow_table().schema
         table = dlt_files.table_schema(
@@ -495,7 +497,8 @@ class DuckDBDestination(Destination):
             )
         state = dlt_state.next_state(
             None if self.options.full_refresh else self._committed_state(con),
-            pipeline_name=schema_name,
+            pipeline_name=pipeline_name,
+            schema_name=schema_name,
             dataset_name=self.schema,
             destination_type="dlt.destinations.duckdb",
             cursor=cursor.update() if cursor is not None else None,
@@ -505,7 +508,7 @@ class DuckDBDestination(Destination):
             [
                 state["_state_version"],
                 state["_state_engine_version"],
-                schema_name,
+                pipeline_name,
                 dlt_state.compress(state),
                 now,
                 state["_version_hash"],

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pyarrow as pa
 
 from kingest.runner.cursor import CursorTracker, plan_cursor
-from kingest.runner.dlt_files import pipeline_name_for
+from kingest.runner.dlt_files import schema_name_for
 from kingest.runner.dlt_state import CursorAddress
 from kingest.runner.errors import InvalidUri
 from kingest.runner.interfaces import Destination, LoadOptions, LoadSummary, Source, SourceStream
@@ -107,8 +107,8 @@ def _cursor_for(
     """The cursor this run follows: SQL-like sources with ``--incremental-key`` keep one."""
     if options is None or not options.incremental_key or source.cursor_resource is None:
         return None
-    pipeline_name = pipeline_name_for(destination.dest_table)
-    address = CursorAddress(pipeline_name, source.cursor_resource, options.incremental_key)
+    schema_name = schema_name_for(destination.dest_table)
+    address = CursorAddress(schema_name, source.cursor_resource, options.incremental_key)
     return CursorTracker(plan_cursor(options, address, destination.stored_state()))
 
 

@@ -243,7 +243,7 @@ class S3Destination(Destination):
         if client is not None:
             self.client = client
         self.pipeline_name = dlt_files.pipeline_name_for(dest_table)
-        self.schema_name = self.pipeline_name
+        self.schema_name = dlt_files.schema_name_for(dest_table)
 
     @functools.cached_property
     def client(self) -> Any:
@@ -612,6 +612,7 @@ class S3Destination(Destination):
             state=dlt_state.next_state(
                 dataset.state,
                 pipeline_name=self.pipeline_name,
+                schema_name=self.schema_name,
                 dataset_name=loc.root,
                 destination_type="dlt.destinations.filesystem",
                 cursor=cursor.update() if cursor is not None else None,

@@ -18,7 +18,12 @@ STORED = CursorState(last_value=10, unique_hashes=("h",), initial_value=None)
 
 def stored_state() -> dict[str, object]:
     return next_state(
-        None, pipeline_name="pipe", dataset_name="d", destination_type="t", cursor=(ADDRESS, STORED)
+        None,
+        pipeline_name="pipe",
+        schema_name="pipe",
+        dataset_name="d",
+        destination_type="t",
+        cursor=(ADDRESS, STORED),
     )
 
 
@@ -93,6 +98,7 @@ def test_the_report_renders_timestamps_as_iso_text() -> None:
     state = next_state(
         None,
         pipeline_name="pipe",
+        schema_name="pipe",
         dataset_name="d",
         destination_type="t",
         cursor=(ADDRESS, CursorState(datetime(2024, 1, 2, 3))),

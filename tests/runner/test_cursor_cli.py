@@ -276,9 +276,7 @@ def test_a_query_source_follows_the_cursor_and_binds_interval_start(source: Path
     with duckdb.connect(str(source / "dst.db"), read_only=True) as con:
         state = con.execute("SELECT state FROM raw._dlt_pipeline_state ORDER BY created_at DESC")
         stored = dlt_state.decompress(state.fetchone()[0])  # type: ignore[index]
-    address = dlt_state.CursorAddress(
-        dlt_files.pipeline_name_for("raw.from_query"), "custom", "seen"
-    )
+    address = dlt_state.CursorAddress(dlt_files.schema_name_for("raw.from_query"), "custom", "seen")
     assert dlt_state.cursor_in(stored, address) is not None
 
 
@@ -394,7 +392,7 @@ def test_dlt_reads_the_cursor_kingest_stored(
         "from dlt.common.json import json as djson\n"
         "doc = json.load(open(sys.argv[1]))\n"
         "state = decompress_state(doc['state'])\n"
-        "source = state['sources'][doc['pipeline_name']]\n"
+        "source = state['sources'][state['default_schema_name']]\n"
         "cursor = source['resources']['users']['incremental']['seen']\n"
         "rows = json.load(open(sys.argv[2]))\n"
         "for r in rows: r['seen'] = datetime.datetime.fromisoformat(r['seen'])\n"
@@ -416,11 +414,12 @@ def test_kingest_resumes_from_a_cursor_dlt_wrote(source: Path) -> None:
         "from dlt.common.utils import digest128\n"
         "from dlt.common.json import json as djson\n"
         f"name = {dlt_files.pipeline_name_for('raw.users')!r}\n"
+        f"schema = {dlt_files.schema_name_for('raw.users')!r}\n"
         "row = {'id': 49, 'name': 'user 49', 'seen': datetime.datetime(2024, 1, 1, 4)}\n"
         "cursor = {'initial_value': None, 'last_value': 49,\n"
         "          'unique_hashes': [digest128(djson.dumps(row, sort_keys=True))]}\n"
         "state = {'_state_version': 1, '_state_engine_version': 4, 'pipeline_name': name,\n"
-        "    'sources': {name: {'resources': {'users': {'incremental': {'id': cursor}}}}}}\n"
+        "    'sources': {schema: {'resources': {'users': {'incremental': {'id': cursor}}}}}}\n"
         "state['_version_hash'] = generate_state_version_hash(state)\n"
         "print(json.dumps({'state': compress_state(state), 'hash': state['_version_hash']}))\n"
     )

@@ -79,7 +79,12 @@ def test_next_state_keeps_other_cursors_and_moves_the_version_only_on_change() -
 
     def state(previous: dict | None, cursor: tuple[CursorAddress, CursorState] | None) -> dict:  # type: ignore[type-arg]
         return dlt_state.next_state(
-            previous, pipeline_name="p", dataset_name="d", destination_type="t", cursor=cursor
+            previous,
+            pipeline_name="p",
+            schema_name="p",
+            dataset_name="d",
+            destination_type="t",
+            cursor=cursor,
         )
 
     first = state(None, (users, CursorState(1)))

@@ -98,7 +98,7 @@ def test_seed_example_writes_the_seed_tree_and_reports_the_load(
         "init",
         "users",
     ]
-    assert re.fullmatch(rf"records/_dlt_loads/[0-9a-f]{{64}}__{load_id}\.jsonl", tree[0])
+    assert re.fullmatch(rf"records/_dlt_loads/_?[0-9a-z]{{63,64}}__{load_id}\.jsonl", tree[0])
     assert re.fullmatch(rf"records/users/{load_id}\.[0-9a-f]{{10}}\.parquet", tree[-1])
     parquet = s3_server.client().head_object(Bucket=bucket, Key=tree[-1])
     assert result["files_written"] == 1

@@ -48,6 +48,23 @@ def test_pipeline_is_named_like_ingestrs() -> None:
     assert dlt_files.pipeline_name_for("my-bucket/records") == doc["pipeline_name"]
 
 
+def test_schema_names_are_normalised_as_dlt_does() -> None:
+    # Pipeline and schema names ingestr 0.14.155 wrote: a hex name starting with a digit gets
+    # dlt's "_" and, then 65 characters long, a tag in the middle.
+    for pipeline, schema in (
+        (
+            "1437c972f9404ad849986c1ad7885b66ab393a9d316fb7602455d59a27d836e1",
+            "_1437c972f9404ad849986c1ad788x15wag93a9d316fb7602455d59a27d836e1",
+        ),
+        (
+            "7cd18c6ae4133404c1679076b1a648758dbf77d573283d208f7cd4dd260587f3",
+            "_7cd18c6ae4133404c1679076b1a6a2sp3af77d573283d208f7cd4dd260587f3",
+        ),
+        (golden("_dlt_pipeline_state")["pipeline_name"], golden("_dlt_version")["schema_name"]),
+    ):
+        assert dlt_files.normalized_schema_name(pipeline) == schema
+
+
 def users_schema(previous: dict[str, Any] | None = None) -> dict[str, Any]:
     arrow = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string())])
     table = dlt_files.table_schema("users", arrow, "replace", "parquet")
@@ -89,6 +106,7 @@ def state_object(pipeline_name: str, schema: dict[str, Any]) -> dlt_files.DltObj
     state = dlt_state.next_state(
         None,
         pipeline_name=pipeline_name,
+        schema_name=schema["name"],
         dataset_name="records",
         destination_type="dlt.destinations.filesystem",
     )
