@@ -442,3 +442,80 @@ def test_kingest_resumes_from_a_cursor_dlt_wrote(source: Path) -> None:
     assert resumed["cursor"]["previous"] == 49
     assert resumed["rows"] == 60 and resumed["cursor"]["rows_skipped"] == 1
     assert ids_in_duckdb(source) == list(range(110))
+
+
+# -- with ingestr 0.14.155 itself --------------------------------------------------------------
+
+INGESTR = "ingestr==0.14.155"
+CREATE_USERS = (
+    "CREATE SCHEMA public; CREATE TABLE public.users AS SELECT range AS id, 'user ' || range "
+    "AS name, TIMESTAMP '2024-01-01' + INTERVAL (range // 10) HOUR AS seen FROM range(100)"
+)
+# Three rows at the boundary hour (09:00) the first run stops at, seven later.
+ADD_USERS = (
+    "INSERT INTO public.users SELECT range, 'user ' || range, TIMESTAMP '2024-01-01 09:00' "
+    "FROM range(100, 103); INSERT INTO public.users SELECT range, 'user ' || range, "
+    "TIMESTAMP '2024-01-02' FROM range(103, 110)"
+)
+
+
+def with_ingestr(workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    """Run ingestr 0.14.155's `ingestr ARGS` in ``workdir`` (the command must succeed)."""
+    python = python_with(INGESTR)
+    done = subprocess.run(
+        [str(python.parent / "ingestr"), *args],
+        cwd=workdir,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(workdir),
+            "RUNTIME__DLTHUB_TELEMETRY": "false",
+            "INGESTR_DISABLE_TELEMETRY": "true",
+            **(env or {}),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def with_ingestrs_duckdb(workdir: Path, sql: str) -> None:
+    """Run ``sql`` on src.db with ingestr's DuckDB: kingest's newer one writes a file format
+    the older cannot open, while the newer reads the older's."""
+    code = f"import duckdb; duckdb.connect('src.db').execute({sql!r})"
+    subprocess.run([str(python_with(INGESTR)), "-c", code], cwd=workdir, check=True)
+
+
+def test_kingest_continues_a_cursor_ingestr_stored_in_duckdb(tmp_path: Path) -> None:
+    with_ingestrs_duckdb(tmp_path, CREATE_USERS)
+    args = to_duckdb("--incremental-key", "seen", "--incremental-strategy", "append")
+    with_ingestr(tmp_path, "ingest", *args, "--yes")
+    with_ingestrs_duckdb(tmp_path, ADD_USERS)
+    resumed = ok(tmp_path, args)
+
+    assert resumed["cursor"]["previous"] == "2024-01-01T09:00:00"
+    assert resumed["rows"] == 10 and resumed["cursor"]["rows_skipped"] == 10
+    assert ids_in_duckdb(tmp_path) == list(range(110))
+
+
+def test_ingestr_continues_a_cursor_kingest_stored_in_s3(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    with_ingestrs_duckdb(tmp_path, CREATE_USERS)
+    args = to_s3(s3_server, bucket, "--incremental-key", "seen", *APPEND_ID[2:])
+    ok(tmp_path, args)
+    # ingestr 0.14.155 keeps a `bucket/records` dataset's _dlt_* objects at the bucket root (and
+    # its rows in records/<load_id>.<file_id>.parquet), where kingest follows the seed page's
+    # records/_dlt_*: its bookkeeping is copied to where ingestr looks.
+    client = s3_server.client()
+    for key in keys(s3_server, bucket):
+        if key.startswith(("records/_dlt_", "records/init")):
+            source = {"Bucket": bucket, "Key": key}
+            client.copy_object(Bucket=bucket, Key=key.removeprefix("records/"), CopySource=source)
+    with_ingestrs_duckdb(tmp_path, ADD_USERS)
+    with_ingestr(tmp_path, "ingest", *args, "--yes", env=s3_server.env())
+
+    written = [k for k in keys(s3_server, bucket) if k.endswith(".parquet") and "/users/" not in k]
+    body = client.get_object(Bucket=bucket, Key=written[0])["Body"].read()
+    assert len(written) == 1
+    assert sorted(pq.read_table(io.BytesIO(body)).column("id").to_pylist()) == list(range(100, 110))
