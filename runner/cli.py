@@ -57,7 +57,8 @@ FLAGS: tuple[Flag, ...] = (
         _env("SOURCE_TABLE"),
         "What to read: for S3 '<bucket>/<glob>' "
         "(** spans folders, * and ? do not, [..] classes) with optional hints '#csv', "
-        "'#csv_headless', '#jsonl', '#ndjson', '#parquet', '#encoding=<name>'.",
+        "'#csv_headless', '#jsonl', '#ndjson', '#parquet', '#encoding=<name>'; for DuckDB "
+        "'table', 'schema.table' or 'query:<SQL>' (:interval_start/:interval_end bound).",
         required=True,
     ),
     Flag(
@@ -78,20 +79,25 @@ FLAGS: tuple[Flag, ...] = (
         "replace (default): the table "
         "holds exactly this load; append: add rows (from S3 into DuckDB: only files that are "
         "new or changed since the table last loaded them); merge: upsert on --primary-key; "
-        "delete+insert: delete rows whose --incremental-key values are loaded, then insert.",
+        "delete+insert: delete rows whose --incremental-key values are loaded, then insert; "
+        "scd2: keep every version of a row (by --primary-key) with _dlt_valid_from/_dlt_valid_to "
+        "(DuckDB); none: the source decides (append). From a DuckDB table or query: with "
+        "--incremental-key, a run loads only rows from the cursor the last run stored.",
         choices=tuple(s.value for s in Strategy),
     ),
     Flag(
         "--primary-key",
         _env("PRIMARY_KEY"),
-        "Primary key column for merge; repeat the flag or give a comma-separated list.",
+        "Primary key column for merge and scd2; repeat the flag or give a comma-separated list.",
         kind="list",
     ),
     Flag(
         "--incremental-key",
         _env("INCREMENTAL_KEY"),
         "Column that orders the data; the "
-        "delete+insert key, and the column --interval-start/--interval-end filter on. For S3, "
+        "delete+insert key, and the column --interval-start/--interval-end filter on. From a "
+        "DuckDB table or query:, its last value is stored with the load and the next run reads "
+        "from there (--full-refresh starts afresh). For S3, "
         "_ingestr_source_file_modified_at selects objects by modification time and adds it and "
         "_ingestr_source_file_path to every row.",
     ),
@@ -109,6 +115,20 @@ FLAGS: tuple[Flag, ...] = (
         "Column types overriding inference, 'name:type,...' "
         "(text, bigint, double, bool, timestamp, date, time, decimal, binary, json); for "
         "headless CSV also the column names, in order.",
+        kind="list",
+    ),
+    # -- SQL sources (DuckDB table or query:) --
+    Flag(
+        "--sql-limit",
+        _env("SQL_LIMIT"),
+        "Read at most this many rows from a DuckDB table or query: (in --incremental-key "
+        "order when given).",
+        kind="int",
+    ),
+    Flag(
+        "--sql-exclude-columns",
+        _env("SQL_EXCLUDE_COLUMNS"),
+        "Columns to leave out of a DuckDB table or query:; repeat or comma-separate.",
         kind="list",
     ),
     Flag(
@@ -247,18 +267,25 @@ def _env_value(flag: Flag, name: str, raw: str) -> object:
     return raw
 
 
-def _options(values: dict[str, object]) -> LoadOptions:
-    primary_key = tuple(
+def _comma_list(values: object) -> tuple[str, ...]:
+    """A repeatable, comma-separated flag's values as one tuple."""
+    return tuple(
         part.strip()
-        for value in values["primary_key"] or []
+        for value in values or []  # type: ignore[attr-defined]
         for part in str(value).split(",")
         if part.strip()
     )
-    for name in ("page_size", "extract_parallelism", "loader_file_size"):
+
+
+def _options(values: dict[str, object]) -> LoadOptions:
+    primary_key = _comma_list(values["primary_key"])
+    for name in ("page_size", "extract_parallelism", "loader_file_size", "sql_limit"):
         value = values[name]
         if value is not None and int(value) < 1:  # type: ignore[call-overload]
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     strategy = Strategy(values["incremental_strategy"] or Strategy.REPLACE)
+    if strategy is Strategy.SCD2 and not primary_key:
+        raise UsageError("--incremental-strategy scd2 needs --primary-key")
     if strategy is Strategy.MERGE and not primary_key:
         raise UsageError("--incremental-strategy merge needs --primary-key")
     if strategy is Strategy.DELETE_INSERT and not values["incremental_key"] and not primary_key:
@@ -277,6 +304,8 @@ def _options(values: dict[str, object]) -> LoadOptions:
         extract_parallelism=values["extract_parallelism"] or 5,
         loader_file_format=values["loader_file_format"],
         loader_file_size=values["loader_file_size"],
+        sql_limit=values["sql_limit"],
+        sql_exclude_columns=_comma_list(values["sql_exclude_columns"]),
     )
 
 
@@ -284,6 +313,8 @@ def _summary(result: RunResult) -> str:
     from kingest.runner.progress import human_bytes
 
     skipped = f"; {result.files_skipped} matched file(s) skipped" if result.files_skipped else ""
+    if result.cursor and result.cursor["stored"]:
+        skipped += f"; cursor {result.cursor['key']} at {result.cursor['value']}"
     if result.load_id is None:
         return f"Nothing to load{skipped}; {result.destination_table} left as it was"
     rate = result.rows / result.duration_s if result.duration_s > 0 else 0.0
@@ -331,7 +362,7 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
 
                 progress = ProgressLine(stream, str(mode))
 
-        outcome = pipeline.run(source, destination, on_open=on_open)
+        outcome = pipeline.run(source, destination, on_open=on_open, options=request.options)
         result = RunResult(
             status="succeeded",
             load_id=outcome.load_id,
@@ -342,6 +373,7 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
             destination_table=outcome.summary.destination_table,
             tables=outcome.summary.tables,
             written=outcome.summary.written(),
+            cursor=outcome.cursor,
         )
         code = 0
     except KingestError as exc:

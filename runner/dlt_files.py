@@ -16,7 +16,8 @@ reading the dataset sees what dlt itself would have written (dlt's
   ``inserted_at``, ``schema_version_hash``. Written last: it is the load's commit marker.
 
 Keys are relative to the dataset root. As in ingestr, the pipeline is named after the
-``--dest-table`` (sha256 hex) and its schema carries the pipeline's name.
+``--dest-table`` (sha256 hex) and its schema after the pipeline, as dlt normalises schema names
+(:func:`schema_name_for`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 
+from kingest.runner import dlt_state
 from kingest.runner.layout import LoadStamp
 
 INIT_KEY = "init"
@@ -39,7 +40,6 @@ STATE_FOLDER = "_dlt_pipeline_state"
 VERSION_FOLDER = "_dlt_version"
 STORAGE_VERSION = 2
 SCHEMA_ENGINE_VERSION = 11
-STATE_ENGINE_VERSION = 4
 SEPARATOR = "__"
 
 Json = dict[str, Any]
@@ -58,6 +58,33 @@ def pipeline_name_for(dest_table: str) -> str:
     return hashlib.sha256(dest_table.encode("utf-8")).hexdigest()
 
 
+# dlt's schema names: snake_case identifiers of at most 64 characters (normalize_schema_name).
+_SCHEMA_NAME_MAX = 64
+_TAG_BYTES = 4  # dlt's tag for a collision probability of 0.001
+_TAG_ALPHABET = bytes.maketrans(b"/+", b"ab")
+
+
+def schema_name_for(dest_table: str) -> str:
+    """The dlt schema ingestr's pipeline for ``--dest-table`` uses: the pipeline name as dlt's
+    snake_case normalises it. A hex name starting with a digit gets dlt's leading ``_``, which
+    makes it 65 characters, so dlt shortens it with a tag of the original name in the middle
+    (``_1437c9...x15wag...``). Names ``_dlt_loads`` / ``_dlt_version`` entries, and the key of
+    the pipeline's source in its state."""
+    return normalized_schema_name(pipeline_name_for(dest_table))
+
+
+def normalized_schema_name(name: str) -> str:
+    """dlt's ``normalize_schema_name`` of a lower-case hex name (all a pipeline name holds)."""
+    normalized = f"_{name}" if name[0].isdigit() else name
+    if len(normalized) <= _SCHEMA_NAME_MAX:
+        return normalized
+    digest = hashlib.shake_128(name.encode("utf-8")).digest(_TAG_BYTES)
+    tag = base64.b64encode(digest).rstrip(b"=").translate(_TAG_ALPHABET).lower().decode("ascii")
+    keep = _SCHEMA_NAME_MAX - len(tag)
+    head = keep // 2 + keep % 2
+    return normalized[:head] + tag + normalized[len(normalized) - keep // 2 :]
+
+
 def _dumps(doc: Json) -> bytes:
     return json.dumps(doc, separators=(",", ":"), default=_json_default).encode("utf-8")
 
@@ -66,20 +93,6 @@ def _json_default(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot serialize {type(value).__name__}")
-
-
-def state_version_hash(state: Json) -> str:
-    """dlt's ``_version_hash`` of a pipeline state (``generate_state_version_hash``).
-
-    sha3-256 over the compact, key-sorted JSON without the version fields and ``_local``.
-    """
-    content = {
-        k: v
-        for k, v in state.items()
-        if k not in ("_state_version", "_state_engine_version", "_version_hash", "_local")
-    }
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return base64.b64encode(hashlib.sha3_256(text.encode()).digest()).decode("ascii")
 
 
 def schema_version_hash(stored: Json) -> str:
@@ -296,37 +309,29 @@ def version_hash_in_key(key: str) -> str | None:
     return parts[2] if len(parts) == 3 else None
 
 
-def pipeline_state_object(
-    *, pipeline_name: str, dataset_name: str, schema: Json, stamp: LoadStamp
-) -> DltObject:
-    """The ``_dlt_pipeline_state`` entry of this load (a fresh, source-less pipeline state)."""
-    state: Json = {
-        "_state_version": 1,
-        "_state_engine_version": STATE_ENGINE_VERSION,
-        "pipeline_name": pipeline_name,
-        "dataset_name": dataset_name,
-        "default_schema_name": schema["name"],
-        "schema_names": [schema["name"]],
-        "destination_type": "dlt.destinations.filesystem",
-        "destination_name": None,
-        "sources": {schema["name"]: {}},
-    }
-    state["_version_hash"] = state_version_hash(state)
-    compressed = base64.b64encode(zlib.compress(_dumps(state), level=9)).decode("ascii")
+def pipeline_state_object(*, state: Json, schema: Json, stamp: LoadStamp) -> DltObject:
+    """The ``_dlt_pipeline_state`` entry of this load, storing ``state`` (see
+    :func:`kingest.runner.dlt_state.next_state`)."""
     doc = {
         "version": state["_state_version"],
-        "engine_version": STATE_ENGINE_VERSION,
-        "pipeline_name": pipeline_name,
-        "state": compressed,
+        "engine_version": state["_state_engine_version"],
+        "pipeline_name": state["pipeline_name"],
+        "state": dlt_state.compress(state),
         "created_at": stamp.started_at,
         "version_hash": state["_version_hash"],
         "_dlt_load_id": stamp.load_id,
     }
     key = (
-        f"{STATE_FOLDER}/{pipeline_name}{SEPARATOR}{stamp.load_id}{SEPARATOR}"
+        f"{STATE_FOLDER}/{state['pipeline_name']}{SEPARATOR}{stamp.load_id}{SEPARATOR}"
         f"{path_safe_hash(schema['version_hash'])}.jsonl"
     )
     return DltObject(key, _dumps(doc))
+
+
+def state_load_id(key: str) -> str | None:
+    """The load id in a ``_dlt_pipeline_state`` (or ``_dlt_loads``) object's name."""
+    parts = key.rsplit("/", 1)[-1].removesuffix(".jsonl").split(SEPARATOR)
+    return parts[1] if len(parts) >= 2 else None
 
 
 def loads_object(schema: Json, stamp: LoadStamp, inserted_at: datetime) -> DltObject:

@@ -8,7 +8,8 @@ exactly as it found it.
 Bookkeeping follows what ingestr 0.14 (dlt) writes into ``<schema>``: ``_dlt_loads``
 (load_id, schema_name, status 0, inserted_at, schema_version_hash), ``_dlt_version`` (the
 stored dlt schema) and ``_dlt_pipeline_state``; loaded rows carry ``_dlt_load_id``. As in
-ingestr, the pipeline and its schema are named after the sha256 of ``--dest-table``.
+ingestr, the pipeline is named after the sha256 of ``--dest-table``, and its schema after the
+pipeline as dlt normalises it.
 
 Loads from files (S3) also record every file version they loaded in
 ``<schema>._kingest_loaded_files``, in the same transaction as the rows. An append run asks
@@ -23,16 +24,15 @@ import contextlib
 import json
 import os
 import re
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import duckdb
 import pyarrow as pa
 
-from kingest.runner import dlt_files
+from kingest.runner import dlt_files, dlt_state, scd2
 from kingest.runner.errors import DestinationError, UsageError
 from kingest.runner.interfaces import (
     Destination,
@@ -44,6 +44,9 @@ from kingest.runner.interfaces import (
     Strategy,
 )
 from kingest.runner.uri import DuckDBUri, ParsedUri
+
+if TYPE_CHECKING:
+    from kingest.runner.cursor import CursorTracker
 
 LOAD_ID_COLUMN = "_dlt_load_id"
 STREAM_VIEW = "kingest_source_stream"
@@ -69,6 +72,7 @@ _DISPOSITION = {
     Strategy.APPEND: "append",
     Strategy.MERGE: "merge",
     Strategy.DELETE_INSERT: "merge",
+    Strategy.SCD2: "merge",
 }
 
 _BOOKKEEPING_DDL = (
@@ -159,12 +163,40 @@ class DuckDBDestination(Destination):
             "memory_limit": os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT),
             # Rows in file order cost DuckDB a single-threaded insert; a table has no order
             # anyway. Only merge keeps it: its "last row per key wins" reads the staged order.
-            "preserve_insertion_order": self.options.strategy is Strategy.MERGE,
+            "preserve_insertion_order": self.options.strategy in (Strategy.MERGE, Strategy.SCD2),
         }
         try:
             return duckdb.connect(str(self.path), config=config)
         except duckdb.Error as exc:
             raise DestinationError(f"cannot open DuckDB database {self.path}: {exc}") from None
+
+    def stored_state(self) -> dict[str, Any] | None:
+        """The newest committed pipeline state of this table (None without one, or when the
+        table itself is gone: after a user drops it, a cursor would skip rows it no longer has)."""
+        if not self.path.is_file():
+            return None
+        try:
+            with duckdb.connect(str(self.path), read_only=True) as con:
+                if not self._table_exists(con):
+                    return None
+                return self._committed_state(con)
+        except duckdb.Error as exc:
+            raise DestinationError(f"cannot read DuckDB database {self.path}: {exc}") from None
+
+    def _committed_state(self, con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+        """The state of this pipeline's newest load that has its ``_dlt_loads`` entry."""
+        if not (
+            self._table_exists(con, "_dlt_pipeline_state") and self._table_exists(con, "_dlt_loads")
+        ):
+            return None
+        schema = quote(self.schema)
+        row = con.execute(
+            f"SELECT s.state FROM {schema}._dlt_pipeline_state s JOIN {schema}._dlt_loads l "
+            "ON l.load_id = s._dlt_load_id WHERE s.pipeline_name = ? AND l.status = 0 "
+            "ORDER BY l.inserted_at DESC, s.version DESC LIMIT 1",
+            [dlt_files.pipeline_name_for(self.dest_table)],
+        ).fetchone()
+        return dlt_state.decompress(row[0]) if row else None
 
     def loaded_files(self) -> LoadedFiles | None:
         """The file versions already in the table, for an append run (else None).
@@ -287,7 +319,7 @@ class DuckDBDestination(Destination):
         if stream.files == []:
             # Nothing new to read (all loaded already, or none modified in the interval): the
             # table stays as it is and the run commits its bookkeeping only.
-            self._bookkeep(con, load_id)
+            self._bookkeep(con, load_id, stream.cursor)
             return 0
         if stream.files is not None:
             self._record_files(con, stream.files, load_id)
@@ -295,7 +327,9 @@ class DuckDBDestination(Destination):
         select = self._select(stream.reader.schema, load_id)
         strategy = self.options.strategy
         exists = self._table_exists(con)
-        if strategy is Strategy.REPLACE or self.options.full_refresh or not exists:
+        if strategy is Strategy.SCD2:
+            rows = self._load_scd2(con, select, load_id, exists and not self.options.full_refresh)
+        elif strategy is Strategy.REPLACE or self.options.full_refresh or not exists:
             if strategy is Strategy.MERGE:
                 # Even into an empty table, merge keeps one row per primary key (the last).
                 con.execute(f"CREATE TEMP TABLE {STAGE_TABLE} AS {select}")
@@ -335,7 +369,7 @@ class DuckDBDestination(Destination):
                 )
             rows = int(result.fetchone()[0])  # type: ignore[index]
         con.unregister(STREAM_VIEW)
-        self._bookkeep(con, load_id)
+        self._bookkeep(con, load_id, stream.cursor)
         return rows
 
     def _record_files(
@@ -391,6 +425,37 @@ class DuckDBDestination(Destination):
         )
         con.unregister(_NEW_FILES_VIEW)
 
+    def _load_scd2(
+        self, con: duckdb.DuckDBPyConnection, select: str, load_id: str, exists: bool
+    ) -> int:
+        """Load the stream as new row versions (:mod:`kingest.runner.scd2`)."""
+        keys = self.options.primary_key
+        con.execute(f"CREATE TEMP TABLE {STAGE_TABLE} AS {select}")
+        self._check_keys(con, keys, "--primary-key")
+        current = f"{STAGE_TABLE}_current"
+        con.execute(
+            f"CREATE TEMP TABLE {current} AS "
+            + scd2.deduplicated(STAGE_TABLE, keys, self.options.incremental_key)
+        )
+        valid_from = datetime.fromtimestamp(float(load_id), UTC)
+        if not exists:
+            versions, params = scd2.versions(f"SELECT * FROM {current}", valid_from)
+            result = con.execute(f"CREATE OR REPLACE TABLE {self.qualified} AS {versions}", params)
+            return int(result.fetchone()[0])  # type: ignore[index]
+        compared = [
+            c for c in self._columns(con, current) if c not in keys and not c.startswith("_dlt_")
+        ]
+        self._evolve(con)
+        return scd2.merge(
+            con,
+            table=self.qualified,
+            stage=current,
+            keys=keys,
+            compared=compared,
+            valid_from=valid_from,
+            snapshot=not self.options.incremental_key,
+        )
+
     def _deduplicated(self) -> str:
         keys = ", ".join(quote(k) for k in self.options.primary_key)
         return (
@@ -400,9 +465,12 @@ class DuckDBDestination(Destination):
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _bookkeep(self, con: duckdb.DuckDBPyConnection, load_id: str) -> None:
+    def _bookkeep(
+        self, con: duckdb.DuckDBPyConnection, load_id: str, cursor: CursorTracker | None
+    ) -> None:
         schema_ident = quote(self.schema)
-        schema_name = dlt_files.pipeline_name_for(self.dest_table)
+        schema_name = dlt_files.schema_name_for(self.dest_table)
+        pipeline_name = dlt_files.pipeline_name_for(self.dest_table)
         now = datetime.now(UTC)
         arrow_schema = con.sql(f"SELECT * FROM {self.qualified} LIMIT 0").to_arrow_table().schema
         table = dlt_files.table_schema(
@@ -427,26 +495,21 @@ class DuckDBDestination(Destination):
                     json.dumps(stored, separators=(",", ":")),
                 ],
             )
-        state: dict[str, Any] = {
-            "_state_version": 1,
-            "_state_engine_version": dlt_files.STATE_ENGINE_VERSION,
-            "pipeline_name": schema_name,
-            "dataset_name": self.schema,
-            "default_schema_name": schema_name,
-            "schema_names": [schema_name],
-            "destination_type": "dlt.destinations.duckdb",
-            "destination_name": None,
-            "sources": {schema_name: {}},
-        }
-        state["_version_hash"] = dlt_files.state_version_hash(state)
-        packed = json.dumps(state, separators=(",", ":")).encode()
+        state = dlt_state.next_state(
+            None if self.options.full_refresh else self._committed_state(con),
+            pipeline_name=pipeline_name,
+            schema_name=schema_name,
+            dataset_name=self.schema,
+            destination_type="dlt.destinations.duckdb",
+            cursor=cursor.update() if cursor is not None else None,
+        )
         con.execute(
             f"INSERT INTO {schema_ident}._dlt_pipeline_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 state["_state_version"],
-                dlt_files.STATE_ENGINE_VERSION,
-                schema_name,
-                base64.b64encode(zlib.compress(packed, level=9)).decode("ascii"),
+                state["_state_engine_version"],
+                pipeline_name,
+                dlt_state.compress(state),
                 now,
                 state["_version_hash"],
                 load_id,

@@ -13,13 +13,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from kingest.runner.errors import KingestError, UsageError
 from kingest.runner.uri import ParsedUri
+
+if TYPE_CHECKING:
+    from kingest.runner.cursor import CursorTracker
 
 
 class Strategy(StrEnum):
@@ -29,6 +32,9 @@ class Strategy(StrEnum):
     APPEND = "append"
     MERGE = "merge"
     DELETE_INSERT = "delete+insert"
+    SCD2 = "scd2"
+    NONE = "none"
+    """ingestr 0.14's "the source decides": append for every source kingest has."""
 
 
 # ingestr's `--columns` type names (dlt's data types), plus the SQL spellings people type.
@@ -111,6 +117,14 @@ class LoadOptions(BaseModel):
     extract_parallelism: int = 5
     loader_file_format: str | None = None
     loader_file_size: int | None = None
+    sql_limit: int | None = None
+    sql_exclude_columns: tuple[str, ...] = ()
+
+    @field_validator("strategy")
+    @classmethod
+    def _none_is_append(cls, strategy: Strategy) -> Strategy:
+        """``none`` is ingestr 0.14's "the source decides": append, for every kingest source."""
+        return Strategy.APPEND if strategy is Strategy.NONE else strategy
 
 
 class ReadStats:
@@ -179,6 +193,9 @@ class SourceStream:
     skipped_files: int = 0
     """Matched files left out because the destination already holds their version (or, with
     ``--incremental-key _ingestr_source_file_modified_at``, modified outside the interval)."""
+    cursor: CursorTracker | None = None
+    """Follows the ``--incremental-key`` cursor through the stream (SQL-like sources): a
+    destination stores ``cursor.update()`` in its pipeline state, in the load's commit."""
 
     def close(self) -> None:
         """Release readers, threads and temporary files (idempotent)."""
@@ -215,6 +232,15 @@ class Source(ABC):
     reads_files: bool = False
     """Whether the source is made of files whose versions a destination can record."""
 
+    cursor_resource: str | None = None
+    """The dlt resource name an ``--incremental-key`` cursor of this source is stored under
+    (``users`` for ``public.users``); None for sources that keep no cursor (files)."""
+
+    def resumed_from(self, value: Any) -> Self:
+        """This source reading only rows whose incremental key is ``>= value`` (the stored
+        cursor); only sources with a :attr:`cursor_resource` implement it."""
+        raise NotImplementedError
+
     @classmethod
     @abstractmethod
     def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> Self:
@@ -233,6 +259,9 @@ class Source(ABC):
 class Destination(ABC):
     """A place data is loaded into, all or nothing, e.g. a DuckDB file or an S3 dataset."""
 
+    dest_table: str
+    """``--dest-table`` as given: ingestr names the dlt pipeline after it."""
+
     @classmethod
     @abstractmethod
     def from_uri(cls, uri: ParsedUri, table: str, options: LoadOptions) -> Self:
@@ -244,6 +273,10 @@ class Destination(ABC):
 
         A destination that records loaded files stores ``stream.files`` in the same unit.
         """
+
+    def stored_state(self) -> dict[str, Any] | None:
+        """The newest committed dlt pipeline state of this destination table (None if none)."""
+        return None
 
     def loaded_files(self) -> LoadedFiles | None:
         """The file versions the destination table holds and a run must not load again.

@@ -12,10 +12,14 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow as pa
 
+from kingest.runner.cursor import CursorTracker, plan_cursor
+from kingest.runner.dlt_files import schema_name_for
+from kingest.runner.dlt_state import CursorAddress
 from kingest.runner.errors import InvalidUri
 from kingest.runner.interfaces import Destination, LoadOptions, LoadSummary, Source, SourceStream
 from kingest.runner.uri import ENV_PREFIX, ParsedUri, is_secret_parameter, parse_uri
@@ -51,6 +55,8 @@ class LoadOutcome:
     files: int
     bytes: int
     skipped_files: int = 0
+    cursor: dict[str, Any] | None = None
+    """The incremental cursor after the load (see :meth:`.cursor.CursorTracker.report`)."""
 
 
 def new_load_id() -> str:
@@ -95,21 +101,41 @@ def prepare(
     return source, destination
 
 
+def _cursor_for(
+    source: Source, destination: Destination, options: LoadOptions | None
+) -> CursorTracker | None:
+    """The cursor this run follows: SQL-like sources with ``--incremental-key`` keep one."""
+    if options is None or not options.incremental_key or source.cursor_resource is None:
+        return None
+    schema_name = schema_name_for(destination.dest_table)
+    address = CursorAddress(schema_name, source.cursor_resource, options.incremental_key)
+    return CursorTracker(plan_cursor(options, address, destination.stored_state()))
+
+
 def run(
     source: Source,
     destination: Destination,
     on_open: Callable[[SourceStream], None] | None = None,
+    options: LoadOptions | None = None,
 ) -> LoadOutcome:
     """Open the source, load its stream into the destination, return what was committed.
 
     The destination says which file versions it already holds (incremental file syncs), so
     the source lists but never reads them; the destination records the new ones in the same
-    transaction as their rows, which makes a retried run load each file exactly once.
+    transaction as their rows, which makes a retried run load each file exactly once. A
+    SQL-like source with an incremental key reads from the cursor the destination stored, and
+    the destination stores the new cursor in the same commit as the rows (:mod:`.cursor`).
     """
     _use_returning_memory_pool()
     load_id = new_load_id()
     loaded = destination.loaded_files() if source.reads_files else None
+    cursor = _cursor_for(source, destination, options)
+    if cursor is not None and cursor.plan.start is not None:
+        source = source.resumed_from(cursor.plan.start.last_value)
     with source.open(loaded) as stream:
+        if cursor is not None:
+            stream.reader = cursor.wrap(stream.reader)
+            stream.cursor = cursor
         if on_open is not None:
             on_open(stream)
         try:
@@ -124,6 +150,7 @@ def run(
             stream.stats.files,
             stream.stats.bytes,
             stream.skipped_files,
+            cursor.report() if cursor is not None else None,
         )
 
 

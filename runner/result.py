@@ -25,6 +25,9 @@ class RunResult:
     because the destination holds them already (incremental file syncs). A destination made
     of files adds what it wrote (``files_written``, ``bytes_written``, ``objects_written``).
     ``load_id`` is None also on success when there was nothing to load and nothing changed.
+    ``cursor`` (only with ``--incremental-key`` on a DuckDB table or ``query:``) is
+    ``{"key", "value", "previous", "stored", "rows_skipped"}``: the cursor after the run, the
+    one before it, whether this run stored it, and the boundary rows it skipped as loaded.
     """
 
     status: str
@@ -37,6 +40,7 @@ class RunResult:
     destination_table: str | None = None
     tables: dict[str, int] = field(default_factory=dict)
     written: dict[str, int] = field(default_factory=dict)
+    cursor: dict[str, Any] | None = None
     error: str | None = None
     reason: str | None = None
 
@@ -54,6 +58,8 @@ class RunResult:
             "tables": dict(self.tables),
             **self.written,
         }
+        if self.cursor is not None:
+            doc["cursor"] = self.cursor
         if self.status != "succeeded":
             doc["error"] = self.error
             doc["reason"] = self.reason

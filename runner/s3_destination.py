@@ -16,7 +16,9 @@ One load, in this order (each step only after the previous one completed):
 4. for ``replace``: delete the table's files that are not part of this load (and abort its
    multipart uploads abandoned by killed runs); ``--full-refresh`` also drops the stored
    pipeline state;
-5. the ``_dlt_pipeline_state`` entry, then the ``_dlt_loads`` entry - the commit marker.
+5. the ``_dlt_pipeline_state`` entry (the previous committed state carried over, with the
+   incremental cursor this load moved to; a full refresh starts it afresh), then the
+   ``_dlt_loads`` entry - the commit marker. A state entry counts only once its load has one.
 
 If anything fails, no ``_dlt_loads`` entry exists for the load and a retry loads cleanly.
 Before step 4 the files this load completed are deleted again (best effort), so the table
@@ -34,12 +36,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from kingest.runner import dlt_files
+from kingest.runner import dlt_files, dlt_state
 from kingest.runner.errors import (
     AccessDenied,
     BucketNotFound,
@@ -71,6 +73,9 @@ from kingest.runner.s3_files import (
 )
 from kingest.runner.s3_upload import ObjectSink
 from kingest.runner.uri import ParsedUri, S3Uri
+
+if TYPE_CHECKING:
+    from kingest.runner.cursor import CursorTracker
 
 STRATEGIES = ("replace", "append")
 # Without --loader-file-size, a new file starts once a file reaches this size.
@@ -135,6 +140,8 @@ class _Dataset:
     has_init: bool
     newest_schema: dict[str, Any] | None
     version_hashes: set[str]
+    state: dict[str, Any] | None = None
+    """This pipeline's newest committed state (the one with a ``_dlt_loads`` entry)."""
 
 
 _FILE_SUFFIXES = re.compile(r"(\.(csv|tsv|jsonl|ndjson|json|parquet|gz|gzip|zst|zstd))+$", re.I)
@@ -190,7 +197,7 @@ class S3Destination(Destination):
 
     def load(self, stream: SourceStream, load_id: str) -> S3LoadSummary:
         """Write the stream as table ``stream.name``, committed by its ``_dlt_loads`` entry."""
-        result = self.write(stream.reader, key_safe_table_name(stream.name), load_id)
+        result = self.write(stream.reader, key_safe_table_name(stream.name), load_id, stream.cursor)
         return S3LoadSummary(
             rows=result.rows,
             destination_table=self.dest_table,
@@ -237,7 +244,7 @@ class S3Destination(Destination):
         if client is not None:
             self.client = client
         self.pipeline_name = dlt_files.pipeline_name_for(dest_table)
-        self.schema_name = self.pipeline_name
+        self.schema_name = dlt_files.schema_name_for(dest_table)
 
     @functools.cached_property
     def client(self) -> Any:
@@ -341,8 +348,16 @@ class S3Destination(Destination):
         with self._s3_errors(f"opening bucket {self.location.bucket!r}"):
             self.client.head_bucket(Bucket=self.location.bucket)
 
+    def stored_state(self) -> dict[str, Any] | None:
+        """The newest committed pipeline state of this dataset's pipeline (None if none)."""
+        return self._committed_state()
+
     def write(
-        self, reader: pa.RecordBatchReader, table_name: str, load_id: str | None = None
+        self,
+        reader: pa.RecordBatchReader,
+        table_name: str,
+        load_id: str | None = None,
+        cursor: CursorTracker | None = None,
     ) -> S3LoadResult:
         """Write ``reader`` as table ``table_name``; see the module docstring for the order.
 
@@ -377,7 +392,7 @@ class S3Destination(Destination):
                 self._write_data(reader, table_name, stamp, result, written)
                 self._write_bookkeeping(
                     reader.schema, table_name, table_prefix, stamp, result, written,
-                    dataset.result(), side,
+                    dataset.result(), side, cursor,
                 )  # fmt: skip
                 committed = True
             finally:
@@ -394,7 +409,33 @@ class S3Destination(Destination):
         ours = loc.key(f"{dlt_files.VERSION_FOLDER}/{self.schema_name}__")
         newest = self._newest_stored_schema([k for k in versions if k.startswith(ours)])
         hashes = {dlt_files.version_hash_in_key(k) for k in versions}
-        return _Dataset(has_init, newest, hashes)
+        state = None if self.options.full_refresh else self._committed_state()
+        return _Dataset(has_init, newest, hashes, state)
+
+    def _committed_state(self) -> dict[str, Any] | None:
+        """The state of this pipeline's newest load that has its ``_dlt_loads`` entry (dlt
+        itself takes the newest state object; a killed run may leave one without its entry)."""
+        loc = self.location
+        committed = {
+            dlt_files.state_load_id(k)
+            for k in self._list(loc.key(f"{dlt_files.LOADS_FOLDER}/{self.schema_name}__"))
+        }
+        states = [
+            k
+            for k in self._list(loc.key(f"{dlt_files.STATE_FOLDER}/{self.pipeline_name}__"))
+            if dlt_files.state_load_id(k) in committed
+        ]
+        if not states:
+            return None
+
+        def load_time(key: str) -> float:
+            with contextlib.suppress(TypeError, ValueError):
+                return float(dlt_files.state_load_id(key))  # type: ignore[arg-type]
+            return 0.0
+
+        doc = self._get_json(max(states, key=load_time))
+        text = doc.get("state") if doc else None
+        return dlt_state.decompress(text) if isinstance(text, str) else None
 
     def _remove_uncommitted(self, table_name: str, table_prefix: str, stamp: LoadStamp) -> int:
         """Delete files of earlier loads of this table that have no ``_dlt_loads`` entry.
@@ -538,6 +579,7 @@ class S3Destination(Destination):
         written: list[str],
         dataset: _Dataset,
         side: ThreadPoolExecutor,
+        cursor: CursorTracker | None = None,
     ) -> None:
         """Steps 3-5 of the module docstring; empties ``written`` once old files are deleted."""
         loc = self.location
@@ -573,12 +615,21 @@ class S3Destination(Destination):
             self._delete(list(self._list(state_prefix)))
 
         state = dlt_files.pipeline_state_object(
-            pipeline_name=self.pipeline_name,
-            dataset_name=loc.root,
+            state=dlt_state.next_state(
+                dataset.state,
+                pipeline_name=self.pipeline_name,
+                schema_name=self.schema_name,
+                dataset_name=loc.root,
+                destination_type="dlt.destinations.filesystem",
+                cursor=cursor.update() if cursor is not None else None,
+            ),
             schema=stored,
             stamp=stamp,
         )
         self._put(loc.key(state.key), state.body)
+        # Uncommitted until the marker exists: removed again if that fails (dlt itself would
+        # read it, as it reads the newest state object whether or not its load completed).
+        written.append(loc.key(state.key))
         result.objects.append(loc.key(state.key))
 
         marker = dlt_files.loads_object(stored, stamp, inserted_at=datetime.now(UTC))

@@ -23,15 +23,20 @@ from tests.platform.s3 import S3Server
 KINGEST = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "kingest")
 
 
+def make_users(path: Path, rows: int, rows_per_hour: int = 1) -> None:
+    """A DuckDB file holding public.users (id, name, seen: an hour per `rows_per_hour` ids)."""
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE SCHEMA public; CREATE TABLE public.users AS SELECT range AS id, "
+            "'user ' || range AS name, TIMESTAMP '2024-01-01' + "
+            f"INTERVAL (range // {rows_per_hour}) HOUR AS seen FROM range({rows})"
+        )
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """A working directory holding the seed's records.db (public.users, 1,000 rows)."""
-    with duckdb.connect(str(tmp_path / "records.db")) as con:
-        con.execute(
-            "CREATE SCHEMA public; CREATE TABLE public.users AS SELECT range AS id, "
-            "'user ' || range AS name, TIMESTAMP '2024-01-01' + INTERVAL (range) HOUR AS seen "
-            "FROM range(1000)"
-        )
+    make_users(tmp_path / "records.db", 1000)
     return tmp_path
 
 
@@ -93,7 +98,7 @@ def test_seed_example_writes_the_seed_tree_and_reports_the_load(
         "init",
         "users",
     ]
-    assert re.fullmatch(rf"records/_dlt_loads/[0-9a-f]{{64}}__{load_id}\.jsonl", tree[0])
+    assert re.fullmatch(rf"records/_dlt_loads/_?[0-9a-z]{{63,64}}__{load_id}\.jsonl", tree[0])
     assert re.fullmatch(rf"records/users/{load_id}\.[0-9a-f]{{10}}\.parquet", tree[-1])
     parquet = s3_server.client().head_object(Bucket=bucket, Key=tree[-1])
     assert result["files_written"] == 1
@@ -310,20 +315,7 @@ def test_a_killed_run_leaves_no_load_and_the_retry_loads_cleanly(
     s3_server.faults.add(
         "delay", method="PUT", path_regex=r"/records/users/.*partNumber=", delay_s=8, times=None
     )
-    victim = subprocess.Popen(
-        [KINGEST, "ingest", *args],
-        cwd=workdir,
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not any(r["hits"] for r in s3_server.faults.rules()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert any(r["hits"] for r in s3_server.faults.rules()), "the run never reached the upload"
-    victim.kill()
-    victim.wait()
-    s3_server.faults.clear()
+    kill_when_delayed(s3_server, workdir, args)
 
     loads = [k for k in keys(s3_server, bucket) if "/_dlt_loads/" in k]
     data = [k for k in keys(s3_server, bucket) if "/users/" in k]
@@ -338,6 +330,25 @@ def test_a_killed_run_leaves_no_load_and_the_retry_loads_cleanly(
     assert len([k for k in keys(s3_server, bucket) if "/_dlt_loads/" in k]) == 2
     uploads = s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert uploads == []
+
+
+def kill_when_delayed(s3: S3Server, workdir: Path, args: list[str]) -> None:
+    """Start `kingest ingest ARGS`, SIGKILL it once a request meets the server's delay rule,
+    then clear the rules."""
+    victim = subprocess.Popen(
+        [KINGEST, "ingest", *args],
+        cwd=workdir,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not any(r["hits"] for r in s3.faults.rules()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(r["hits"] for r in s3.faults.rules()), "the run never reached the delayed request"
+    victim.kill()
+    victim.wait()
+    s3.faults.clear()
 
 
 def peak_rss_mb(argv: list[str], cwd: Path) -> float:

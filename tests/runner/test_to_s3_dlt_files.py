@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from kingest.runner import dlt_files
+from kingest.runner import dlt_files, dlt_state
 from kingest.runner.layout import LoadStamp
 from tests.platform.venvs import python_with
 
@@ -40,12 +40,29 @@ def test_schema_hash_is_dlts() -> None:
 def test_state_hash_is_dlts() -> None:
     doc = golden("_dlt_pipeline_state")
     state = json.loads(zlib.decompress(base64.b64decode(doc["state"])))
-    assert dlt_files.state_version_hash(state) == doc["version_hash"] == state["_version_hash"]
+    assert dlt_state.version_hash(state) == doc["version_hash"] == state["_version_hash"]
 
 
 def test_pipeline_is_named_like_ingestrs() -> None:
     doc = golden("_dlt_pipeline_state")
     assert dlt_files.pipeline_name_for("my-bucket/records") == doc["pipeline_name"]
+
+
+def test_schema_names_are_normalised_as_dlt_does() -> None:
+    # Pipeline and schema names ingestr 0.14.155 wrote: a hex name starting with a digit gets
+    # dlt's "_" and, then 65 characters long, a tag in the middle.
+    for pipeline, schema in (
+        (
+            "1437c972f9404ad849986c1ad7885b66ab393a9d316fb7602455d59a27d836e1",
+            "_1437c972f9404ad849986c1ad788x15wag93a9d316fb7602455d59a27d836e1",
+        ),
+        (
+            "7cd18c6ae4133404c1679076b1a648758dbf77d573283d208f7cd4dd260587f3",
+            "_7cd18c6ae4133404c1679076b1a6a2sp3af77d573283d208f7cd4dd260587f3",
+        ),
+        (golden("_dlt_pipeline_state")["pipeline_name"], golden("_dlt_version")["schema_name"]),
+    ):
+        assert dlt_files.normalized_schema_name(pipeline) == schema
 
 
 def users_schema(previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -84,15 +101,25 @@ def test_schema_version_moves_only_when_the_content_does() -> None:
     assert {"users", "orders"} <= set(second["tables"])
 
 
+def state_object(pipeline_name: str, schema: dict[str, Any]) -> dlt_files.DltObject:
+    """The ``_dlt_pipeline_state`` entry of a fresh pipeline state."""
+    state = dlt_state.next_state(
+        None,
+        pipeline_name=pipeline_name,
+        schema_name=schema["name"],
+        dataset_name="records",
+        destination_type="dlt.destinations.filesystem",
+    )
+    return dlt_files.pipeline_state_object(state=state, schema=schema, stamp=STAMP)
+
+
 def test_object_names_follow_dlts_patterns() -> None:
     schema = users_schema()
     hex_hash = base64.b64decode(schema["version_hash"]).hex()
     name = schema["name"]
 
     version = dlt_files.version_object(schema, STAMP)
-    state = dlt_files.pipeline_state_object(
-        pipeline_name=name, dataset_name="records", schema=schema, stamp=STAMP
-    )
+    state = state_object(name, schema)
     loads = dlt_files.loads_object(schema, STAMP, inserted_at=STAMP.started_at)
 
     assert version.key == f"_dlt_version/{name}__{STAMP.load_id}__{hex_hash}.jsonl"
@@ -104,11 +131,7 @@ def test_object_names_follow_dlts_patterns() -> None:
 
 def test_state_and_loads_documents_have_dlts_fields() -> None:
     schema = users_schema()
-    state = json.loads(
-        dlt_files.pipeline_state_object(
-            pipeline_name=schema["name"], dataset_name="records", schema=schema, stamp=STAMP
-        ).body
-    )
+    state = json.loads(state_object(schema["name"], schema).body)
     theirs = golden("_dlt_pipeline_state")
     assert set(state) == set(theirs)
     inner = json.loads(zlib.decompress(base64.b64decode(state["state"])))
@@ -147,9 +170,7 @@ def test_real_dlt_accepts_our_schema_and_state(tmp_path: Path) -> None:
         "records_schema", [dlt_files.table_schema("users", arrow, "append", "parquet")], None
     )
     (tmp_path / "version.json").write_bytes(dlt_files.version_object(schema, STAMP).body)
-    state = dlt_files.pipeline_state_object(
-        pipeline_name="records_pipeline", dataset_name="records", schema=schema, stamp=STAMP
-    )
+    state = state_object("records_pipeline", schema)
     (tmp_path / "state.json").write_bytes(state.body)
     check = (
         "import json, sys\n"
