@@ -19,6 +19,9 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from kingest.runner.errors import KingestError, UsageError
+from kingest.runner.masking import Mask
+from kingest.runner.naming import Naming, normalize
+from kingest.runner.schema_contract import Contract
 from kingest.runner.uri import ParsedUri
 
 
@@ -111,6 +114,28 @@ class LoadOptions(BaseModel):
     extract_parallelism: int = 5
     loader_file_format: str | None = None
     loader_file_size: int | None = None
+    # ingestr's stream-shaping flags (see stream_shape.py): masks, names, contract, page limit.
+    masks: tuple[Mask, ...] = ()
+    schema_naming: Naming = Naming.SNAKE_CASE
+    schema_contract: Contract = Contract.EVOLVE
+    yield_limit: int | None = None
+
+    def for_destination(self) -> LoadOptions:
+        """These options with the column names they give (keys, hints) as ``--schema-naming``
+        names them in the destination: users name the source's columns."""
+        naming = self.schema_naming
+        if naming is Naming.DIRECT:
+            return self
+        key = self.incremental_key
+        return self.model_copy(
+            update={
+                "primary_key": tuple(normalize(k, naming) for k in self.primary_key),
+                "incremental_key": normalize(key, naming) if key else key,
+                "columns": tuple(
+                    ColumnHint(normalize(h.name, naming), h.type_name) for h in self.columns
+                ),
+            }
+        )
 
 
 class ReadStats:
@@ -244,6 +269,12 @@ class Destination(ABC):
 
         A destination that records loaded files stores ``stream.files`` in the same unit.
         """
+
+    def existing_columns(self, stream_name: str) -> Mapping[str, str] | None:
+        """The columns (dlt data types) of the table a stream named ``stream_name`` loads
+        into, for ``--schema-contract``; None when it does not exist or a full refresh drops
+        it. The default: the destination does not know (every contract acts as evolve)."""
+        return None
 
     def loaded_files(self) -> LoadedFiles | None:
         """The file versions the destination table holds and a run must not load again.

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from kingest.runner.errors import InvalidUri
 from kingest.runner.interfaces import Destination, LoadOptions, LoadSummary, Source, SourceStream
+from kingest.runner.schema_contract import Contract
 from kingest.runner.uri import ENV_PREFIX, ParsedUri, is_secret_parameter, parse_uri
 
 SOURCES: dict[str, str] = {
@@ -91,7 +92,7 @@ def prepare(
     source_cls = _resolve(SOURCES, source_uri)
     dest_cls = _resolve(DESTINATIONS, dest_uri)
     source = source_cls.from_uri(source_uri, request.source_table, request.options)
-    destination = dest_cls.from_uri(dest_uri, request.dest_table, request.options)
+    destination = dest_cls.from_uri(dest_uri, request.dest_table, request.options.for_destination())
     return source, destination
 
 
@@ -99,17 +100,21 @@ def run(
     source: Source,
     destination: Destination,
     on_open: Callable[[SourceStream], None] | None = None,
+    options: LoadOptions | None = None,
 ) -> LoadOutcome:
     """Open the source, load its stream into the destination, return what was committed.
 
     The destination says which file versions it already holds (incremental file syncs), so
     the source lists but never reads them; the destination records the new ones in the same
     transaction as their rows, which makes a retried run load each file exactly once.
+    ``options`` shape the stream on its way (masks, names, contract, page limit).
     """
     _use_returning_memory_pool()
     load_id = new_load_id()
     loaded = destination.loaded_files() if source.reads_files else None
     with source.open(loaded) as stream:
+        if options is not None:
+            _shape(stream, options, destination)
         if on_open is not None:
             on_open(stream)
         try:
@@ -125,6 +130,15 @@ def run(
             stream.stats.bytes,
             stream.skipped_files,
         )
+
+
+def _shape(stream: SourceStream, options: LoadOptions, destination: Destination) -> None:
+    from kingest.runner.stream_shape import shape
+
+    existing = None
+    if options.schema_contract is not Contract.EVOLVE and not options.full_refresh:
+        existing = destination.existing_columns(stream.name)
+    shape(stream, options, existing)
 
 
 def secrets_in(request_uris: list[str], environ: Mapping[str, str]) -> list[str]:
