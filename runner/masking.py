@@ -284,9 +284,7 @@ def _star_mask(column: pa.Array, mask: Mask, _: MaskState) -> pa.Array:
 
 def _uuid(column: pa.Array, mask: Mask, state: MaskState) -> pa.Array:
     tokens = state.tokens.setdefault(mask.column, {})
-    return _per_distinct(
-        column, lambda v: tokens.setdefault(v, str(uuid.uuid4())), pa.string()
-    )
+    return _per_distinct(column, lambda v: tokens.setdefault(v, str(uuid.uuid4())), pa.string())
 
 
 def _sequential(column: pa.Array, mask: Mask, state: MaskState) -> pa.Array:
@@ -435,4 +433,3 @@ class Masker:
             columns.append(column)
             fields.append(f)
         return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
-
