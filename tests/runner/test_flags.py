@@ -91,6 +91,9 @@ def test_a_mask_on_a_missing_column_fails_before_the_database_exists(
     code, result, _ = run(capsys, *s3_to_duckdb(
         s3_server, bucket, "people.csv", db, "--mask", "email:scramble"))  # fmt: skip
     assert code == 2 and "unknown algorithm 'scramble' for column 'email'" in result["error"]
+    code, result, output = run(capsys, *s3_to_duckdb(
+        s3_server, bucket, "people.csv", db, "--mask", "phone:hmac:TOPSECRET-KEY"))  # fmt: skip
+    assert code == 2 and "'phone'" in result["error"] and "TOPSECRET" not in output
 
 
 def test_names_are_snake_case_by_default_and_direct_keeps_them(
