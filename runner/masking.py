@@ -6,10 +6,11 @@ integers; ``random`` and ``noise`` keep a numeric type; ``date_shift`` keeps a d
 timestamp type). Nulls stay null. Masks run batch by batch before a destination sees any row,
 so no unmasked value is ever written.
 
-Speed: arithmetic, date and constant masks are pyarrow compute kernels over whole columns.
-Masks that need Python per value (hashes, tokens, the format-preserving ones) run once per
-*distinct* value of a batch (a dictionary encoding), and ``uuid`` / ``sequential`` keep their
-tokens for the whole run, so one value maps to one token everywhere.
+Speed: arithmetic, date and constant masks are pyarrow compute kernels over whole columns;
+sha256 and md5 are DuckDB's vectorised functions. Masks that need Python per value (hmac,
+tokens, the format-preserving ones) run once per *distinct* value of a batch (a dictionary
+encoding), and ``uuid`` / ``sequential`` keep their tokens for the whole run, so one value maps
+to one token everywhere.
 
 Bad flags fail before any I/O (unknown algorithm, a parameter that is not a number, ``hmac``
 without its key); a masked column the source does not have fails before anything is written.
