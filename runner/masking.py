@@ -28,8 +28,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -391,8 +391,11 @@ class MaskState:
     tokens: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @functools.cached_property
-    def sql(self) -> duckdb.DuckDBPyConnection:
-        """A private in-memory DuckDB, made on first use."""
+    def sql(self) -> Any:
+        """A private in-memory DuckDB, made on first use (an S3 -> S3 run without hash masks
+        never imports DuckDB)."""
+        import duckdb
+
         return duckdb.connect(":memory:")
 
 
