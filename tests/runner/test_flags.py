@@ -9,6 +9,7 @@ import io
 import json
 import os
 import subprocess
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,18 @@ def test_names_are_snake_case_by_default_and_direct_keeps_them(
         s3_server, bucket, "n.csv", direct, "--schema-naming", "direct"))  # fmt: skip
     assert code == 0, result
     assert columns(direct)[:4] == ["ID", "First Name", "userId", "first_name"]
+
+
+def test_keys_name_source_columns_and_apply_to_the_renamed_ones(
+    s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put(s3_server, bucket, "e.csv", b"Event Id,Created At\n1,2024-01-01\n2,2024-02-01\n")
+    db = tmp_path / "d.duckdb"
+    code, result, _ = run(capsys, *s3_to_duckdb(
+        s3_server, bucket, "e.csv", db, "--incremental-key", "Created At",
+        "--interval-start", "2024-01-15", "--columns", "Event Id:text"))  # fmt: skip
+    assert code == 0, result
+    assert query(db, "SELECT event_id, created_at FROM raw.t") == [("2", date(2024, 2, 1))]
 
 
 def test_every_row_gets_its_own_dlt_id_in_dlts_format(
