@@ -355,9 +355,11 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
     )
     result = RunResult(status="failed")
     progress = None
+    mode = None
     trace = ""
     try:
         values = _resolve_flags(_parser().parse_args(["ingest", *argv]), environ)
+        mode = values["progress"] or ("interactive" if sys.stderr.isatty() else "none")
         result.destination_table = str(values["dest_table"] or values["source_table"])
         request = pipeline.IngestRequest(
             source_uri=str(values["source_uri"]),
@@ -367,7 +369,6 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
             options=_options(values),
         )
         source, destination = pipeline.prepare(request, environ)
-        mode = values["progress"] or ("interactive" if sys.stderr.isatty() else "none")
 
         def on_open(stream: SourceStream) -> None:
             nonlocal progress
@@ -400,6 +401,11 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
     finally:
         if progress is not None:
             progress.stop(succeeded=result.status == "succeeded")
+        elif mode == "json":
+            # Failed before the source opened: log collectors still get the run's end.
+            from kingest.runner.progress import json_event
+
+            print(json_event("end", status="error", rows=0), file=sys.stderr, flush=True)
     result.duration_s = time.monotonic() - started
     if code != 0:
         if debug:

@@ -21,6 +21,19 @@ def human_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
+def json_event(event: str, **fields: object) -> str:
+    """One ``--progress json`` line: ingestr's ``time``, ``level``, ``msg``, ``event`` keys,
+    then ``fields`` (``status: error`` makes the level ERROR)."""
+    record = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": "ERROR" if fields.get("status") == "error" else "INFO",
+        "msg": event,
+        "event": event,
+        **fields,
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
 class ProgressLine:
     """Redraws one status line (files, rows, bytes, rows/s) every ``interval`` seconds.
 
@@ -60,20 +73,16 @@ class ProgressLine:
     def _event(self, event: str, **extra: object) -> str:
         stats = self._stream.stats
         elapsed = max(time.monotonic() - self._started, 1e-6)
-        record = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "level": "ERROR" if extra.get("status") == "error" else "INFO",
-            "msg": event,
-            "event": event,
-            "rows": stats.rows,
-            "rows_per_sec": round(stats.rows / elapsed, 1),
-            "elapsed_sec": round(elapsed, 3),
-            "files": stats.files,
-            "total_files": self._stream.total_files,
-            "bytes": stats.bytes,
+        return json_event(
+            event,
+            rows=stats.rows,
+            rows_per_sec=round(stats.rows / elapsed, 1),
+            elapsed_sec=round(elapsed, 3),
+            files=stats.files,
+            total_files=self._stream.total_files,
+            bytes=stats.bytes,
             **extra,
-        }
-        return json.dumps(record, separators=(",", ":"))
+        )
 
     def _emit(self, event: str, **extra: object) -> None:
         self._out.write(self._event(event, **extra) + "\n")

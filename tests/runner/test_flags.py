@@ -256,6 +256,15 @@ def test_progress_json_writes_one_object_per_event_and_pipelines_dir_is_accepted
                for e in events)  # fmt: skip
     assert json.loads(proc.stdout.splitlines()[-1])["status"] == "succeeded"
     assert not (tmp_path / "pipelines").exists()
+    failed = subprocess.run(
+        [KINGEST, "ingest", *s3_to_duckdb(s3_server, bucket, "people.csv", db),
+         "--progress", "json", "--mask", "nope:hash"],
+        env={"PATH": os.environ["PATH"], "AWS_EC2_METADATA_DISABLED": "true"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    end = json.loads(failed.stderr.splitlines()[0])
+    assert failed.returncode == 2 and end["event"] == "end" and end["status"] == "error"
+    assert end["level"] == "ERROR"
 
 
 # -- DuckDB -> S3 --------------------------------------------------------------------------
