@@ -22,7 +22,10 @@ from typing import NoReturn
 
 from kingest.runner.errors import KingestError, UsageError, redact
 from kingest.runner.interfaces import ColumnHint, LoadOptions, SourceStream, Strategy
+from kingest.runner.masking import parse_masks
+from kingest.runner.naming import Naming
 from kingest.runner.result import RunResult
+from kingest.runner.schema_contract import Contract
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,9 @@ FLAGS: tuple[Flag, ...] = (
         "--progress",
         _env("PROGRESS"),
         "Progress display: interactive (a live line, the "
-        "default on a terminal), log (a line every 10 s) or none.",
-        choices=("interactive", "log", "none"),
+        "default on a terminal), log (a line every 10 s), json (one JSON object per event on "
+        "stderr, for log collectors) or none.",
+        choices=("interactive", "log", "json", "none"),
     ),
     Flag(
         "--page-size", _env("PAGE_SIZE"), "Rows per record batch read from the source.", kind="int"
@@ -173,6 +177,44 @@ FLAGS: tuple[Flag, ...] = (
         kind="int",
     ),
     Flag("--debug", _env("DEBUG"), "Show a traceback on failure.", kind="bool"),
+    # ingestr's stream-shaping flags (runner/stream_shape.py).
+    Flag(
+        "--mask",
+        _env("MASK"),
+        "Mask a column before anything is written: 'column:algorithm[:param]'; repeat the "
+        "flag or separate with commas. Algorithms: hash, sha256, md5, hmac:KEY, email, phone, "
+        "credit_card, ssn, redact, stars, fixed[:VALUE], random, partial[:N], first_letter, "
+        "uuid, sequential, round[:STEP], range[:WIDTH], noise[:LEVEL], date_shift[:DAYS], "
+        "year_only, month_year.",
+        kind="list",
+    ),
+    Flag(
+        "--schema-naming",
+        _env("SCHEMA_NAMING"),
+        "Column names in the destination: default (dlt's snake_case, as ingestr: "
+        "'First Name' -> first_name, a duplicate gets _1) or direct (as the source writes them).",
+        choices=("default", "snake_case", "direct"),
+    ),
+    Flag(
+        "--schema-contract",
+        _env("SCHEMA_CONTRACT"),
+        "When the source has a column or a column type the destination table lacks: evolve "
+        "(default: add/accept it), freeze (fail, nothing written), discard_row (leave out rows "
+        "with a value in it), discard_value (leave the column out).",
+        choices=tuple(c.value for c in Contract),
+    ),
+    Flag(
+        "--yield-limit",
+        _env("YIELD_LIMIT"),
+        "Load at most this many pages of --page-size rows (default page 25,000 rows).",
+        kind="int",
+    ),
+    Flag(
+        "--pipelines-dir",
+        _env("PIPELINES_DIR"),
+        "Accepted for ingestr compatibility; kingest keeps no local pipeline state (all state "
+        "lives in the destination), so it is not used.",
+    ),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -279,7 +321,13 @@ def _comma_list(values: object) -> tuple[str, ...]:
 
 def _options(values: dict[str, object]) -> LoadOptions:
     primary_key = _comma_list(values["primary_key"])
-    for name in ("page_size", "extract_parallelism", "loader_file_size", "sql_limit"):
+    for name in (
+        "page_size",
+        "extract_parallelism",
+        "loader_file_size",
+        "sql_limit",
+        "yield_limit",
+    ):
         value = values[name]
         if value is not None and int(value) < 1:  # type: ignore[call-overload]
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
@@ -306,6 +354,10 @@ def _options(values: dict[str, object]) -> LoadOptions:
         loader_file_size=values["loader_file_size"],
         sql_limit=values["sql_limit"],
         sql_exclude_columns=_comma_list(values["sql_exclude_columns"]),
+        masks=parse_masks([str(v) for v in values["mask"] or []]),
+        schema_naming=Naming.parse(values["schema_naming"]),
+        schema_contract=Contract(values["schema_contract"] or Contract.EVOLVE),
+        yield_limit=values["yield_limit"],
     )
 
 
@@ -340,9 +392,11 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
     )
     result = RunResult(status="failed")
     progress = None
+    mode = None
     trace = ""
     try:
         values = _resolve_flags(_parser().parse_args(["ingest", *argv]), environ)
+        mode = values["progress"] or ("interactive" if sys.stderr.isatty() else "none")
         result.destination_table = str(values["dest_table"] or values["source_table"])
         request = pipeline.IngestRequest(
             source_uri=str(values["source_uri"]),
@@ -352,7 +406,6 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
             options=_options(values),
         )
         source, destination = pipeline.prepare(request, environ)
-        mode = values["progress"] or ("interactive" if sys.stderr.isatty() else "none")
 
         def on_open(stream: SourceStream) -> None:
             nonlocal progress
@@ -385,7 +438,12 @@ def ingest(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int
         trace = traceback.format_exc()
     finally:
         if progress is not None:
-            progress.stop()
+            progress.stop(succeeded=result.status == "succeeded")
+        elif mode == "json":
+            # Failed before the source opened: log collectors still get the run's end.
+            from kingest.runner.progress import json_event
+
+            print(json_event("end", status="error", rows=0), file=sys.stderr, flush=True)
     result.duration_s = time.monotonic() - started
     if code != 0:
         if debug:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -150,6 +151,33 @@ def _arrow_to_dlt_column(field: pa.Field) -> Json:
     else:
         column["data_type"] = "text"
     return column
+
+
+DLT_ID_BYTES = 10
+"""dlt's ``_dlt_id``: 10 random bytes in standard base64 without padding (14 characters)."""
+
+
+def dlt_ids(count: int) -> pa.Array:
+    """``count`` fresh ``_dlt_id`` values, as dlt makes them (crypto-grade random bytes).
+
+    Built in bulk: one base64 pass over all ids. Each 10-byte id is padded to 12 bytes (a
+    multiple of 3), so its first 14 base64 characters are exactly those of the id alone.
+    """
+    random = secrets.token_bytes(count * DLT_ID_BYTES)
+    padded = bytearray(count * 12)
+    for k in range(DLT_ID_BYTES):
+        padded[k::12] = random[k::DLT_ID_BYTES]
+    encoded = base64.b64encode(padded)
+    ids = bytearray(count * 14)
+    for k in range(14):
+        ids[k::14] = encoded[k::16]
+    fixed = pa.Array.from_buffers(pa.binary(14), count, [None, pa.py_buffer(ids)])
+    return fixed.cast(pa.binary()).cast(pa.string())
+
+
+def dlt_data_type(field: pa.Field) -> str:
+    """The dlt data type (``bigint``, ``text``, ...) an Arrow field is stored as."""
+    return str(_arrow_to_dlt_column(field)["data_type"])
 
 
 def table_schema(

@@ -7,7 +7,8 @@ exactly as it found it.
 
 Bookkeeping follows what ingestr 0.14 (dlt) writes into ``<schema>``: ``_dlt_loads``
 (load_id, schema_name, status 0, inserted_at, schema_version_hash), ``_dlt_version`` (the
-stored dlt schema) and ``_dlt_pipeline_state``; loaded rows carry ``_dlt_load_id``. As in
+stored dlt schema) and ``_dlt_pipeline_state``; loaded rows carry ``_dlt_load_id`` and a
+``_dlt_id`` of their own (dlt's format: 10 random bytes, base64, 14 characters). As in
 ingestr, the pipeline is named after the sha256 of ``--dest-table``, and its schema after the
 pipeline as dlt normalises it.
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from kingest.runner.cursor import CursorTracker
 
 LOAD_ID_COLUMN = "_dlt_load_id"
+ROW_ID_COLUMN = "_dlt_id"
 STREAM_VIEW = "kingest_source_stream"
 STAGE_TABLE = "kingest_stage"
 LOADED_FILES_TABLE = "_kingest_loaded_files"
@@ -117,6 +119,21 @@ def _gathered(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
             yield from _combined(pending)
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _with_row_ids(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """``reader`` with a fresh ``_dlt_id`` on every row, as dlt gives each row it loads (a
+    ``_dlt_id`` the source already had is replaced: ids are unique per destination row)."""
+    fields = [f for f in reader.schema if f.name != ROW_ID_COLUMN]
+    schema = pa.schema([*fields, pa.field(ROW_ID_COLUMN, pa.string(), nullable=False)])
+    names = [f.name for f in fields]
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            columns = [*batch.select(names).columns, dlt_files.dlt_ids(batch.num_rows)]
+            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _combined(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
@@ -220,6 +237,19 @@ class DuckDBDestination(Destination):
             raise DestinationError(f"cannot read DuckDB database {self.path}: {exc}") from None
         return {url: SourceFile(url, etag, size, modified) for url, etag, size, modified in rows}
 
+    def existing_columns(self, stream_name: str) -> dict[str, str] | None:
+        """The table's columns as dlt types (None if there is no such table yet)."""
+        if not self.path.is_file():
+            return None
+        try:
+            with duckdb.connect(str(self.path), read_only=True) as con:
+                if not self._table_exists(con):
+                    return None
+                schema = con.sql(f"SELECT * FROM {self.qualified} LIMIT 0").to_arrow_table().schema
+        except duckdb.Error as exc:
+            raise DestinationError(f"cannot read DuckDB database {self.path}: {exc}") from None
+        return {f.name: dlt_files.dlt_data_type(f) for f in schema}
+
     def load(self, stream: SourceStream, load_id: str) -> LoadSummary:
         """Load ``stream`` into the table in one transaction; raise DestinationError on failure."""
         table = f"{self.schema}.{self.table}"
@@ -268,8 +298,9 @@ class DuckDBDestination(Destination):
             )
             replaces.append(f"{expression} AS {quote(hint.name)}")
         star = f"* REPLACE ({', '.join(replaces)})" if replaces else "*"
-        if LOAD_ID_COLUMN in schema.names:
-            star += f" EXCLUDE ({quote(LOAD_ID_COLUMN)})"
+        excluded = [quote(c) for c in (LOAD_ID_COLUMN, ROW_ID_COLUMN) if c in schema.names]
+        if excluded:
+            star += f" EXCLUDE ({', '.join(excluded)})"
         conditions = []
         key = self.options.incremental_key
         if key is not None and (self.options.interval_start or self.options.interval_end):
@@ -283,15 +314,18 @@ class DuckDBDestination(Destination):
             if self.options.interval_end:
                 conditions.append(f"{quote(key)} < {_literal(self.options.interval_end)}")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        return f"SELECT {star}, {_literal(load_id)} AS {LOAD_ID_COLUMN} FROM {STREAM_VIEW}{where}"
+        return (
+            f"SELECT {star}, {_literal(load_id)} AS {LOAD_ID_COLUMN}, {ROW_ID_COLUMN} "
+            f"FROM {STREAM_VIEW}{where}"
+        )
 
     def _table_exists(self, con: duckdb.DuckDBPyConnection, name: str | None = None) -> bool:
         found = con.execute(
             "SELECT count(*) FROM information_schema.tables "
             "WHERE table_schema = ? AND table_name = ?",
             [self.schema, name or self.table],
-        ).fetchone()
-        return bool(found and found[0])
+        ).fetchall()  # all of it: a half-read result blocks the connection's next query
+        return bool(found[0][0])
 
     def _columns(self, con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
         return {row[0]: row[1] for row in con.execute(f"DESCRIBE {table}").fetchall()}
@@ -323,8 +357,9 @@ class DuckDBDestination(Destination):
             return 0
         if stream.files is not None:
             self._record_files(con, stream.files, load_id)
-        con.register(STREAM_VIEW, _gathered(stream.reader))
-        select = self._select(stream.reader.schema, load_id)
+        reader = _with_row_ids(_gathered(stream.reader))
+        con.register(STREAM_VIEW, reader)
+        select = self._select(reader.schema, load_id)
         strategy = self.options.strategy
         exists = self._table_exists(con)
         if strategy is Strategy.SCD2:

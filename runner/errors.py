@@ -64,6 +64,13 @@ class DataError(KingestError):
     exit_code = 6
 
 
+class SchemaContractViolation(DataError):
+    """``--schema-contract freeze``: the source has a column, or a column type, the destination
+    table does not; nothing was written."""
+
+    reason = "SchemaContractViolation"
+
+
 class DestinationError(KingestError):
     """The destination refused the load (locked file, incompatible table, I/O error)."""
 
@@ -86,6 +93,7 @@ EXIT_CODES: dict[str, int] = {
     "BucketNotFound": 4,
     "AccessDenied": 5,
     "DataError": 6,
+    "SchemaContractViolation": 6,
     "DestinationError": 7,
     "SourceUnavailable": 8,
 }

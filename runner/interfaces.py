@@ -19,6 +19,9 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from kingest.runner.errors import KingestError, UsageError
+from kingest.runner.masking import Mask
+from kingest.runner.naming import Naming, normalize
+from kingest.runner.schema_contract import Contract
 from kingest.runner.uri import ParsedUri
 
 if TYPE_CHECKING:
@@ -120,11 +123,34 @@ class LoadOptions(BaseModel):
     sql_limit: int | None = None
     sql_exclude_columns: tuple[str, ...] = ()
 
+    # ingestr's stream-shaping flags (see stream_shape.py): masks, names, contract, page limit.
+    masks: tuple[Mask, ...] = ()
+    schema_naming: Naming = Naming.SNAKE_CASE
+    schema_contract: Contract = Contract.EVOLVE
+    yield_limit: int | None = None
+
     @field_validator("strategy")
     @classmethod
     def _none_is_append(cls, strategy: Strategy) -> Strategy:
         """``none`` is ingestr 0.14's "the source decides": append, for every kingest source."""
         return Strategy.APPEND if strategy is Strategy.NONE else strategy
+
+    def for_destination(self) -> LoadOptions:
+        """These options with the column names they give (keys, hints) as ``--schema-naming``
+        names them in the destination: users name the source's columns."""
+        naming = self.schema_naming
+        if naming is Naming.DIRECT:
+            return self
+        key = self.incremental_key
+        return self.model_copy(
+            update={
+                "primary_key": tuple(normalize(k, naming) for k in self.primary_key),
+                "incremental_key": normalize(key, naming) if key else key,
+                "columns": tuple(
+                    ColumnHint(normalize(h.name, naming), h.type_name) for h in self.columns
+                ),
+            }
+        )
 
 
 class ReadStats:
@@ -276,6 +302,12 @@ class Destination(ABC):
 
     def stored_state(self) -> dict[str, Any] | None:
         """The newest committed dlt pipeline state of this destination table (None if none)."""
+        return None
+
+    def existing_columns(self, stream_name: str) -> Mapping[str, str] | None:
+        """The columns (dlt data types) of the table a stream named ``stream_name`` loads
+        into, for ``--schema-contract``; None when it does not exist or a full refresh drops
+        it. The default: the destination does not know (every contract acts as evolve)."""
         return None
 
     def loaded_files(self) -> LoadedFiles | None:

@@ -22,6 +22,8 @@ from kingest.runner.dlt_files import schema_name_for
 from kingest.runner.dlt_state import CursorAddress
 from kingest.runner.errors import InvalidUri
 from kingest.runner.interfaces import Destination, LoadOptions, LoadSummary, Source, SourceStream
+from kingest.runner.schema_contract import Contract
+from kingest.runner.stream_shape import limit_pages, shape
 from kingest.runner.uri import ENV_PREFIX, ParsedUri, is_secret_parameter, parse_uri
 
 SOURCES: dict[str, str] = {
@@ -97,7 +99,7 @@ def prepare(
     source_cls = _resolve(SOURCES, source_uri)
     dest_cls = _resolve(DESTINATIONS, dest_uri)
     source = source_cls.from_uri(source_uri, request.source_table, request.options)
-    destination = dest_cls.from_uri(dest_uri, request.dest_table, request.options)
+    destination = dest_cls.from_uri(dest_uri, request.dest_table, request.options.for_destination())
     return source, destination
 
 
@@ -125,6 +127,11 @@ def run(
     transaction as their rows, which makes a retried run load each file exactly once. A
     SQL-like source with an incremental key reads from the cursor the destination stored, and
     the destination stores the new cursor in the same commit as the rows (:mod:`.cursor`).
+
+    ``options`` shape the stream on its way, in ingestr's order: ``--yield-limit`` ends the
+    source's pages, the cursor sees (and skips its boundary rows among) what remains, then
+    masks, names and the contract apply (:mod:`.stream_shape`). The cursor so follows the
+    source's own values and only rows that reach the destination.
     """
     _use_returning_memory_pool()
     load_id = new_load_id()
@@ -133,9 +140,13 @@ def run(
     if cursor is not None and cursor.plan.start is not None:
         source = source.resumed_from(cursor.plan.start.last_value)
     with source.open(loaded) as stream:
+        if options is not None:
+            limit_pages(stream, options)
         if cursor is not None:
             stream.reader = cursor.wrap(stream.reader)
             stream.cursor = cursor
+        if options is not None:
+            _shape(stream, options, destination)
         if on_open is not None:
             on_open(stream)
         try:
@@ -152,6 +163,13 @@ def run(
             stream.skipped_files,
             cursor.report() if cursor is not None else None,
         )
+
+
+def _shape(stream: SourceStream, options: LoadOptions, destination: Destination) -> None:
+    existing = None
+    if options.schema_contract is not Contract.EVOLVE and not options.full_refresh:
+        existing = destination.existing_columns(stream.name)
+    shape(stream, options, existing)
 
 
 def secrets_in(request_uris: list[str], environ: Mapping[str, str]) -> list[str]:

@@ -207,6 +207,13 @@ class S3Destination(Destination):
             objects=tuple(result.objects),
         )
 
+    def existing_columns(self, stream_name: str) -> dict[str, str] | None:
+        """The table's columns (dlt types) in the dataset's newest stored schema, if any."""
+        newest = self._read_dataset().newest_schema or {}
+        table = newest.get("tables", {}).get(key_safe_table_name(stream_name), {})
+        columns = table.get("columns") or {}
+        return {name: str(c.get("data_type", "text")) for name, c in columns.items()} or None
+
     def __init__(
         self,
         uri: S3Uri,

@@ -295,6 +295,36 @@ def test_sql_limit_and_exclude_columns(source: Path) -> None:
     assert "name" not in columns and "seen" in columns
 
 
+def test_yield_limit_moves_the_cursor_only_over_the_rows_loaded(source: Path) -> None:
+    limited = ok(source, to_duckdb(*APPEND_ID, "--page-size", "30", "--yield-limit", "1"))
+    rest = ok(source, to_duckdb(*APPEND_ID))
+
+    assert (limited["rows"], limited["cursor"]["value"]) == (30, 29)
+    assert (rest["rows"], rest["cursor"]["previous"]) == (70, 29)
+    assert ids_in_duckdb(source) == list(range(100))
+
+
+def test_a_renamed_incremental_key_keeps_its_cursor(source: Path) -> None:
+    """--schema-naming renames "User ID" to user_id in the destination; the cursor follows the
+    source's column, as ingestr's does, and the second run loads only the new rows."""
+    query = 'query:SELECT id AS "User ID", name FROM public.users'
+    args = [
+        "--source-uri", "duckdb:///src.db", "--source-table", query,
+        "--dest-uri", "duckdb:///dst.db", "--dest-table", "raw.renamed",
+        "--incremental-key", "User ID", "--incremental-strategy", "delete+insert",
+    ]  # fmt: skip
+    first = ok(source, args)
+    add_rows(source, 100, 3)
+    second = ok(source, args)
+
+    with duckdb.connect(str(source / "dst.db"), read_only=True) as con:
+        ids = [r[0] for r in con.execute("SELECT user_id FROM raw.renamed ORDER BY 1").fetchall()]
+    assert (first["cursor"]["key"], first["cursor"]["value"]) == ("User ID", 99)
+    # delete+insert reads the boundary row (99) again and replaces it: 3 new rows + 1.
+    assert second["rows"] == 4
+    assert ids == list(range(103))
+
+
 def test_excluding_the_incremental_key_is_refused(source: Path) -> None:
     proc, result = kingest(source, *to_duckdb(*APPEND_ID, "--sql-exclude-columns", "seen,id"))
 

@@ -70,7 +70,7 @@ def test_the_seed_example_loads_a_csv_into_schema_and_table(
                            "WHERE table_name = 'student_details'"))  # fmt: skip
     assert types == {
         "id": "BIGINT", "name": "VARCHAR", "score": "DOUBLE", "born": "DATE",
-        "seen": "TIMESTAMP WITH TIME ZONE", "_dlt_load_id": "VARCHAR",
+        "seen": "TIMESTAMP WITH TIME ZONE", "_dlt_load_id": "VARCHAR", "_dlt_id": "VARCHAR",
     }  # fmt: skip
     loads = query(db, "SELECT load_id, status FROM processed_students._dlt_loads")
     assert loads == [(result["load_id"], 0)]
