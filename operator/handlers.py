@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from kingest.operator import clock, rawapi
 from kingest.operator.events import EventPoster
 from kingest.operator.job import RunnerDefaults, parse_time, render_job
+from kingest.operator.logs import run_event
 from kingest.operator.metrics import IngestionMetrics
 from kingest.operator.reconcile import RUN_REQUESTED, Plan, needs_pods, plan
 from kingest.operator.scheduler import SlotTimer
@@ -209,11 +210,11 @@ def reconcile(namespace: str, name: str) -> None:
         try:
             jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
             store.seen("jobs", rawapi.create(client, jobs_path, manifest))
-            log.info("created Job %s/%s", namespace, manifest["metadata"]["name"])
             created = True
         except k8s.ApiException as exc:
             if exc.status == 409:
-                log.info("adopting Job %s/%s", namespace, manifest["metadata"]["name"])
+                job = manifest["metadata"]["name"]
+                run_event(log, "RunAdopted", namespace, name, f"{job} already exists", job=job)
             elif exc.status in (400, 422):
                 # The API server's validation of the runner's Pod fields (volumes, ...).
                 reason = _api_message(exc)
@@ -241,9 +242,10 @@ events = EventPoster(api, _now, hold=queue.starting)
 
 
 def _observe(key: tuple[str, str], old: IngestionStatus, step: Plan) -> None:
-    """Set the next wake-up and feed the metrics with runs that finished since `old`."""
+    """Set the next wake-up (a slot or a retry); feed the metrics with runs finished since `old`."""
     next_run = step.status.next_run_time
-    slot_timer.set(key, parse_time(next_run) if next_run else None)
+    wake_ups = [parse_time(t) for t in (next_run, step.status.next_retry_time) if t]
+    slot_timer.set(key, min(wake_ups) if wake_ups else None)
     metrics.set_next_run(key, parse_time(next_run).timestamp() if next_run else None)
     counted = {run.job for run in old.runs if run.result in ("Succeeded", "Failed")}
     for run in reversed(step.status.runs):
@@ -310,7 +312,12 @@ def _write(custom: k8s.CustomObjectsApi, obj: dict[str, Any], step: Plan) -> Non
 
 
 def _post_events(obj: dict[str, Any], step: Plan) -> None:
+    """Post the plan's Events, each also one log line (see `kingest.operator.logs`)."""
+    meta = obj["metadata"]
     for event in step.events:
+        run_event(
+            log, event.reason, meta["namespace"], meta["name"], event.message, type=event.type
+        )
         events.post(obj, event)
 
 

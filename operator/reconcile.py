@@ -13,7 +13,14 @@ Rules:
   another is active, except that an active run whose Pod never started a container (a
   missing Secret, an image that cannot be pulled) is superseded: deleted, and the new run
   created once it is gone;
-- an invalid spec starts nothing and says what to fix; the next generation is checked again.
+- an invalid spec starts nothing and says what to fix; the next generation is checked again;
+- a run whose Job is deleted before it finished (`kubectl delete job`, before or after its
+  Pod started) has failed: reason JobDeleted;
+- a run that failed for a transient reason (`TRANSIENT_REASONS`, the runner's exit code 8) is
+  tried again as a new Job (attempt 2, 3, ...) after `spec.retry`'s backoff, up to its limit,
+  unless another run is due by then; any other failure is final;
+- condition Running is True only while the runner's container runs (not while its Pod waits
+  on a Secret or an image).
 
 Scheduled Ingestions (`spec.schedule`) run per slot instead of per generation (a spec change
 only moves the next slot; `runOnCreate` adds one run at creation). CronJob's semantics:
@@ -34,7 +41,7 @@ only moves the next slot; `runOnCreate` adds one run at creation). CronJob's sem
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from kingest.operator.job import (
@@ -44,6 +51,7 @@ from kingest.operator.job import (
     format_time,
     job_name,
     parse_time,
+    run_of,
 )
 from kingest.operator.schedule import InvalidSchedule, Schedule, decide
 from kingest.operator.spec import (
@@ -55,6 +63,7 @@ from kingest.operator.spec import (
     RunStatus,
 )
 from kingest.operator.status import has_started, job_finished, run_status
+from kingest.runner.errors import SourceUnavailable
 
 RUN_REQUESTED = "kingest.io/run-requested"
 HISTORY_LIMIT = 10
@@ -63,6 +72,10 @@ SCHEDULED_SUCCESSFUL_JOBS = 3
 SCHEDULED_FAILED_JOBS = 1
 JobDict = dict
 PodDict = dict
+# Failures that may go away by themselves: retried per spec.retry. Usage, data and
+# destination errors (the runner's exit codes 2-7) are not.
+TRANSIENT_REASONS = frozenset({SourceUnavailable.reason})
+JOB_DELETED = "JobDeleted"
 
 
 @dataclass(frozen=True)
@@ -125,14 +138,46 @@ def _condition(
     )
 
 
-def _history(
-    derived: list[RunStatus], old: IngestionStatus, created: RunStatus | None
-) -> list[RunStatus]:
-    # Jobs deleted by their TTL keep their last known outcome from the previous status.
+def ended_by_deletion(run: RunStatus, now: str) -> RunStatus:
+    """`run` (its Job gone) as it ended: a run still active when its Job went has failed."""
+    if run.result not in ("Pending", "Running"):
+        return run
+    return run.model_copy(
+        update={
+            "result": "Failed",
+            "reason": JOB_DELETED,
+            "message": f"the Job was deleted before the run finished (it was {run.result}: "
+            f"{run.message or run.reason})",
+            "completion_time": now,
+        }
+    )
+
+
+def _history(derived: list[RunStatus], old: IngestionStatus, now: str) -> list[RunStatus]:
+    """The runs, newest first: the Jobs' (`derived`) and the previous status's.
+
+    A run whose Job is gone keeps its last known outcome (a TTL deleted it) or, if it was
+    still active, ends as JobDeleted; either way it keeps its place among the others.
+    """
     current = {run.job for run in derived}
-    kept = [run for run in old.runs if run.job not in current]
-    runs = ([created] if created else []) + derived + kept
+    position = {run.job: i for i, run in enumerate(old.runs)}
+    runs = list(derived)
+    for run in old.runs:
+        if run.job in current:
+            continue
+        newer = (i for i, d in enumerate(runs) if position.get(d.job, -1) > position[run.job])
+        runs.insert(next(newer, len(runs)), ended_by_deletion(run, now))
     return runs[:HISTORY_LIMIT]
+
+
+def _retry_event(meta: IngestionMeta, retry: Run, failed: RunStatus, spec: IngestionSpec) -> Event:
+    name = job_name(meta.name, meta.uid, retry)
+    return Event(
+        "Normal",
+        "RunRetried",
+        f"{name}: attempt {retry.attempt} of {spec.retry.limit + 1} for {_describe(retry)}, "
+        f"after {failed.job} failed with {failed.reason}",
+    )
 
 
 def _run_events(old: RunStatus | None, new: RunStatus | None) -> list[Event]:
@@ -152,6 +197,29 @@ def _run_events(old: RunStatus | None, new: RunStatus | None) -> list[Event]:
     if new.reason not in (None, "JobCreated", "PodPending"):
         return [Event("Warning", new.reason, message)]
     return []
+
+
+def next_attempt(
+    spec: IngestionSpec | None, last_run: RunStatus | None, jobs: list[JobDict], now: str
+) -> tuple[Run | None, str | None]:
+    """The retry of `last_run` and when it is due, or (None, None) when it is not retried.
+
+    Retried: a failure for a transient reason, while attempts are left (`spec.retry.limit`
+    retries after the first) and its Job still says what the run was for.
+    """
+    if spec is None or last_run is None or last_run.result != "Failed":
+        return None, None
+    if last_run.reason not in TRANSIENT_REASONS:
+        return None, None
+    job = next((j for j in jobs if j["metadata"]["name"] == last_run.job), None)
+    if job is None:
+        return None, None
+    failed = run_of(job)
+    if failed.attempt > spec.retry.limit:
+        return None, None
+    ended = parse_time(last_run.completion_time or now)
+    due = ended + timedelta(seconds=spec.retry.delay_s(failed.attempt))
+    return failed.retried(), format_time(due)
 
 
 def _recorded(old: IngestionStatus) -> dict[str, RunStatus]:
@@ -421,11 +489,19 @@ def plan(
         name for name in _beyond_history(spec, jobs, kept_jobs) if name not in delete
     )
 
+    earlier = _history(derived, old, now)
+    retry_at: str | None = None
+    if create is None and not active and invalid is None and not (spec and spec.suspend):
+        retry, retry_at = next_attempt(spec, earlier[0] if earlier else None, jobs, now)
+        if retry is not None and retry_at is not None and parse_time(retry_at) <= parse_time(now):
+            create, retry_at = retry, None
+            events.append(_retry_event(meta, retry, earlier[0], spec))
     created = (
         RunStatus(
             job=job_name(meta.name, meta.uid, create),
             trigger=create.trigger,
             generation=create.generation,
+            attempt=create.attempt if create.attempt > 1 else None,
             result="Pending",
             reason="JobCreated",
             message="waiting for the Job's Pod",
@@ -433,7 +509,7 @@ def plan(
         if create
         else None
     )
-    runs = _history(derived, old, created)
+    runs = ([created] if created else []) + earlier[: HISTORY_LIMIT - (1 if created else 0)]
     last_run = runs[0] if runs else None
     succeeded = next((r for r in runs if r.result == "Succeeded"), None)
     # A successful run with nothing new to load may commit no load: the last one stands.
@@ -455,6 +531,12 @@ def plan(
         message = f"next run at {next_slot}" if next_slot else "the schedule has no next slot"
     elif last_run is None:
         phase, reason, message = "Pending", "NoRun", waiting or "no run yet"
+    elif retry_at is not None:
+        phase, reason = "Pending", "RetryScheduled"
+        message = (
+            f"{last_run.job} failed with {last_run.reason} ({last_run.message}); "
+            f"the next attempt starts at {retry_at}"
+        )
     else:
         phase, reason = last_run.result, last_run.reason or last_run.result
         message = last_run.message or ""
@@ -474,9 +556,12 @@ def plan(
         _condition(
             old,
             "Running",
-            "True" if running else "False",
-            (last_run.reason or "Running") if running and last_run else "NoActiveRun",
-            (last_run.message or "") if running and last_run else "",
+            # Only a running container: not a Pod waiting on a Secret, an image or a node.
+            "True" if running and last_run and last_run.reason == "Running" else "False",
+            (last_run.reason or "Running")
+            if running and last_run
+            else ("RetryScheduled" if retry_at else "NoActiveRun"),
+            (last_run.message or "") if running and last_run else (message if retry_at else ""),
             observed,
             now,
         ),
@@ -507,6 +592,7 @@ def plan(
         last_load_id=last_load_id,
         last_successful_time=last_successful_time,
         next_run_time=slots.next_slot if slots else None,
+        next_retry_time=retry_at,
         last_schedule_time=slots.last_schedule_time if slots else old.last_schedule_time,
         scheduled_from=slots.scheduled_from if slots else old.scheduled_from,
         skipped_slots=slots.skipped if slots else old.skipped_slots,
@@ -515,7 +601,7 @@ def plan(
     )
     if invalid is not None and (old.phase != "Invalid" or old.message != invalid):
         events.append(Event("Warning", reason, invalid))
-    events.extend(_run_events(old.last_run, last_run if not created else None))
+    events.extend(_run_events(old.last_run, earlier[0] if earlier else None))
     return Plan(status=status, create=create, delete=delete, events=tuple(events))
 
 
