@@ -142,11 +142,12 @@ def ended_by_deletion(run: RunStatus, now: str) -> RunStatus:
     """`run` (its Job gone) as it ended: a run still active when its Job went has failed."""
     if run.result not in ("Pending", "Running"):
         return run
+    state = run.result if run.reason in (None, run.result) else f"{run.result}, {run.reason}"
     return run.model_copy(
         update={
             "result": "Failed",
             "reason": JOB_DELETED,
-            "message": f"the Job was deleted before the run finished (it was {run.result}: "
+            "message": f"the Job was deleted before the run finished (it was {state}: "
             f"{run.message or run.reason})",
             "completion_time": now,
         }
