@@ -68,6 +68,7 @@ NON_DEFAULT_VALUES: dict[str, Any] = {
     "serviceAccount": {"name": "ingest-op", "annotations": {"eks.amazonaws.com/role-arn": "x"}},
     "runner": {"image": {"tag": "1.2.4"}, "resources": {"limits": {"memory": "8Gi"}}},
     "logLevel": "debug",
+    "logFormat": "json",
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "etl"}],
     "affinity": {"nodeAffinity": {}},
@@ -223,6 +224,18 @@ def test_liveness_probe_targets_the_operators_liveness_endpoint() -> None:
     probe = container["livenessProbe"]["httpGet"]
     port = next(p for p in container["ports"] if p["name"] == probe["port"])["containerPort"]
     assert f"--liveness=http://0.0.0.0:{port}{probe['path']}" in container["args"]
+
+
+def test_readiness_probe_targets_the_operators_readiness_endpoint() -> None:
+    container = operator_container(rendered())
+    probe = container["readinessProbe"]["httpGet"]
+    port = next(p for p in container["ports"] if p["name"] == probe["port"])["containerPort"]
+    assert f"--readiness=http://0.0.0.0:{port}{probe['path']}" in container["args"]
+
+
+def test_log_format_reaches_the_operator() -> None:
+    assert "--log-format=text" in operator_container(rendered())["args"]
+    assert "--log-format=json" in operator_container(rendered({"logFormat": "json"}))["args"]
 
 
 def test_operator_command_is_the_image_entrypoint_with_arguments_it_accepts() -> None:
