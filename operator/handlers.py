@@ -77,6 +77,19 @@ class OperatorSettings:
         )
     )
 
+    # Serve the validating admission webhook on this port, with tls.crt / tls.key from
+    # `webhook_cert_dir` (None: no webhook; see `kingest.operator.admission`).
+    webhook_port: int | None = field(
+        default_factory=lambda: (
+            int(os.environ["KINGEST_WEBHOOK_PORT"])
+            if os.environ.get("KINGEST_WEBHOOK_PORT")
+            else None
+        )
+    )
+    webhook_cert_dir: str = field(
+        default_factory=lambda: os.environ.get("KINGEST_WEBHOOK_CERT_DIR") or "/etc/kingest/webhook"
+    )
+
     def runner(self) -> RunnerDefaults:
         """The defaults `render_job` applies where an Ingestion's spec sets nothing."""
         return RunnerDefaults(
@@ -328,6 +341,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    if operator_settings.webhook_port is not None:
+        from kingest.operator import admission
+
+        admission.configure(
+            settings, operator_settings.webhook_port, operator_settings.webhook_cert_dir
+        )
     api()
     events.start()
     preload()

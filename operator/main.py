@@ -2,6 +2,7 @@
 
     kingest operator [--all-namespaces | --namespace NS ...] [--runner-image IMAGE]
                      [--liveness URL] [--readiness URL] [--metrics-port PORT]
+                     [--webhook-port PORT] [--webhook-cert-dir DIR]
                      [--log-format text|json] [--verbose]
                      [--leader-election | --no-leader-election] [--lease NAME]
                      [--lease-duration SECONDS]
@@ -71,6 +72,18 @@ def _parser() -> argparse.ArgumentParser:
         "server answers",
     )
     parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=None,
+        help="serve the validating admission webhook (HTTPS) on this port ($KINGEST_WEBHOOK_PORT)",
+    )
+    parser.add_argument(
+        "--webhook-cert-dir",
+        default=None,
+        help="the webhook's tls.crt and tls.key ($KINGEST_WEBHOOK_CERT_DIR, default "
+        "/etc/kingest/webhook)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=None,
@@ -130,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.metrics_port is not None:
         handlers.operator_settings.metrics_port = args.metrics_port
     handlers.operator_settings.namespaces = namespaces
+    if args.webhook_port is not None:
+        handlers.operator_settings.webhook_port = args.webhook_port
+    if args.webhook_cert_dir:
+        handlers.operator_settings.webhook_cert_dir = args.webhook_cert_dir
+    if handlers.operator_settings.webhook_port is not None:
+        from kingest.operator import admission  # noqa: F401  (registers the kopf handler)
     logs.configure(args.verbose, args.log_format)
     metrics_server = _serve_metrics(handlers.operator_settings.metrics_port, handlers.metrics)
     readiness = health.Readiness(args.readiness) if args.readiness else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import tarfile
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
+from cryptography import x509
 
 from kingest.operator import crd, rbac
 from kingest.operator.main import _parser as operator_parser
@@ -165,8 +167,11 @@ def test_default_render_has_the_operator_and_its_rbac() -> None:
         "Deployment",
         "Role",  # leader election, in the release namespace
         "RoleBinding",
-        "Service",
+        "Secret",  # the webhook's serving certificate
+        "Service",  # metrics
+        "Service",  # webhook
         "ServiceAccount",
+        "ValidatingWebhookConfiguration",
     ]
 
 
@@ -258,7 +263,7 @@ def test_scheduling_settings_pass_through() -> None:
 
 def test_metrics_service_targets_the_metrics_port() -> None:
     objects = rendered()
-    service = only(objects, "Service")
+    service = only(objects, "Service", f"{RELEASE}-metrics")
     container = operator_container(objects)
     port = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
@@ -272,7 +277,8 @@ def test_service_monitor_is_optional() -> None:
     monitor = only(rendered(NON_DEFAULT_VALUES), "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
-    assert "Service" not in kinds(rendered({"metrics": {"enabled": False}}))
+    services = [o for o in rendered({"metrics": {"enabled": False}}) if o["kind"] == "Service"]
+    assert [s["metadata"]["name"] for s in services] == [f"{RELEASE}-webhook"]
 
 
 def test_aggregated_roles_let_namespace_editors_manage_and_viewers_read_ingestions() -> None:
@@ -341,3 +347,64 @@ def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm.HelmValuesError) as error:
         rendered(values)
     assert where in str(error.value)
+
+
+# --- the validating admission webhook ---------------------------------------------------
+
+
+def test_webhook_is_served_by_the_operator_with_a_certificate_for_its_service() -> None:
+    objects = rendered()
+    config = only(objects, "ValidatingWebhookConfiguration")
+    (webhook,) = config["webhooks"]
+    service = only(objects, "Service", f"{RELEASE}-webhook")
+    assert webhook["clientConfig"]["service"] == {
+        "name": service["metadata"]["name"],
+        "namespace": NAMESPACE,
+        "path": "/validate-ingestion",
+        "port": 443,
+    }
+    assert webhook["failurePolicy"] == "Ignore"
+    assert webhook["rules"][0]["operations"] == ["CREATE", "UPDATE"]  # never DELETE
+    container = operator_container(objects)
+    port = next(p for p in container["ports"] if p["name"] == "webhook")["containerPort"]
+    assert service["spec"]["ports"][0]["targetPort"] == "webhook"
+    assert env_of(container)["KINGEST_WEBHOOK_PORT"] == str(port)
+
+    secret = only(objects, "Secret")
+    assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-tls")
+    assert env_of(container)["KINGEST_WEBHOOK_CERT_DIR"] == mount["mountPath"]
+
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{RELEASE}-webhook.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+    cert.verify_directly_issued_by(ca)
+
+
+def test_cert_manager_can_issue_the_webhook_certificate() -> None:
+    objects = rendered({"webhook": {"certManager": {"enabled": True}}})
+    certificate = only(objects, "Certificate")
+    assert certificate["spec"]["secretName"] == f"{RELEASE}-webhook-tls"
+    assert f"{RELEASE}-webhook.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    assert only(objects, "Issuer")["spec"] == {"selfSigned": {}}
+    config = only(objects, "ValidatingWebhookConfiguration")
+    assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NAMESPACE}/{certificate['metadata']['name']}"
+    )
+    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    assert "Secret" not in kinds(objects)  # cert-manager writes it
+    issuer = {"name": "corp-ca", "kind": "ClusterIssuer"}
+    objects = rendered({"webhook": {"certManager": {"enabled": True, "issuerRef": issuer}}})
+    assert only(objects, "Certificate")["spec"]["issuerRef"] == issuer
+    assert "Issuer" not in kinds(objects)
+
+
+def test_webhook_can_be_left_out() -> None:
+    objects = rendered({"webhook": {"enabled": False}})
+    assert "ValidatingWebhookConfiguration" not in kinds(objects)
+    assert "Secret" not in kinds(objects)
+    assert "KINGEST_WEBHOOK_PORT" not in env_of(operator_container(objects))
