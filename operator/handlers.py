@@ -36,6 +36,7 @@ from kingest.operator.job import RunnerDefaults, parse_time, render_job
 from kingest.operator.logs import run_event
 from kingest.operator.metrics import IngestionMetrics
 from kingest.operator.reconcile import RUN_REQUESTED, Plan, needs_pods, plan
+from kingest.operator.schedule import InvalidSchedule, Schedule
 from kingest.operator.scheduler import SlotTimer
 from kingest.operator.spec import (
     GROUP,
@@ -245,7 +246,7 @@ def reconcile(namespace: str, name: str) -> None:
         follow_run(namespace, name)
     else:
         _write(custom, obj, step)
-    _observe((namespace, name), old, step)
+    _observe((namespace, name), old, step, spec)
 
 
 # Reconciles wait for the first listing of every Job and Pod: before it, an Ingestion would
@@ -254,12 +255,26 @@ queue = WorkQueue(reconcile, operator_settings.workers, ready=store.wait_synced)
 events = EventPoster(api, _now, hold=queue.starting)
 
 
-def _observe(key: tuple[str, str], old: IngestionStatus, step: Plan) -> None:
+def _observe(
+    key: tuple[str, str], old: IngestionStatus, step: Plan, spec: IngestionSpec | None
+) -> None:
     """Set the next wake-up (a slot or a retry); feed the metrics with runs finished since `old`."""
     next_run = step.status.next_run_time
     wake_ups = [parse_time(t) for t in (next_run, step.status.next_retry_time) if t]
     slot_timer.set(key, min(wake_ups) if wake_ups else None)
-    metrics.set_next_run(key, parse_time(next_run).timestamp() if next_run else None)
+    metrics.set_next_run(
+        key,
+        parse_time(next_run).timestamp() if next_run else None,
+        _schedule_interval_s(spec, next_run),
+    )
+    # From the status too: after a restart the gauges hold before the next run finishes.
+    last_success = step.status.last_successful_time
+    finished = next((r for r in step.status.runs if r.result in ("Succeeded", "Failed")), None)
+    metrics.set_outcome(
+        key,
+        parse_time(last_success).timestamp() if last_success else None,
+        finished.result == "Succeeded" if finished else None,
+    )
     counted = {run.job for run in old.runs if run.result in ("Succeeded", "Failed")}
     for run in reversed(step.status.runs):
         if run.result not in ("Succeeded", "Failed") or run.job in counted:
@@ -274,6 +289,19 @@ def _observe(key: tuple[str, str], old: IngestionStatus, step: Plan) -> None:
             rows=run.rows or 0,
             bytes_loaded=run.bytes or 0,
         )
+
+
+def _schedule_interval_s(spec: IngestionSpec | None, next_run: str | None) -> float | None:
+    """Seconds from the next slot to the one after it (the alerts' schedule period)."""
+    if spec is None or spec.schedule is None or next_run is None:
+        return None
+    try:
+        schedule = Schedule.parse(spec.schedule, spec.time_zone)
+    except InvalidSchedule:
+        return None
+    slot = parse_time(next_run)
+    after = schedule.next_after(slot)
+    return (after - slot).total_seconds() if after else None
 
 
 def _forget(key: tuple[str, str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from cryptography import x509
 
 from kingest.operator import crd, rbac
 from kingest.operator.main import _parser as operator_parser
+from kingest.operator.metrics import IngestionMetrics
 from tests.image.dockerfile import parse as parse_dockerfile
 from tests.platform.helm import lint, render
 
@@ -75,6 +77,9 @@ NON_DEFAULT_VALUES: dict[str, Any] = {
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "etl"}],
     "affinity": {"nodeAffinity": {}},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "prometheusRule": {"enabled": True, "labels": {"release": "prom"}, "missedSchedules": 2},
+    "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
+    "webhook": {"certManager": {"enabled": True}, "failurePolicy": "Fail"},
 }
 
 
@@ -408,3 +413,71 @@ def test_webhook_can_be_left_out() -> None:
     assert "ValidatingWebhookConfiguration" not in kinds(objects)
     assert "Secret" not in kinds(objects)
     assert "KINGEST_WEBHOOK_PORT" not in env_of(operator_container(objects))
+
+
+# --- alerts and dashboard ---------------------------------------------------------------
+
+METRIC_NAME = re.compile(r"\b(kingest_[a-z_]+|up)\b")
+
+
+def exported_metrics() -> set[str]:
+    """Every series name the operator's /metrics can show, scheduled runs included."""
+    metrics = IngestionMetrics()
+    metrics.record_run(("ns", "n"), "j", succeeded=True, finished_at=1.0, duration_s=2.0)
+    metrics.set_next_run(("ns", "n"), 3600.0, 3600.0)
+    lines = [line for line in metrics.render().splitlines() if not line.startswith("#")]
+    return {line.split("{")[0].split(" ")[0] for line in lines} | {"up"}
+
+
+def balanced(expr: str) -> bool:
+    depth = 0
+    for char in expr:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def test_alerts_and_dashboard_are_off_by_default() -> None:
+    assert not {"PrometheusRule", "ConfigMap"} & set(kinds(rendered()))
+
+
+def test_alerts_cover_failing_overdue_ingestions_and_the_operator_on_its_metrics() -> None:
+    rule = only(rendered(NON_DEFAULT_VALUES), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) == {
+        "KingestIngestionFailing",
+        "KingestIngestionNoRecentSuccess",
+        "KingestOperatorDown",
+        "KingestOperatorNotLeading",
+    }
+    assert (
+        "2 * kingest_ingestion_schedule_interval_seconds"
+        in (alerts["KingestIngestionNoRecentSuccess"]["expr"])
+    )
+    known = exported_metrics()
+    for name, alert in alerts.items():
+        assert balanced(alert["expr"]), name
+        assert set(METRIC_NAME.findall(alert["expr"])) <= known, name
+        assert f'job="{RELEASE}-metrics"' in alert["expr"], name  # the metrics Service
+        assert alert["annotations"]["summary"], name
+
+
+def test_dashboard_is_a_sidecar_configmap_built_on_the_operators_metrics() -> None:
+    config_map = only(rendered(NON_DEFAULT_VALUES), "ConfigMap", f"{RELEASE}-dashboard")
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["kingest.json"])
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 8
+    known = exported_metrics()
+    for expr in exprs:
+        assert balanced(expr), expr
+        assert set(METRIC_NAME.findall(expr)) - {"up"} <= known, expr
+    used = {name for expr in exprs for name in METRIC_NAME.findall(expr)}
+    assert known - {"up"} - used <= {
+        "kingest_ingestion_next_run_timestamp_seconds",
+        "kingest_ingestion_run_duration_seconds_sum",
+        "kingest_ingestion_run_duration_seconds_count",
+    }
