@@ -4,7 +4,6 @@ operator's Pod through the webhook Service over TLS (the chart's own certificate
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,36 +19,21 @@ from tests.chart.conftest import (
     operator_values,
     replica_pods,
 )
+from tests.operator.test_admission import changed
 from tests.platform.cluster import Cluster
 
 pytestmark = pytest.mark.cluster
 
-GOOD: dict[str, Any] = {
-    "source": {
-        "uri": "s3://?endpoint_url=http://minio:9000",
-        "table": "my-bucket/events/*.csv",
-        "credentials": {"secretRef": {"name": "s3-credentials"}},
-    },
-    "destination": {"uri": "duckdb:////data/events.duckdb", "table": "raw.events"},
-    "suspend": True,
-    "schedule": "@yearly",  # nothing runs during the test
-}
-
-
-def spec_with(**fields: Any) -> dict[str, Any]:
-    spec = copy.deepcopy(GOOD)
-    for key, value in fields.items():
-        side, _, name = key.rpartition("__")
-        (spec[side] if side else spec)[name] = value
-    return spec
+# A schedule that never fires during the test, suspended besides: nothing runs.
+GOOD = changed(schedule="@yearly", suspend=True)
 
 
 BAD = [
-    (spec_with(source__uri="ftp://host/x"), "ftp:// is not supported as a source"),
-    (spec_with(schedule="61 * * * *"), "spec.schedule '61 * * * *'"),
-    (spec_with(source__table="events.csv"), "expected '<bucket>/<file glob>'"),
+    (changed(source__uri="ftp://host/x"), "ftp:// is not supported as a source"),
+    (changed(schedule="61 * * * *"), "spec.schedule '61 * * * *'"),
+    (changed(source__table="events.csv"), "expected '<bucket>/<file glob>'"),
     (
-        spec_with(source__uri="s3://?access_key_id=AKIAKEY&secret_access_key=VERYSECRET"),
+        changed(source__uri="s3://?access_key_id=AKIAKEY&secret_access_key=VERYSECRET"),
         "spec.source.uri holds a secret",
     ),
 ]
@@ -79,15 +63,23 @@ def wait_for_webhook(kube: Cluster, namespace: str) -> None:
     raise AssertionError("the webhook never rejected a bad spec in 60 s")
 
 
-def test_kubectl_apply_rejects_bad_specs_with_the_message_and_passes_a_good_one(
+@pytest.fixture
+def webhook(
     release: Release,
     kube: Cluster,
     apps_namespace: str,
     start_operator: Callable[..., list[ChartReplica]],
-) -> None:
+) -> Release:
+    """The chart installed, its operator running and its webhook answering."""
     release.install(operator_values())
     start_operator()
     wait_for_webhook(kube, apps_namespace)
+    return release
+
+
+def test_kubectl_apply_rejects_bad_specs_with_the_message_and_passes_a_good_one(
+    webhook: Release, kube: Cluster, apps_namespace: str
+) -> None:
     for spec, message in BAD:
         result = kubectl_apply(kube, apps_namespace, "bad", spec)
         assert result.returncode != 0, f"accepted: {spec}"
@@ -99,25 +91,22 @@ def test_kubectl_apply_rejects_bad_specs_with_the_message_and_passes_a_good_one(
     created = kubectl_apply(kube, apps_namespace, "good", GOOD)
     assert created.returncode == 0, created.stderr
     # An edit that breaks it is rejected too; the stored spec stays the good one.
-    broken = kubectl_apply(kube, apps_namespace, "good", spec_with(source__uri="ftp://host/x"))
+    broken = kubectl_apply(kube, apps_namespace, "good", changed(source__uri="ftp://host/x"))
     assert broken.returncode != 0 and "ftp://" in broken.stderr
 
 
 def test_with_the_operator_down_deletes_and_applies_go_through(
-    release: Release,
+    webhook: Release,
     kube: Cluster,
     apps_namespace: str,
     start_operator: Callable[..., list[ChartReplica]],
 ) -> None:
-    release.install(operator_values())
-    start_operator()
-    wait_for_webhook(kube, apps_namespace)
     assert kubectl_apply(kube, apps_namespace, "good", GOOD).returncode == 0
     start_operator(count=0)
     deadline = time.monotonic() + 60
-    while replica_pods(release) and time.monotonic() < deadline:
+    while replica_pods(webhook) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert replica_pods(release) == [], "the operator Pod is still there"
+    assert replica_pods(webhook) == [], "the operator Pod is still there"
 
     started = time.monotonic()
     deleted = kube.kubectl("delete", "ingestion", "good", "-n", apps_namespace, check=False)

@@ -3,6 +3,7 @@ and a fixed spec recovers without recreating the resource."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import urllib.error
@@ -288,18 +289,28 @@ def test_a_transient_source_failure_is_retried_as_a_second_attempt(
     assert "attempt 2 of 3" in retried["message"]
 
 
-def test_a_data_error_is_not_retried(
+def test_a_data_error_is_not_retried_and_each_run_event_is_one_json_log_line(
     kube: Cluster,
     namespace: str,
     operator: Operator,
     ingestions: Ingestions,
     s3_server: S3Server,
 ) -> None:
+    operator.stop()
+    operator.extra_args = ["--log-format", "json"]
+    operator.start()
     users_to_s3(kube, namespace, s3_server, "no-such-bucket-kingest")
     status = ingestions.wait_for_phase(NAME, "Failed")["status"]
     assert status["reason"] == "BucketNotFound" and "nextRetryTime" not in status
     time.sleep(3)
     assert len(ingestions.jobs()) == 1
+
+    lines = [json.loads(line) for line in operator.logs().splitlines() if line.startswith("{")]
+    events = [(line.get("event"), line["level"]) for line in lines if line.get("ingestion") == NAME]
+    assert ("RunCreated", "INFO") in events and ("BucketNotFound", "INFO") in events
+    assert all(line["level"] in ("INFO", "DEBUG") for line in lines), [
+        line for line in lines if line["level"] not in ("INFO", "DEBUG")
+    ]
 
 
 def test_an_operator_that_cannot_reach_the_api_says_so_and_is_not_ready(
