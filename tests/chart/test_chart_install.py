@@ -187,7 +187,7 @@ def test_kubectl_shows_ready_first_and_schedule_and_suspend_when_wide(
     custom.create_namespaced_custom_object(
         GROUP, VERSION, apps_namespace, PLURAL, ingestion_body("nightly", spec)
     )
-    ready = {"type": "Ready", "status": "True", "reason": "Succeeded", "message": ""}
+    ready = {"type": "Ready", "status": "True", "reason": "Succeeded", "message": "loaded"}
     ready["lastTransitionTime"] = "2026-01-01T00:00:00Z"
     custom.patch_namespaced_custom_object_status(
         GROUP,

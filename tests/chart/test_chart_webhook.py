@@ -49,7 +49,7 @@ def kubectl_apply(kube: Cluster, namespace: str, name: str, spec: dict[str, Any]
     )
 
 
-def wait_for_webhook(kube: Cluster, namespace: str) -> None:
+def wait_for_webhook(kube: Cluster, namespace: str, operator: ChartReplica) -> None:
     """Until the operator's webhook answers: its Pod is Ready once the API server answered,
     and kopf starts the webhook server a moment later."""
     spec, _ = BAD[0]
@@ -60,7 +60,12 @@ def wait_for_webhook(kube: Cluster, namespace: str) -> None:
             return
         kube.kubectl("delete", "ingestion", "probe", "-n", namespace, check=False)
         time.sleep(1)
-    raise AssertionError("the webhook never rejected a bad spec in 60 s")
+    endpoints = kube.kubectl("get", "endpoints", "-A", "-o", "wide", check=False).stdout
+    pods = kube.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+    raise AssertionError(
+        f"the webhook never rejected a bad spec in 60 s; endpoints:\n{endpoints}\npods:\n{pods}"
+        f"\noperator log:\n{operator.logs()[:3000]}"
+    )
 
 
 @pytest.fixture
@@ -72,8 +77,8 @@ def webhook(
 ) -> Release:
     """The chart installed, its operator running and its webhook answering."""
     release.install(operator_values())
-    start_operator()
-    wait_for_webhook(kube, apps_namespace)
+    (operator,) = start_operator()
+    wait_for_webhook(kube, apps_namespace, operator)
     return release
 
 
