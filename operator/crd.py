@@ -93,6 +93,13 @@ def crd() -> dict[str, Any]:
         },
     }
     columns = [
+        # cert-manager's convention: READY first, the Ready condition's status.
+        _column(
+            "Ready",
+            "string",
+            '.status.conditions[?(@.type=="Ready")].status',
+            "True once the latest run succeeded.",
+        ),
         _column("Phase", "string", ".status.phase", "Summary of the Ingestion's state."),
         _column("Last Load ID", "string", ".status.lastLoadId", "Latest successful load id."),
         _column("Rows", "integer", ".status.lastRun.rows", "Rows of the latest run."),
@@ -101,6 +108,8 @@ def crd() -> dict[str, Any]:
         _column("Age", "date", ".metadata.creationTimestamp", "Age of the Ingestion."),
         _column("Source", "string", ".spec.source.table", "Source table.", priority=1),
         _column("Destination", "string", ".spec.destination.table", "Destination table.", 1),
+        _column("Schedule", "string", ".spec.schedule", "Cron schedule.", priority=1),
+        _column("Suspend", "boolean", ".spec.suspend", "Scheduled runs paused.", priority=1),
         _column("Message", "string", ".status.message", "What to know or fix.", priority=1),
     ]
     return {

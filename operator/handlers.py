@@ -33,8 +33,10 @@ from pydantic import ValidationError
 from kingest.operator import clock, rawapi
 from kingest.operator.events import EventPoster
 from kingest.operator.job import RunnerDefaults, parse_time, render_job
+from kingest.operator.logs import run_event
 from kingest.operator.metrics import IngestionMetrics
 from kingest.operator.reconcile import RUN_REQUESTED, Plan, needs_pods, plan
+from kingest.operator.schedule import InvalidSchedule, Schedule
 from kingest.operator.scheduler import SlotTimer
 from kingest.operator.spec import (
     GROUP,
@@ -74,6 +76,19 @@ class OperatorSettings:
             if os.environ.get("KINGEST_METRICS_PORT")
             else None
         )
+    )
+
+    # Serve the validating admission webhook on this port, with tls.crt / tls.key from
+    # `webhook_cert_dir` (None: no webhook; see `kingest.operator.admission`).
+    webhook_port: int | None = field(
+        default_factory=lambda: (
+            int(os.environ["KINGEST_WEBHOOK_PORT"])
+            if os.environ.get("KINGEST_WEBHOOK_PORT")
+            else None
+        )
+    )
+    webhook_cert_dir: str = field(
+        default_factory=lambda: os.environ.get("KINGEST_WEBHOOK_CERT_DIR") or "/etc/kingest/webhook"
     )
 
     def runner(self) -> RunnerDefaults:
@@ -209,11 +224,11 @@ def reconcile(namespace: str, name: str) -> None:
         try:
             jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
             store.seen("jobs", rawapi.create(client, jobs_path, manifest))
-            log.info("created Job %s/%s", namespace, manifest["metadata"]["name"])
             created = True
         except k8s.ApiException as exc:
             if exc.status == 409:
-                log.info("adopting Job %s/%s", namespace, manifest["metadata"]["name"])
+                job = manifest["metadata"]["name"]
+                run_event(log, "RunAdopted", namespace, name, f"{job} already exists", job=job)
             elif exc.status in (400, 422):
                 # The API server's validation of the runner's Pod fields (volumes, ...).
                 reason = _api_message(exc)
@@ -231,7 +246,7 @@ def reconcile(namespace: str, name: str) -> None:
         follow_run(namespace, name)
     else:
         _write(custom, obj, step)
-    _observe((namespace, name), old, step)
+    _observe((namespace, name), old, step, spec)
 
 
 # Reconciles wait for the first listing of every Job and Pod: before it, an Ingestion would
@@ -240,11 +255,26 @@ queue = WorkQueue(reconcile, operator_settings.workers, ready=store.wait_synced)
 events = EventPoster(api, _now, hold=queue.starting)
 
 
-def _observe(key: tuple[str, str], old: IngestionStatus, step: Plan) -> None:
-    """Set the next wake-up and feed the metrics with runs that finished since `old`."""
+def _observe(
+    key: tuple[str, str], old: IngestionStatus, step: Plan, spec: IngestionSpec | None
+) -> None:
+    """Set the next wake-up (a slot or a retry); feed the metrics with runs finished since `old`."""
     next_run = step.status.next_run_time
-    slot_timer.set(key, parse_time(next_run) if next_run else None)
-    metrics.set_next_run(key, parse_time(next_run).timestamp() if next_run else None)
+    wake_ups = [parse_time(t) for t in (next_run, step.status.next_retry_time) if t]
+    slot_timer.set(key, min(wake_ups) if wake_ups else None)
+    metrics.set_next_run(
+        key,
+        parse_time(next_run).timestamp() if next_run else None,
+        _schedule_interval_s(spec, next_run),
+    )
+    # From the status too: after a restart the gauges hold before the next run finishes.
+    last_success = step.status.last_successful_time
+    finished = next((r for r in step.status.runs if r.result in ("Succeeded", "Failed")), None)
+    metrics.set_outcome(
+        key,
+        parse_time(last_success).timestamp() if last_success else None,
+        finished.result == "Succeeded" if finished else None,
+    )
     counted = {run.job for run in old.runs if run.result in ("Succeeded", "Failed")}
     for run in reversed(step.status.runs):
         if run.result not in ("Succeeded", "Failed") or run.job in counted:
@@ -259,6 +289,19 @@ def _observe(key: tuple[str, str], old: IngestionStatus, step: Plan) -> None:
             rows=run.rows or 0,
             bytes_loaded=run.bytes or 0,
         )
+
+
+def _schedule_interval_s(spec: IngestionSpec | None, next_run: str | None) -> float | None:
+    """Seconds from the next slot to the one after it (the alerts' schedule period)."""
+    if spec is None or spec.schedule is None or next_run is None:
+        return None
+    try:
+        schedule = Schedule.parse(spec.schedule, spec.time_zone)
+    except InvalidSchedule:
+        return None
+    slot = parse_time(next_run)
+    after = schedule.next_after(slot)
+    return (after - slot).total_seconds() if after else None
 
 
 def _forget(key: tuple[str, str]) -> None:
@@ -310,7 +353,12 @@ def _write(custom: k8s.CustomObjectsApi, obj: dict[str, Any], step: Plan) -> Non
 
 
 def _post_events(obj: dict[str, Any], step: Plan) -> None:
+    """Post the plan's Events, each also one log line (see `kingest.operator.logs`)."""
+    meta = obj["metadata"]
     for event in step.events:
+        run_event(
+            log, event.reason, meta["namespace"], meta["name"], event.message, type=event.type
+        )
         events.post(obj, event)
 
 
@@ -321,6 +369,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    if operator_settings.webhook_port is not None:
+        from kingest.operator import admission
+
+        admission.configure(
+            settings, operator_settings.webhook_port, operator_settings.webhook_cert_dir
+        )
     api()
     events.start()
     preload()

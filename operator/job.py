@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ ANNOTATION_GENERATION = "kingest.io/generation"
 ANNOTATION_RUN_REQUEST = "kingest.io/run-request"
 ANNOTATION_CREATED_AT = "kingest.io/created-at"
 ANNOTATION_SCHEDULED_AT = "kingest.io/scheduled-at"  # the slot of a scheduled run (RFC 3339)
+ANNOTATION_ATTEMPT = "kingest.io/attempt"  # 2, 3, ...: a retry of a transient failure
 ANNOTATION_INGESTION = "kingest.io/ingestion"  # the full name; label values stop at 63
 RESERVED_ENV_PREFIXES = ("KINGEST_",)
 RESERVED_ENV = {"SOURCE_URI", "DESTINATION_URI", "HOME"}
@@ -67,21 +68,46 @@ class RunnerDefaults:
 @dataclass(frozen=True)
 class Run:
     """What a run is for: a spec generation, a value of the run-requested annotation, or a
-    schedule slot (`slot`, a UTC datetime on a whole minute)."""
+    schedule slot (`slot`, a UTC datetime on a whole minute); `attempt` 2 and up retry it
+    after a transient failure."""
 
     trigger: Trigger
     generation: int
     run_request: str | None = None
     slot: datetime | None = None
+    attempt: int = 1
 
     @property
     def key(self) -> str:
         """Identifies the run among all runs of one Ingestion."""
         if self.trigger == "Requested":
-            return f"requested/{self.run_request}"
-        if self.trigger == "Schedule":
-            return f"schedule/{slot_minutes(self.slot)}"
-        return f"generation/{self.generation}"
+            key = f"requested/{self.run_request}"
+        elif self.trigger == "Schedule":
+            key = f"schedule/{slot_minutes(self.slot)}"
+        else:
+            key = f"generation/{self.generation}"
+        # The first attempt keeps the name it had before retries existed (adoption).
+        return key if self.attempt == 1 else f"{key}/attempt/{self.attempt}"
+
+    def retried(self) -> Run:
+        """The next attempt of this run."""
+        return replace(self, attempt=self.attempt + 1)
+
+
+def run_of(job: dict[str, Any]) -> Run:
+    """The run a Job was created for, read back from the annotations `render_job` wrote."""
+    annotations = job["metadata"].get("annotations") or {}
+    generation = annotations.get(ANNOTATION_GENERATION, "")
+    attempt = annotations.get(ANNOTATION_ATTEMPT, "")
+    slot = annotations.get(ANNOTATION_SCHEDULED_AT)
+    trigger = annotations.get(ANNOTATION_TRIGGER, "Generation")
+    return Run(
+        trigger=trigger if trigger in ("Generation", "Requested", "Schedule") else "Generation",
+        generation=int(generation) if generation.isdigit() else 1,
+        run_request=annotations.get(ANNOTATION_RUN_REQUEST),
+        slot=parse_time(slot) if slot else None,
+        attempt=int(attempt) if attempt.isdigit() else 1,
+    )
 
 
 def slot_minutes(slot: datetime | None) -> int:
@@ -95,13 +121,16 @@ def job_name(name: str, uid: str, run: Run) -> str:
     """The run's deterministic Job name, at most 63 characters.
 
     A readable prefix and a hash of the Ingestion's uid and the run's key; a scheduled run
-    ends in its slot's Unix minute instead (`<name>-<uid hash>-<minute>`), so every replica
-    and every restart names a slot's run the same, and the name says when it was due. The
-    uid hash keeps a re-created Ingestion of the same name from adopting its predecessor's Job.
+    ends in its slot's Unix minute instead (`<name>-<uid hash>-<minute>`, a retry adds
+    `-<attempt>`), so every replica and every restart names a slot's run the same, and the
+    name says when it was due. The uid hash keeps a re-created Ingestion of the same name
+    from adopting its predecessor's Job.
     """
     if run.trigger == "Schedule":
         uid_hash = hashlib.sha256(uid.encode()).hexdigest()[:5]
         digest = f"{uid_hash}-{slot_minutes(run.slot)}"
+        if run.attempt > 1:
+            digest += f"-{run.attempt}"
     else:
         digest = hashlib.sha256(f"{uid}/{run.key}".encode()).hexdigest()[:10]
     prefix = re.sub(r"[^a-z0-9-]", "-", name.lower())[: MAX_NAME - len(digest) - 1].strip("-")
@@ -290,6 +319,8 @@ def render_job(
         annotations[ANNOTATION_RUN_REQUEST] = run.run_request
     if run.slot is not None:
         annotations[ANNOTATION_SCHEDULED_AT] = format_time(run.slot)
+    if run.attempt > 1:
+        annotations[ANNOTATION_ATTEMPT] = str(run.attempt)
     job_spec: dict[str, Any] = {
         "backoffLimit": runner.backoff_limit,
         "template": {

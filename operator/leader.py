@@ -133,7 +133,7 @@ class LeaseElection:
                 return False
             raise
         if action is not Action.RENEW:
-            log.warning(
+            log.info(
                 "%s leads now (Lease %s/%s, previous holder %s)",
                 self.identity,
                 self.namespace,
@@ -174,7 +174,7 @@ class LeaseElection:
                     error.reason,
                 )
             if not logged:
-                log.warning("%s stands by: another replica holds the Lease", self.identity)
+                log.info("%s stands by: another replica holds the Lease", self.identity)
                 logged = True
             time.sleep(interval)
 

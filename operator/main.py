@@ -1,7 +1,9 @@
 """`kingest operator`: run the kopf operator that turns Ingestions into Jobs.
 
     kingest operator [--all-namespaces | --namespace NS ...] [--runner-image IMAGE]
-                     [--liveness URL] [--metrics-port PORT] [--verbose]
+                     [--liveness URL] [--readiness URL] [--metrics-port PORT]
+                     [--webhook-port PORT] [--webhook-cert-dir DIR]
+                     [--log-format text|json] [--verbose]
                      [--leader-election | --no-leader-election] [--lease NAME]
                      [--lease-duration SECONDS]
 
@@ -9,7 +11,9 @@ Watches every namespace unless namespaces are given (flags, or the comma-separat
 `KINGEST_WATCH_NAMESPACES`). The runner image defaults to `KINGEST_RUNNER_IMAGE`. It talks to
 the cluster with its in-cluster ServiceAccount, or the kubeconfig named by `KUBECONFIG`.
 `/metrics` (Prometheus) is served on `--metrics-port` / `KINGEST_METRICS_PORT` when given.
-Test hook: `KINGEST_CLOCK_FILE` (see `kingest.operator.clock`) replaces the system clock.
+Until the API server answers it logs why not every few seconds (`kingest.operator.health`)
+and `--readiness` answers 503; then it starts. Test hook: `KINGEST_CLOCK_FILE` (see
+`kingest.operator.clock`) replaces the system clock.
 Several replicas elect a leader on a `coordination.k8s.io/v1` Lease (`kingest.operator.leader`):
 only the holder runs kopf; a standby serves the liveness endpoint and /metrics (with
 `kingest_operator_leader 0`) and takes over once the leader's Lease expires. Election is on
@@ -62,6 +66,24 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
     )
     parser.add_argument(
+        "--readiness",
+        default=None,
+        help="serve a readiness endpoint, e.g. http://0.0.0.0:8081/readyz: 503 until the API "
+        "server answers",
+    )
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=None,
+        help="serve the validating admission webhook (HTTPS) on this port ($KINGEST_WEBHOOK_PORT)",
+    )
+    parser.add_argument(
+        "--webhook-cert-dir",
+        default=None,
+        help="the webhook's tls.crt and tls.key ($KINGEST_WEBHOOK_CERT_DIR, default "
+        "/etc/kingest/webhook)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=None,
@@ -87,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a dead leader's Lease keeps standbys waiting "
         "($KINGEST_LEADER_ELECTION_LEASE_DURATION, default 15)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("KINGEST_LOG_FORMAT") or "text",
+        help="one line per log record as text, or as a JSON object ($KINGEST_LOG_FORMAT)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -108,21 +136,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here: `kingest ingest` never pays for kopf.
     import kopf
 
-    from kingest.operator import handlers
+    from kingest.operator import handlers, health, logs
 
     if args.runner_image:
         handlers.operator_settings.runner_image = args.runner_image
     if args.metrics_port is not None:
         handlers.operator_settings.metrics_port = args.metrics_port
     handlers.operator_settings.namespaces = namespaces
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        # kopf logs every watch-stream handler call at INFO: noise with hundreds of Ingestions.
-        logging.getLogger("kopf").setLevel(logging.WARNING)
+    if args.webhook_port is not None:
+        handlers.operator_settings.webhook_port = args.webhook_port
+    if args.webhook_cert_dir:
+        handlers.operator_settings.webhook_cert_dir = args.webhook_cert_dir
+    if handlers.operator_settings.webhook_port is not None:
+        from kingest.operator import admission  # noqa: F401  (registers the kopf handler)
+    logs.configure(args.verbose, args.log_format)
     metrics_server = _serve_metrics(handlers.operator_settings.metrics_port, handlers.metrics)
+    readiness = health.Readiness(args.readiness) if args.readiness else None
+    with _standby_liveness(args.liveness):
+        health.wait_for_api(handlers.api().configuration, readiness)
     election = None
     if args.leader_election:
         # A standby answers scrapes too (`kingest_operator_leader 0`): every replica behind
@@ -145,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             election.release()
         if metrics_server is not None:
             metrics_server.stop()
+        if readiness is not None:
+            readiness.stop()
     return 0
 
 

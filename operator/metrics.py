@@ -45,6 +45,7 @@ class _Series:
     last_success: float | None = None
     last_result_succeeded: bool | None = None
     next_run: float | None = None
+    interval: float | None = None
     runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_RESULTS, 0))
     rows: int = 0
     bytes: int = 0
@@ -98,10 +99,24 @@ class IngestionMetrics:
                         series.duration_buckets[i] += 1
             return True
 
-    def set_next_run(self, key: Key, timestamp: float | None) -> None:
-        """The next scheduled run (None: not scheduled, the series is dropped)."""
+    def set_next_run(
+        self, key: Key, timestamp: float | None, interval_s: float | None = None
+    ) -> None:
+        """The next scheduled run and the schedule's period after it (None: not scheduled,
+        the series are dropped)."""
         with self._lock:
-            self._series.setdefault(key, _Series()).next_run = timestamp
+            series = self._series.setdefault(key, _Series())
+            series.next_run, series.interval = timestamp, interval_s
+
+    def set_outcome(self, key: Key, last_success: float | None, succeeded: bool | None) -> None:
+        """The last success and last result as the status records them: the gauges hold
+        across a restart of the operator, before the next run finishes."""
+        with self._lock:
+            series = self._series.setdefault(key, _Series())
+            if last_success is not None:
+                series.last_success = max(series.last_success or 0.0, last_success)
+            if succeeded is not None:
+                series.last_result_succeeded = succeeded
 
     def forget(self, key: Key) -> None:
         """Remove every series of a deleted Ingestion."""
@@ -159,6 +174,17 @@ class IngestionMetrics:
                     lines.append(
                         "kingest_ingestion_next_run_timestamp_seconds"
                         f"{_labels(base(key))} {_number(s.next_run)}"
+                    )
+            family(
+                "kingest_ingestion_schedule_interval_seconds",
+                "gauge",
+                "Seconds between the Ingestion's next slot and the one after it.",
+            )
+            for key, s in items:
+                if s.interval is not None:
+                    lines.append(
+                        "kingest_ingestion_schedule_interval_seconds"
+                        f"{_labels(base(key))} {_number(s.interval)}"
                     )
             family("kingest_ingestion_runs_total", "counter", "Finished runs, by result.")
             for key, s in items:

@@ -13,7 +13,14 @@ Rules:
   another is active, except that an active run whose Pod never started a container (a
   missing Secret, an image that cannot be pulled) is superseded: deleted, and the new run
   created once it is gone;
-- an invalid spec starts nothing and says what to fix; the next generation is checked again.
+- an invalid spec starts nothing and says what to fix; the next generation is checked again;
+- a run whose Job is deleted before it finished (`kubectl delete job`, before or after its
+  Pod started) has failed: reason JobDeleted;
+- a run that failed for a transient reason (`TRANSIENT_REASONS`, the runner's exit code 8) is
+  tried again as a new Job (attempt 2, 3, ...) after `spec.retry`'s backoff, up to its limit,
+  unless another run is due by then; any other failure is final;
+- condition Running is True only while the runner's container runs (not while its Pod waits
+  on a Secret or an image).
 
 Scheduled Ingestions (`spec.schedule`) run per slot instead of per generation (a spec change
 only moves the next slot; `runOnCreate` adds one run at creation). CronJob's semantics:
@@ -34,7 +41,7 @@ only moves the next slot; `runOnCreate` adds one run at creation). CronJob's sem
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from kingest.operator.job import (
@@ -44,6 +51,7 @@ from kingest.operator.job import (
     format_time,
     job_name,
     parse_time,
+    run_of,
 )
 from kingest.operator.schedule import InvalidSchedule, Schedule, decide
 from kingest.operator.spec import (
@@ -55,6 +63,7 @@ from kingest.operator.spec import (
     RunStatus,
 )
 from kingest.operator.status import has_started, job_finished, run_status
+from kingest.runner.errors import SourceUnavailable
 
 RUN_REQUESTED = "kingest.io/run-requested"
 HISTORY_LIMIT = 10
@@ -63,6 +72,10 @@ SCHEDULED_SUCCESSFUL_JOBS = 3
 SCHEDULED_FAILED_JOBS = 1
 JobDict = dict
 PodDict = dict
+# Failures that may go away by themselves: retried per spec.retry. Usage, data and
+# destination errors (the runner's exit codes 2-7) are not.
+TRANSIENT_REASONS = frozenset({SourceUnavailable.reason})
+JOB_DELETED = "JobDeleted"
 
 
 @dataclass(frozen=True)
@@ -125,14 +138,47 @@ def _condition(
     )
 
 
-def _history(
-    derived: list[RunStatus], old: IngestionStatus, created: RunStatus | None
-) -> list[RunStatus]:
-    # Jobs deleted by their TTL keep their last known outcome from the previous status.
+def ended_by_deletion(run: RunStatus, now: str) -> RunStatus:
+    """`run` (its Job gone) as it ended: a run still active when its Job went has failed."""
+    if run.result not in ("Pending", "Running"):
+        return run
+    state = run.result if run.reason in (None, run.result) else f"{run.result}, {run.reason}"
+    return run.model_copy(
+        update={
+            "result": "Failed",
+            "reason": JOB_DELETED,
+            "message": f"the Job was deleted before the run finished (it was {state}: "
+            f"{run.message or run.reason})",
+            "completion_time": now,
+        }
+    )
+
+
+def _history(derived: list[RunStatus], old: IngestionStatus, now: str) -> list[RunStatus]:
+    """The runs, newest first: the Jobs' (`derived`) and the previous status's.
+
+    A run whose Job is gone keeps its last known outcome (a TTL deleted it) or, if it was
+    still active, ends as JobDeleted; either way it keeps its place among the others.
+    """
     current = {run.job for run in derived}
-    kept = [run for run in old.runs if run.job not in current]
-    runs = ([created] if created else []) + derived + kept
+    position = {run.job: i for i, run in enumerate(old.runs)}
+    runs = list(derived)
+    for run in old.runs:
+        if run.job in current:
+            continue
+        newer = (i for i, d in enumerate(runs) if position.get(d.job, -1) > position[run.job])
+        runs.insert(next(newer, len(runs)), ended_by_deletion(run, now))
     return runs[:HISTORY_LIMIT]
+
+
+def _retry_event(meta: IngestionMeta, retry: Run, failed: RunStatus, spec: IngestionSpec) -> Event:
+    name = job_name(meta.name, meta.uid, retry)
+    return Event(
+        "Normal",
+        "RunRetried",
+        f"{name}: attempt {retry.attempt} of {spec.retry.limit + 1} for {_describe(retry)}, "
+        f"after {failed.job} failed with {failed.reason}",
+    )
 
 
 def _run_events(old: RunStatus | None, new: RunStatus | None) -> list[Event]:
@@ -152,6 +198,29 @@ def _run_events(old: RunStatus | None, new: RunStatus | None) -> list[Event]:
     if new.reason not in (None, "JobCreated", "PodPending"):
         return [Event("Warning", new.reason, message)]
     return []
+
+
+def next_attempt(
+    spec: IngestionSpec | None, last_run: RunStatus | None, jobs: list[JobDict], now: str
+) -> tuple[Run | None, str | None]:
+    """The retry of `last_run` and when it is due, or (None, None) when it is not retried.
+
+    Retried: a failure for a transient reason, while attempts are left (`spec.retry.limit`
+    retries after the first) and its Job still says what the run was for.
+    """
+    if spec is None or last_run is None or last_run.result != "Failed":
+        return None, None
+    if last_run.reason not in TRANSIENT_REASONS:
+        return None, None
+    job = next((j for j in jobs if j["metadata"]["name"] == last_run.job), None)
+    if job is None:
+        return None, None
+    failed = run_of(job)
+    if failed.attempt > spec.retry.limit:
+        return None, None
+    ended = parse_time(last_run.completion_time or now)
+    due = ended + timedelta(seconds=spec.retry.delay_s(failed.attempt))
+    return failed.retried(), format_time(due)
 
 
 def _recorded(old: IngestionStatus) -> dict[str, RunStatus]:
@@ -308,6 +377,194 @@ def _beyond_history(
     return tuple(beyond)
 
 
+def schedule_of(
+    spec: IngestionSpec | None, invalid: str | None
+) -> tuple[Schedule | None, str | None]:
+    """Rule: an invalid cron or time zone is InvalidSchedule. The parsed schedule, or why not."""
+    if invalid is not None or spec is None or spec.schedule is None:
+        return None, None
+    try:
+        return Schedule.parse(spec.schedule, spec.time_zone), None
+    except InvalidSchedule as exc:
+        return None, f"schedule {spec.schedule!r} (timeZone {spec.time_zone!r}): {exc}"
+
+
+def standing_verdict(meta: IngestionMeta, old: IngestionStatus) -> str | None:
+    """Rule: a verdict holds for its generation, also one only the API server could give (a
+    Job it rejected); the spec is checked again when it changes."""
+    if (
+        old.phase == "Invalid"
+        and old.reason != "InvalidSchedule"
+        and old.observed_generation == meta.generation
+    ):
+        return old.message or "invalid spec"
+    return None
+
+
+def derive_runs(jobs: list[JobDict], pods: list[PodDict], old: IngestionStatus) -> list[RunStatus]:
+    """Each Job's run (`jobs` newest first); a finished run already recorded keeps its record."""
+    recorded = _recorded(old)
+    return [
+        recorded[job["metadata"]["name"]]
+        if job_finished(job) and job["metadata"]["name"] in recorded
+        else run_status(job, pods_of(job, pods))
+        for job in jobs
+    ]
+
+
+@dataclass(frozen=True)
+class Due:
+    """The run a generation or a run request asks for, and what the status records as
+    acted on (`observed` generation, `handled` run request) once it is started."""
+
+    run: Run | None
+    observed: int | None
+    handled: str | None
+
+
+def due_run(
+    meta: IngestionMeta,
+    old: IngestionStatus,
+    spec: IngestionSpec | None,
+    invalid: str | None,
+    scheduled: bool,
+) -> Due:
+    """Rule: a run is due for each new spec generation (for a scheduled Ingestion only with
+    runOnCreate, at creation) and for each new value of the run-requested annotation; an
+    invalid spec acts on both without running."""
+    request = meta.annotations.get(RUN_REQUESTED)
+    generation_due = (old.observed_generation or 0) < meta.generation
+    request_due = request is not None and request != old.handled_run_request
+    if invalid is not None:
+        # Acted on: this generation (and any request made for it) will never run.
+        return Due(None, meta.generation, request)
+    # A scheduled Ingestion runs per slot; a new generation only moves the next slot.
+    observed = meta.generation if scheduled else old.observed_generation
+    run: Run | None = None
+    if generation_due and (
+        not scheduled
+        or (spec is not None and spec.run_on_create and old.observed_generation is None)
+    ):
+        run = Run("Generation", meta.generation)
+    elif request_due:
+        run = Run("Requested", meta.generation, request)
+    return Due(run, observed, old.handled_run_request)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Whether the due run starts now: its Job to create, Jobs to delete first, why it waits."""
+
+    create: Run | None = None
+    delete: tuple[str, ...] = ()
+    waiting: str | None = None
+    started: bool = False  # created now or adopted: the generation / request is acted on
+    events: tuple[Event, ...] = ()
+
+
+def start_run(
+    meta: IngestionMeta, run: Run, jobs: list[JobDict], pods: list[PodDict], active: list[JobDict]
+) -> Start:
+    """Rule: never two runs at once. A due run whose Job exists is adopted; with no active run
+    it is created; else it waits, and an active run whose Pod never started a container is
+    superseded: deleted, the new run created once it is gone."""
+    name = job_name(meta.name, meta.uid, run)
+    if any(job["metadata"]["name"] == name for job in jobs):
+        return Start(started=True)
+    if not active:
+        created = Event("Normal", "RunCreated", f"{name}: for {_describe(run)}")
+        return Start(create=run, started=True, events=(created,))
+    blocking = active[0]["metadata"]["name"]
+    waiting = f"a run for {_describe(run)} waits for {blocking} to finish"
+    never_started = not any(has_started(pods_of(job, pods)) for job in active)
+    deleting = any(job["metadata"].get("deletionTimestamp") for job in active)
+    if not never_started or deleting:
+        return Start(waiting=waiting)
+    delete = tuple(job["metadata"]["name"] for job in active)
+    superseded = Event(
+        "Normal",
+        "RunSuperseded",
+        f"{', '.join(delete)} never started; replaced by a run for {_describe(run)}",
+    )
+    return Start(delete=delete, waiting=waiting, events=(superseded,))
+
+
+def summary(
+    invalid: str | None,
+    schedule_error: str | None,
+    suspended: bool,
+    last_run: RunStatus | None,
+    next_slot: str | None,
+    scheduled: bool,
+    waiting: str | None,
+    retry_at: str | None,
+) -> tuple[str, str, str]:
+    """Rule: the phase, reason and message, from the most telling fact: an invalid spec, a
+    suspended schedule, no run yet, a retry waiting, else the latest run."""
+    running = last_run is not None and last_run.result in ("Pending", "Running")
+    if invalid is not None:
+        return "Invalid", "InvalidSchedule" if schedule_error else "InvalidSpec", invalid
+    if suspended and not running:
+        return "Suspended", "Suspended", "spec.suspend is true: no slot fires"
+    if last_run is None and scheduled:
+        message = f"next run at {next_slot}" if next_slot else "the schedule has no next slot"
+        return "Scheduled", "Scheduled", message
+    if last_run is None:
+        return "Pending", "NoRun", waiting or "no run yet"
+    if retry_at is not None:
+        return (
+            "Pending",
+            "RetryScheduled",
+            f"{last_run.job} failed with {last_run.reason} ({last_run.message}); "
+            f"the next attempt starts at {retry_at}",
+        )
+    message = last_run.message or ""
+    if waiting:
+        message = f"{message}; {waiting}" if message else waiting
+    return last_run.result, last_run.reason or last_run.result, message
+
+
+def run_conditions(
+    old: IngestionStatus,
+    phase: str,
+    reason: str,
+    message: str,
+    runs: list[RunStatus],
+    retry_at: str | None,
+    generation: int | None,
+    now: str,
+) -> list[Condition]:
+    """Rule: Ready is True after a success; Running only while the runner's container runs
+    (not while its Pod waits on a Secret, an image or a node); Succeeded is the latest
+    finished run's outcome."""
+    last_run = runs[0] if runs else None
+    active = last_run is not None and last_run.result in ("Pending", "Running")
+    finished = next((r for r in runs if r.result in ("Succeeded", "Failed")), None)
+    if active and last_run is not None:
+        running = (
+            "True" if last_run.reason == "Running" else "False",
+            last_run.reason or "Running",
+            last_run.message or "",
+        )
+    else:
+        running = ("False", "RetryScheduled", message) if retry_at else ("False", "NoActiveRun", "")
+    succeeded = (
+        ("Unknown", "NoFinishedRun", "")
+        if finished is None
+        else (
+            "True" if finished.result == "Succeeded" else "False",
+            finished.reason or finished.result,
+            finished.message or "",
+        )
+    )
+    ready = "True" if phase == "Succeeded" else "False"
+    return [
+        _condition(old, "Ready", ready, reason, message, generation, now),
+        _condition(old, "Running", *running, generation, now),
+        _condition(old, "Succeeded", *succeeded, generation, now),
+    ]
+
+
 def plan(
     meta: IngestionMeta,
     invalid: str | None,
@@ -317,185 +574,72 @@ def plan(
     now: str,
     spec: IngestionSpec | None = None,
 ) -> Plan:
-    """Decide the next step for one Ingestion; see the module docstring for the rules.
+    """Decide the next step for one Ingestion: the rules' steps above, composed.
 
     `invalid` is what is wrong with the spec (None when it can run); `spec` is the parsed spec
     (needed for schedules and history limits; None when invalid); `jobs` and `pods` are
     everything labelled with the Ingestion's uid; `now` is an RFC 3339 timestamp.
     """
-    schedule: Schedule | None = None
-    schedule_error: str | None = None
-    if invalid is None and spec is not None and spec.schedule is not None:
-        try:
-            schedule = Schedule.parse(spec.schedule, spec.time_zone)
-        except InvalidSchedule as exc:
-            schedule_error = f"schedule {spec.schedule!r} (timeZone {spec.time_zone!r}): {exc}"
-    if (
-        invalid is None
-        and schedule_error is None
-        and old.phase == "Invalid"
-        and old.reason != "InvalidSchedule"
-        and old.observed_generation == meta.generation
-    ):
-        # A verdict holds for its generation, also one only the API server could give (a
-        # Job it rejected): the spec is checked again when it changes.
-        invalid = old.message or "invalid spec"
+    schedule, schedule_error = schedule_of(spec, invalid)
+    if invalid is None and schedule_error is None:
+        invalid = standing_verdict(meta, old)
     invalid = invalid or schedule_error
     scheduled = schedule is not None
     jobs = sorted(jobs, key=_order, reverse=True)
-    recorded = _recorded(old)
-    derived = [
-        recorded[job["metadata"]["name"]]
-        if job_finished(job) and job["metadata"]["name"] in recorded
-        else run_status(job, pods_of(job, pods))
-        for job in jobs
-    ]
     active = [job for job in jobs if not job_finished(job)]
-    request = meta.annotations.get(RUN_REQUESTED)
-    generation_due = (old.observed_generation or 0) < meta.generation
-    request_due = request is not None and request != old.handled_run_request
 
-    observed, handled = old.observed_generation, old.handled_run_request
-    create: Run | None = None
-    delete: tuple[str, ...] = ()
-    waiting: str | None = None
-    events: list[Event] = []
-
-    run: Run | None = None
-    if invalid is not None:
-        # Acted on: this generation (and any request made for it) will never run.
-        observed, handled = meta.generation, request
-    elif generation_due and (
-        not scheduled
-        or (spec is not None and spec.run_on_create and old.observed_generation is None)
-    ):
-        run = Run("Generation", meta.generation)
-    elif request_due:
-        run = Run("Requested", meta.generation, request)
-    if scheduled and invalid is None:
-        # A scheduled Ingestion runs per slot; a new generation only moves the next slot.
-        observed = meta.generation
-    if run is not None:
-        name = job_name(meta.name, meta.uid, run)
-        if any(job["metadata"]["name"] == name for job in jobs) or not active:
-            create = None if any(j["metadata"]["name"] == name for j in jobs) else run
-            observed, handled = meta.generation, request
-            if create:
-                events.append(Event("Normal", "RunCreated", f"{name}: for {_describe(run)}"))
-        else:
-            blocking = active[0]["metadata"]["name"]
-            never_started = not any(has_started(pods_of(job, pods)) for job in active)
-            deleting = any(job["metadata"].get("deletionTimestamp") for job in active)
-            if never_started and not deleting:
-                delete = tuple(job["metadata"]["name"] for job in active)
-                events.append(
-                    Event(
-                        "Normal",
-                        "RunSuperseded",
-                        f"{', '.join(delete)} never started; replaced by a run for "
-                        f"{_describe(run)}",
-                    )
-                )
-            waiting = f"a run for {_describe(run)} waits for {blocking} to finish"
+    due = due_run(meta, old, spec, invalid, scheduled)
+    observed, handled = due.observed, due.handled
+    start = start_run(meta, due.run, jobs, pods, active) if due.run else Start()
+    if start.started:
+        observed, handled = meta.generation, meta.annotations.get(RUN_REQUESTED)
+    create, delete, waiting = start.create, start.delete, start.waiting
+    events: list[Event] = list(start.events)
 
     slots: _Slots | None = None
     if schedule is not None and spec is not None:
+        edited = (old.observed_generation or 0) < meta.generation
         slots = _slots(
-            meta,
-            spec,
-            schedule,
-            old,
-            jobs,
-            active,
-            now,
-            edited=generation_due,
-            busy=create is not None,
+            meta, spec, schedule, old, jobs, active, now, edited=edited, busy=create is not None
         )
         if slots.run is not None:
             create = slots.run
         delete = tuple(dict.fromkeys(delete + slots.delete))
         waiting = waiting or slots.waiting
         events.extend(slots.events)
+
+    earlier = _history(derive_runs(jobs, pods, old), old, now)
+    suspended = scheduled and spec is not None and spec.suspend
+    retry_at: str | None = None
+    if create is None and not active and invalid is None and not suspended:
+        retry, retry_at = next_attempt(spec, earlier[0] if earlier else None, jobs, now)
+        if retry is not None and retry_at is not None and parse_time(retry_at) <= parse_time(now):
+            create, retry_at = retry, None
+            events.append(_retry_event(meta, retry, earlier[0], spec))
     kept_jobs = (job_name(meta.name, meta.uid, create),) if create else ()
     delete = delete + tuple(
         name for name in _beyond_history(spec, jobs, kept_jobs) if name not in delete
     )
 
-    created = (
-        RunStatus(
-            job=job_name(meta.name, meta.uid, create),
-            trigger=create.trigger,
-            generation=create.generation,
-            result="Pending",
-            reason="JobCreated",
-            message="waiting for the Job's Pod",
-        )
-        if create
-        else None
-    )
-    runs = _history(derived, old, created)
+    created = _created_run(meta, create) if create else None
+    runs = ([created] if created else []) + earlier[: HISTORY_LIMIT - (1 if created else 0)]
     last_run = runs[0] if runs else None
-    succeeded = next((r for r in runs if r.result == "Succeeded"), None)
-    # A successful run with nothing new to load may commit no load: the last one stands.
-    last_load_id = next(
-        (r.load_id for r in runs if r.result == "Succeeded" and r.load_id), old.last_load_id
+    phase, reason, message = summary(
+        invalid,
+        schedule_error,
+        bool(suspended),
+        last_run,
+        slots.next_slot if slots else None,
+        scheduled,
+        waiting,
+        retry_at,
     )
-    last_successful_time = succeeded.completion_time if succeeded else old.last_successful_time
-    suspended = scheduled and spec is not None and spec.suspend
-    running = last_run is not None and last_run.result in ("Pending", "Running")
-
-    if invalid is not None:
-        reason = "InvalidSchedule" if schedule_error else "InvalidSpec"
-        phase, message = "Invalid", invalid
-    elif suspended and not running:
-        phase, reason, message = "Suspended", "Suspended", "spec.suspend is true: no slot fires"
-    elif last_run is None and scheduled:
-        next_slot = slots.next_slot if slots else None
-        phase, reason = "Scheduled", "Scheduled"
-        message = f"next run at {next_slot}" if next_slot else "the schedule has no next slot"
-    elif last_run is None:
-        phase, reason, message = "Pending", "NoRun", waiting or "no run yet"
-    else:
-        phase, reason = last_run.result, last_run.reason or last_run.result
-        message = last_run.message or ""
-        if waiting:
-            message = f"{message}; {waiting}" if message else waiting
-    finished = next((r for r in runs if r.result in ("Succeeded", "Failed")), None)
-    conditions = [
-        _condition(
-            old,
-            "Ready",
-            "True" if phase == "Succeeded" else "False",
-            reason,
-            message,
-            observed,
-            now,
-        ),
-        _condition(
-            old,
-            "Running",
-            "True" if running else "False",
-            (last_run.reason or "Running") if running and last_run else "NoActiveRun",
-            (last_run.message or "") if running and last_run else "",
-            observed,
-            now,
-        ),
-        _condition(
-            old,
-            "Succeeded",
-            "Unknown"
-            if finished is None
-            else ("True" if finished.result == "Succeeded" else "False"),
-            (finished.reason or finished.result) if finished else "NoFinishedRun",
-            (finished.message or "") if finished else "",
-            observed,
-            now,
-        ),
-    ]
+    conditions = run_conditions(old, phase, reason, message, runs, retry_at, observed, now)
     if spec is not None and spec.schedule is not None:
         conditions.extend(
             _schedule_conditions(old, slots, schedule_error, bool(suspended), observed, now)
         )
+    succeeded = next((r for r in runs if r.result == "Succeeded"), None)
     status = IngestionStatus(
         phase=phase,
         reason=reason,
@@ -504,9 +648,13 @@ def plan(
         handled_run_request=handled,
         conditions=conditions,
         last_run=last_run,
-        last_load_id=last_load_id,
-        last_successful_time=last_successful_time,
+        # A successful run with nothing new to load may commit no load: the last one stands.
+        last_load_id=next(
+            (r.load_id for r in runs if r.result == "Succeeded" and r.load_id), old.last_load_id
+        ),
+        last_successful_time=succeeded.completion_time if succeeded else old.last_successful_time,
         next_run_time=slots.next_slot if slots else None,
+        next_retry_time=retry_at,
         last_schedule_time=slots.last_schedule_time if slots else old.last_schedule_time,
         scheduled_from=slots.scheduled_from if slots else old.scheduled_from,
         skipped_slots=slots.skipped if slots else old.skipped_slots,
@@ -515,8 +663,20 @@ def plan(
     )
     if invalid is not None and (old.phase != "Invalid" or old.message != invalid):
         events.append(Event("Warning", reason, invalid))
-    events.extend(_run_events(old.last_run, last_run if not created else None))
+    events.extend(_run_events(old.last_run, earlier[0] if earlier else None))
     return Plan(status=status, create=create, delete=delete, events=tuple(events))
+
+
+def _created_run(meta: IngestionMeta, run: Run) -> RunStatus:
+    return RunStatus(
+        job=job_name(meta.name, meta.uid, run),
+        trigger=run.trigger,
+        generation=run.generation,
+        attempt=run.attempt if run.attempt > 1 else None,
+        result="Pending",
+        reason="JobCreated",
+        message="waiting for the Job's Pod",
+    )
 
 
 def _schedule_conditions(

@@ -3,25 +3,30 @@
 Pure functions over plain values; the operator passes `now` in, so tests move the clock
 instead of sleeping.
 
-Slots are matched on the wall clock of the schedule's time zone, with Vixie cron's rule for
-daylight-saving changes, which is what people mean by "every day at 02:30":
+Slots come from `cronsim`, which follows Debian cron's rules for daylight-saving changes,
+what people mean by "every day at 02:30":
 
 - a schedule with a fixed hour (`30 2 * * *`) fires once per matching wall-clock time: when
   the clocks go back it fires at the first 02:30 only, and when they spring forward past
   02:30 it fires at the end of the gap (03:00) rather than not at all;
 - a schedule that runs every hour (`*/15 * * * *`, hour field `*`) follows real time: it
   fires in both passes of a repeated hour and has no slots in a skipped one.
+
+The expression is checked here first, field by field, so that a wrong one is rejected with a
+message saying which field and why (cronsim says only "Bad minute"), and only CronJob's
+syntax is accepted (no `L`, `W` or `#` extensions, which a CronJob would refuse).
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
 
 MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -34,13 +39,6 @@ MACROS = {
 }
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
-# A schedule can match as rarely as once in four years (29 February on a given weekday
-# needs up to 28 years); looking further ahead than this means it never matches.
-_HORIZON_DAYS = 366 * 29
-_SLACK = timedelta(hours=3)
-# Zones whose UTC offset never changes (tzdata's Etc/ area and its aliases): their wall clock
-# runs in step with real time, so their slots need none of the clock-change handling.
-_FIXED_OFFSET_ZONES = frozenset({"UTC", "UCT", "GMT", "Zulu", "Universal", "Greenwich"})
 
 
 class InvalidSchedule(ValueError):
@@ -77,6 +75,7 @@ def _value(text: str, field: _Field) -> int:
 
 
 def _parse_field(text: str, field: _Field) -> frozenset[int]:
+    """The values `text` allows in `field`, or InvalidSchedule naming the field and why."""
     values: set[int] = set()
     for part in text.split(","):
         match = re.fullmatch(r"(\*|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)(?:/(\d+))?", part)
@@ -103,25 +102,17 @@ def _parse_field(text: str, field: _Field) -> frozenset[int]:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A parsed 5-field cron expression (or `@hourly`-style macro) in an IANA time zone."""
+    """A checked 5-field cron expression (or `@hourly`-style macro) in an IANA time zone."""
 
     expression: str
     time_zone: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]
-    day_restricted: bool
-    weekday_restricted: bool
-    hour_restricted: bool
+    fields: str  # the five fields, macros expanded: what cronsim iterates
 
     @classmethod
     def parse(cls, expression: str, time_zone: str = "UTC") -> Schedule:
         """Parse `expression` in `time_zone`; raises `InvalidSchedule` saying what is wrong.
 
-        Cached: every reconcile of a scheduled Ingestion parses its schedule, and proving that
-        one fires at all walks its slots.
+        Cached: every reconcile of a scheduled Ingestion parses its schedule.
         """
         return _parse_cached(cls, expression, time_zone)
 
@@ -142,98 +133,24 @@ class Schedule:
                 f"{expression!r} has {len(parts)} fields; a cron schedule has 5 "
                 "(minute hour day-of-month month day-of-week) or is a macro like @hourly"
             )
-        minutes, hours, days, months, weekdays = (
-            _parse_field(part, field) for part, field in zip(parts, _FIELDS, strict=True)
-        )
-        schedule = cls(
-            expression=expression,
-            time_zone=time_zone,
-            minutes=minutes,
-            hours=hours,
-            days=days,
-            months=months,
-            weekdays=weekdays,
-            day_restricted=not parts[2].startswith("*"),
-            weekday_restricted=not parts[4].startswith("*"),
-            hour_restricted=parts[1] != "*",
-        )
-        if schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC)) is None:
-            raise InvalidSchedule(f"{expression!r} never fires (no such date)")
+        for part, field in zip(parts, _FIELDS, strict=True):
+            _parse_field(part, field)
+        schedule = cls(expression=expression, time_zone=time_zone, fields=" ".join(parts))
+        try:
+            # cronsim refuses a day that never exists (31 February) when it starts.
+            CronSim(schedule.fields, datetime(2000, 1, 1, tzinfo=schedule.zone))
+        except CronSimError:
+            raise InvalidSchedule(f"{expression!r} never fires (no such date)") from None
         return schedule
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.time_zone)
 
-    @property
-    def fixed_offset(self) -> bool:
-        """Whether the time zone's UTC offset never changes."""
-        return self.time_zone.removeprefix("Etc/") in _FIXED_OFFSET_ZONES or (
-            self.time_zone.startswith("Etc/GMT")
-        )
-
-    def _day_matches(self, day: datetime) -> bool:
-        if day.month not in self.months:
-            return False
-        in_days = day.day in self.days
-        in_weekdays = (day.isoweekday() % 7) in self.weekdays
-        # Classic cron: when both day fields are restricted, either one matching is enough.
-        if self.day_restricted and self.weekday_restricted:
-            return in_days or in_weekdays
-        return in_days and in_weekdays
-
-    def _wall_times(self, start: datetime) -> Iterator[datetime]:
-        """Matching naive wall-clock times from `start` (its minute) on, in order."""
-        first = start.replace(second=0, microsecond=0)
-        day = first.replace(hour=0, minute=0)
-        hours, minutes = sorted(self.hours), sorted(self.minutes)
-        for _ in range(_HORIZON_DAYS):
-            if self._day_matches(day):
-                for hour in hours:
-                    if day < first and hour < first.hour:
-                        continue
-                    for minute in minutes:
-                        wall = day.replace(hour=hour, minute=minute)
-                        if wall >= first:
-                            yield wall
-            day += timedelta(days=1)
-
-    def _instants(self, wall: datetime) -> list[datetime]:
-        """The UTC instants at which wall-clock time `wall` fires (see the module docstring)."""
-        zone = self.zone
-        first = wall.replace(tzinfo=zone, fold=0)
-        second = wall.replace(tzinfo=zone, fold=1)
-        first_utc, second_utc = first.astimezone(UTC), second.astimezone(UTC)
-        if first_utc.astimezone(zone).replace(tzinfo=None) != wall:
-            # The wall time falls in a spring-forward gap: it does not exist.
-            if not self.hour_restricted:
-                return []
-            return [_transition(second_utc, first_utc, zone)]
-        if first_utc != second_utc and not self.hour_restricted:
-            return [first_utc, second_utc]
-        return [first_utc]
-
     def iter_slots(self, after: datetime) -> Iterator[datetime]:
         """Slots strictly after `after` (an aware datetime), in UTC, in order."""
-        zone = self.zone
-        local = after.astimezone(zone).replace(tzinfo=None)
-        if self.fixed_offset:
-            for wall in self._wall_times(local):
-                if wall > local:
-                    yield wall.replace(tzinfo=zone).astimezone(UTC)
-            return
-        pending: list[datetime] = []
-        # Around a clock change, wall-clock order and real order differ by at most the change
-        # (an hour or two): an instant is final once the wall clock is 3 hours past it.
-        for wall in self._wall_times(local - _SLACK):
-            settled = wall.replace(tzinfo=zone).astimezone(UTC) - _SLACK
-            while pending and pending[0] <= settled:
-                yield heapq.heappop(pending)
-            for instant in self._instants(wall):
-                if instant > after:
-                    heapq.heappush(pending, instant)
-        while pending:
-            yield heapq.heappop(pending)
+        for slot in CronSim(self.fields, after.astimezone(self.zone)):
+            yield slot.astimezone(UTC)
 
     def next_after(self, moment: datetime) -> datetime | None:
         """The first slot strictly after `moment` (an aware datetime), in UTC; None if never."""
@@ -243,19 +160,6 @@ class Schedule:
 @functools.lru_cache(maxsize=1024)
 def _parse_cached(cls: type[Schedule], expression: str, time_zone: str) -> Schedule:
     return cls._parse_uncached(expression, time_zone)
-
-
-def _transition(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
-    """The first whole minute in (before, after] that has `after`'s UTC offset."""
-    offset = after.astimezone(zone).utcoffset()
-    low, high = 0, int((after - before).total_seconds() // 60)
-    while low < high:
-        middle = (low + high) // 2
-        if (before + timedelta(minutes=middle)).astimezone(zone).utcoffset() == offset:
-            high = middle
-        else:
-            low = middle + 1
-    return before + timedelta(minutes=low)
 
 
 @dataclass(frozen=True)

@@ -233,8 +233,10 @@ class RunnerSpec(Model):
     backoff_limit: int = Field(
         default=0,
         ge=0,
-        description="Retries of a failed run (the Job's backoffLimit). The default 0 reports a "
-        "failure at once; most failures (no matching files, bad data) do not go away by retrying.",
+        description="Pod retries within one run's Job, whatever the failure (the Job's "
+        "backoffLimit). The default 0 reports a failure at once; most failures (no matching "
+        "files, bad data) do not go away by retrying. Transient failures are retried by "
+        "spec.retry instead, as new attempts.",
     )
     active_deadline_seconds: int | None = Field(
         default=None,
@@ -247,6 +249,30 @@ class RunnerSpec(Model):
         description="Delete a finished run's Job after this many seconds. The Ingestion's status "
         "keeps its outcome.",
     )
+
+
+class RetrySpec(Model):
+    """Retries of runs that failed for a reason the runner reports as transient."""
+
+    limit: int = Field(
+        default=3,
+        ge=0,
+        description="New attempts of a run that failed with a transient reason (the runner's "
+        "SourceUnavailable, exit code 8: unreachable endpoint, throttling, 5xx after the "
+        "client's own retries). Data and usage errors are never retried. 0: no retries.",
+    )
+    backoff_seconds: int = Field(
+        default=10,
+        ge=1,
+        description="Wait before the first retry; it doubles with each further attempt.",
+    )
+    max_backoff_seconds: int = Field(
+        default=300, ge=1, description="The longest wait between two attempts."
+    )
+
+    def delay_s(self, failed_attempt: int) -> int:
+        """Seconds between the end of attempt `failed_attempt` and the next one."""
+        return min(self.backoff_seconds * 2 ** (failed_attempt - 1), self.max_backoff_seconds)
 
 
 class IngestionSpec(Model):
@@ -295,6 +321,11 @@ class IngestionSpec(Model):
     )
     runner: RunnerSpec = Field(
         default_factory=RunnerSpec, description="How each run's Pod is built."
+    )
+    retry: RetrySpec = Field(
+        default_factory=RetrySpec,
+        description="Retries of transient failures, each a new Job (an attempt) listed in "
+        "status.runs.",
     )
     schedule: str | None = Field(
         default=None,
@@ -370,6 +401,9 @@ class RunStatus(Model):
         "kingest.io/run-requested annotation) or Schedule."
     )
     generation: int | None = Field(default=None, description="The spec generation it ran.")
+    attempt: int | None = Field(
+        default=None, description="2, 3, ...: a retry of a transient failure (spec.retry)."
+    )
     result: RunResult = Field(description="Pending, Running, Succeeded or Failed.")
     reason: str | None = Field(
         default=None, description="Why it is in that state, e.g. NoFilesMatched, ImagePullBackOff."
@@ -418,6 +452,10 @@ class IngestionStatus(Model):
         default=None,
         description="When the next scheduled slot is due (scheduled Ingestions, not suspended); "
         "recomputed on every spec change.",
+    )
+    next_retry_time: str | None = Field(
+        default=None,
+        description="When the next attempt of a run that failed transiently starts (spec.retry).",
     )
     last_schedule_time: str | None = Field(
         default=None, description="The slot of the latest scheduled run (RFC 3339)."

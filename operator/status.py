@@ -13,8 +13,14 @@ import json
 import re
 from typing import Any
 
-from kingest.operator.job import ANNOTATION_GENERATION, ANNOTATION_RUN_REQUEST, ANNOTATION_TRIGGER
+from kingest.operator.job import (
+    ANNOTATION_ATTEMPT,
+    ANNOTATION_GENERATION,
+    ANNOTATION_RUN_REQUEST,
+    ANNOTATION_TRIGGER,
+)
 from kingest.operator.spec import RunStatus
+from kingest.runner.errors import EXIT_CODES
 
 MAX_MESSAGE = 1024
 # Kubelet waiting reasons that are normal steps of starting a container, not problems.
@@ -23,6 +29,12 @@ _SECRET_PARAMETER = re.compile(
     r"((?:secret_access_key|access_key_id|session_token|password|token|secret)=)[^&\s'\"]+",
     re.IGNORECASE,
 )
+# The runner's exit codes that name one reason each (2 is shared by two usage reasons).
+_REASON_OF_EXIT_CODE = {
+    code: reason
+    for reason, code in EXIT_CODES.items()
+    if list(EXIT_CODES.values()).count(code) == 1
+}
 _URI_USERINFO = re.compile(r"(://[^:/?#@\s]*:)[^@/\s]+@")
 
 
@@ -135,6 +147,8 @@ def _failure(pod: dict[str, Any]) -> tuple[str | None, str | None]:
     exit_code = terminated.get("exitCode")
     text = terminated.get("message") or ""
     reason = "OOMKilled" if terminated.get("reason") == "OOMKilled" else "RunnerFailed"
+    # No result JSON (a log tail instead): the exit code still says which kind of failure.
+    reason = _REASON_OF_EXIT_CODE.get(exit_code, reason)
     summary = f"the runner exited with code {exit_code}"
     return reason, _clip(f"{summary}: {text}" if text.strip() else summary)
 
@@ -145,10 +159,12 @@ def run_status(job: dict[str, Any], pods: list[dict[str, Any]]) -> RunStatus:
     annotations = meta.get("annotations") or {}
     job_status = job.get("status") or {}
     generation = annotations.get(ANNOTATION_GENERATION)
+    attempt = annotations.get(ANNOTATION_ATTEMPT)
     fields: dict[str, Any] = {
         "job": meta["name"],
         "trigger": annotations.get(ANNOTATION_TRIGGER, "Generation"),
         "generation": int(generation) if generation and generation.isdigit() else None,
+        "attempt": int(attempt) if attempt and attempt.isdigit() else None,
         "start_time": _time(job_status.get("startTime")),
     }
     if ANNOTATION_RUN_REQUEST in annotations:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kingest.operator.job import RESERVED_ENV, RESERVED_ENV_PREFIXES, TMP_VOLUME, credential_items
+from kingest.operator.schedule import InvalidSchedule, Schedule
 from kingest.operator.spec import Endpoint, IngestionSpec
 from kingest.runner.errors import KingestError
 from kingest.runner.interfaces import ColumnHint, LoadOptions, Strategy
@@ -152,3 +153,19 @@ def _in_spec_terms(message: str) -> str:
     for flag, field in _FLAG_TO_FIELD.items():
         message = message.replace(flag, field)
     return message
+
+
+def admission_problem(raw: Mapping[str, Any]) -> str | None:
+    """What the admission webhook rejects a spec for (None: it may run), in the words the
+    status would use: the spec's checks above, and a schedule and time zone that parse."""
+    try:
+        spec = parse_spec(raw)
+        validate(spec)
+    except InvalidSpec as exc:
+        return str(exc)
+    if spec.schedule is not None:
+        try:
+            Schedule.parse(spec.schedule, spec.time_zone)
+        except InvalidSchedule as exc:
+            return f"spec.schedule {spec.schedule!r} (timeZone {spec.time_zone!r}): {exc}"
+    return None

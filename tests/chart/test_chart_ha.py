@@ -153,8 +153,8 @@ def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
     leader = lease_holder(kube_api, release)
     assert leader in two_replicas
     standby = next(n for n in two_replicas if n != leader)
-    assert "created Job" in two_replicas[leader].logs()
-    assert "created Job" not in two_replicas[standby].logs()
+    assert "RunCreated" in two_replicas[leader].logs()
+    assert "RunCreated" not in two_replicas[standby].logs()
     # Both replicas answer scrapes; only the acting one reports Ingestions.
     assert "kingest_operator_leader 1" in two_replicas[leader].metrics()
     assert f'name="{name}"' in two_replicas[leader].metrics()
@@ -184,7 +184,7 @@ def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
         lambda s: s.get("handledRunRequest") == "now" and s.get("phase") == "Succeeded",
         timeout=60,
     )
-    assert "created Job" in successor.logs()
+    assert "RunCreated" in successor.logs()
     assert "kingest_operator_leader 1" in successor.metrics()
 
 

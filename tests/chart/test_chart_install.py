@@ -176,3 +176,31 @@ def test_kubectl_shows_the_new_printer_column_after_upgrade(
     release.upgrade()
     table = kube.kubectl("get", "ingestions", "-n", apps_namespace).stdout
     assert "LAST LOAD ID" in table and STATUS["lastLoadId"] in table
+
+
+def test_kubectl_shows_ready_first_and_schedule_and_suspend_when_wide(
+    release: Release, kube: Cluster, kube_api: k8s.ApiClient, apps_namespace: str
+) -> None:
+    release.install({"replicaCount": 0})
+    spec = example_spec() | {"schedule": "0 3 * * *", "suspend": True}
+    custom = k8s.CustomObjectsApi(kube_api)
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, apps_namespace, PLURAL, ingestion_body("nightly", spec)
+    )
+    ready = {"type": "Ready", "status": "True", "reason": "Succeeded", "message": "loaded"}
+    ready["lastTransitionTime"] = "2026-01-01T00:00:00Z"
+    custom.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        apps_namespace,
+        PLURAL,
+        "nightly",
+        {"status": STATUS | {"conditions": [ready]}},
+    )
+    header, row = kube.kubectl("get", "ingestions", "-n", apps_namespace).stdout.splitlines()
+    assert header.split()[:3] == ["NAME", "READY", "PHASE"]
+    assert row.split()[:3] == ["nightly", "True", "Succeeded"]
+    wide = kube.kubectl("get", "ingestions", "-n", apps_namespace, "-o", "wide").stdout
+    header, row = wide.splitlines()
+    assert "SCHEDULE" in header and "SUSPEND" in header
+    assert "0 3 * * *" in row and "true" in row

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -10,9 +12,11 @@ from typing import Any
 import helm_python as helm
 import pytest
 import yaml
+from cryptography import x509
 
 from kingest.operator import crd, rbac
 from kingest.operator.main import _parser as operator_parser
+from kingest.operator.metrics import IngestionMetrics
 from tests.image.dockerfile import parse as parse_dockerfile
 from tests.platform.helm import lint, render
 
@@ -68,10 +72,14 @@ NON_DEFAULT_VALUES: dict[str, Any] = {
     "serviceAccount": {"name": "ingest-op", "annotations": {"eks.amazonaws.com/role-arn": "x"}},
     "runner": {"image": {"tag": "1.2.4"}, "resources": {"limits": {"memory": "8Gi"}}},
     "logLevel": "debug",
+    "logFormat": "json",
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "etl"}],
     "affinity": {"nodeAffinity": {}},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    "prometheusRule": {"enabled": True, "labels": {"release": "prom"}, "missedSchedules": 2},
+    "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
+    "webhook": {"certManager": {"enabled": True}, "failurePolicy": "Fail"},
 }
 
 
@@ -164,8 +172,11 @@ def test_default_render_has_the_operator_and_its_rbac() -> None:
         "Deployment",
         "Role",  # leader election, in the release namespace
         "RoleBinding",
-        "Service",
+        "Secret",  # the webhook's serving certificate
+        "Service",  # metrics
+        "Service",  # webhook
         "ServiceAccount",
+        "ValidatingWebhookConfiguration",
     ]
 
 
@@ -225,6 +236,18 @@ def test_liveness_probe_targets_the_operators_liveness_endpoint() -> None:
     assert f"--liveness=http://0.0.0.0:{port}{probe['path']}" in container["args"]
 
 
+def test_readiness_probe_targets_the_operators_readiness_endpoint() -> None:
+    container = operator_container(rendered())
+    probe = container["readinessProbe"]["httpGet"]
+    port = next(p for p in container["ports"] if p["name"] == probe["port"])["containerPort"]
+    assert f"--readiness=http://0.0.0.0:{port}{probe['path']}" in container["args"]
+
+
+def test_log_format_reaches_the_operator() -> None:
+    assert "--log-format=text" in operator_container(rendered())["args"]
+    assert "--log-format=json" in operator_container(rendered({"logFormat": "json"}))["args"]
+
+
 def test_operator_command_is_the_image_entrypoint_with_arguments_it_accepts() -> None:
     entrypoint = parse_dockerfile().final.all("ENTRYPOINT")[-1].exec_form()
     for values in ({}, NON_DEFAULT_VALUES):
@@ -245,7 +268,7 @@ def test_scheduling_settings_pass_through() -> None:
 
 def test_metrics_service_targets_the_metrics_port() -> None:
     objects = rendered()
-    service = only(objects, "Service")
+    service = only(objects, "Service", f"{RELEASE}-metrics")
     container = operator_container(objects)
     port = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
@@ -259,7 +282,8 @@ def test_service_monitor_is_optional() -> None:
     monitor = only(rendered(NON_DEFAULT_VALUES), "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
-    assert "Service" not in kinds(rendered({"metrics": {"enabled": False}}))
+    services = [o for o in rendered({"metrics": {"enabled": False}}) if o["kind"] == "Service"]
+    assert [s["metadata"]["name"] for s in services] == [f"{RELEASE}-webhook"]
 
 
 def test_aggregated_roles_let_namespace_editors_manage_and_viewers_read_ingestions() -> None:
@@ -328,3 +352,132 @@ def test_schema_rejects_bad_values(values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm.HelmValuesError) as error:
         rendered(values)
     assert where in str(error.value)
+
+
+# --- the validating admission webhook ---------------------------------------------------
+
+
+def test_webhook_is_served_by_the_operator_with_a_certificate_for_its_service() -> None:
+    objects = rendered()
+    config = only(objects, "ValidatingWebhookConfiguration")
+    (webhook,) = config["webhooks"]
+    service = only(objects, "Service", f"{RELEASE}-webhook")
+    assert webhook["clientConfig"]["service"] == {
+        "name": service["metadata"]["name"],
+        "namespace": NAMESPACE,
+        "path": "/validate-ingestion",
+        "port": 443,
+    }
+    assert webhook["failurePolicy"] == "Ignore"
+    assert webhook["rules"][0]["operations"] == ["CREATE", "UPDATE"]  # never DELETE
+    container = operator_container(objects)
+    port = next(p for p in container["ports"] if p["name"] == "webhook")["containerPort"]
+    assert service["spec"]["ports"][0]["targetPort"] == "webhook"
+    assert env_of(container)["KINGEST_WEBHOOK_PORT"] == str(port)
+
+    secret = only(objects, "Secret")
+    assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-tls")
+    assert env_of(container)["KINGEST_WEBHOOK_CERT_DIR"] == mount["mountPath"]
+
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{RELEASE}-webhook.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+    cert.verify_directly_issued_by(ca)
+
+
+def test_cert_manager_can_issue_the_webhook_certificate() -> None:
+    objects = rendered({"webhook": {"certManager": {"enabled": True}}})
+    certificate = only(objects, "Certificate")
+    assert certificate["spec"]["secretName"] == f"{RELEASE}-webhook-tls"
+    assert f"{RELEASE}-webhook.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    assert only(objects, "Issuer")["spec"] == {"selfSigned": {}}
+    config = only(objects, "ValidatingWebhookConfiguration")
+    assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NAMESPACE}/{certificate['metadata']['name']}"
+    )
+    assert "caBundle" not in config["webhooks"][0]["clientConfig"]
+    assert "Secret" not in kinds(objects)  # cert-manager writes it
+    issuer = {"name": "corp-ca", "kind": "ClusterIssuer"}
+    objects = rendered({"webhook": {"certManager": {"enabled": True, "issuerRef": issuer}}})
+    assert only(objects, "Certificate")["spec"]["issuerRef"] == issuer
+    assert "Issuer" not in kinds(objects)
+
+
+def test_webhook_can_be_left_out() -> None:
+    objects = rendered({"webhook": {"enabled": False}})
+    assert "ValidatingWebhookConfiguration" not in kinds(objects)
+    assert "Secret" not in kinds(objects)
+    assert "KINGEST_WEBHOOK_PORT" not in env_of(operator_container(objects))
+
+
+# --- alerts and dashboard ---------------------------------------------------------------
+
+METRIC_NAME = re.compile(r"\b(kingest_[a-z_]+|up)\b")
+
+
+def exported_metrics() -> set[str]:
+    """Every series name the operator's /metrics can show, scheduled runs included."""
+    metrics = IngestionMetrics()
+    metrics.record_run(("ns", "n"), "j", succeeded=True, finished_at=1.0, duration_s=2.0)
+    metrics.set_next_run(("ns", "n"), 3600.0, 3600.0)
+    lines = [line for line in metrics.render().splitlines() if not line.startswith("#")]
+    return {line.split("{")[0].split(" ")[0] for line in lines} | {"up"}
+
+
+def balanced(expr: str) -> bool:
+    depth = 0
+    for char in expr:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def test_alerts_and_dashboard_are_off_by_default() -> None:
+    assert not {"PrometheusRule", "ConfigMap"} & set(kinds(rendered()))
+
+
+def test_alerts_cover_failing_overdue_ingestions_and_the_operator_on_its_metrics() -> None:
+    rule = only(rendered(NON_DEFAULT_VALUES), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) == {
+        "KingestIngestionFailing",
+        "KingestIngestionNoRecentSuccess",
+        "KingestOperatorDown",
+        "KingestOperatorNotLeading",
+    }
+    assert (
+        "2 * kingest_ingestion_schedule_interval_seconds"
+        in (alerts["KingestIngestionNoRecentSuccess"]["expr"])
+    )
+    known = exported_metrics()
+    for name, alert in alerts.items():
+        assert balanced(alert["expr"]), name
+        assert set(METRIC_NAME.findall(alert["expr"])) <= known, name
+        assert f'job="{RELEASE}-metrics"' in alert["expr"], name  # the metrics Service
+        assert alert["annotations"]["summary"], name
+
+
+def test_dashboard_is_a_sidecar_configmap_built_on_the_operators_metrics() -> None:
+    config_map = only(rendered(NON_DEFAULT_VALUES), "ConfigMap", f"{RELEASE}-dashboard")
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["kingest.json"])
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 8
+    known = exported_metrics()
+    for expr in exprs:
+        assert balanced(expr), expr
+        assert set(METRIC_NAME.findall(expr)) - {"up"} <= known, expr
+    used = {name for expr in exprs for name in METRIC_NAME.findall(expr)}
+    assert known - {"up"} - used <= {
+        "kingest_ingestion_next_run_timestamp_seconds",
+        "kingest_ingestion_run_duration_seconds_sum",
+        "kingest_ingestion_run_duration_seconds_count",
+    }

@@ -69,9 +69,20 @@ def test_names_status_subresource_and_printer_columns() -> None:
     version = spec["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns)[:6] == ["Phase", "Last Load ID", "Rows", "Last Run", "Next Run", "Age"]
+    assert list(columns)[:7] == [
+        "Ready",
+        "Phase",
+        "Last Load ID",
+        "Rows",
+        "Last Run",
+        "Next Run",
+        "Age",
+    ]
+    assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert {c["name"] for c in columns.values() if c.get("priority") == 1} == {
         "Source",
         "Destination",
+        "Schedule",
+        "Suspend",
         "Message",
     }

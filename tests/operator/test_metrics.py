@@ -91,3 +91,19 @@ def test_label_values_are_escaped() -> None:
         (("name", 'we"ird\\name'), ("namespace", "ns")),
     )
     assert got[key] == 5
+
+
+def test_the_status_restores_the_outcome_gauges_and_a_schedule_reports_its_period() -> None:
+    metrics = IngestionMetrics()
+    metrics.set_outcome(KEY, 1_764_000_000.0, succeeded=False)
+    metrics.set_next_run(KEY, 1_764_003_600.0, 3600.0)
+    parsed = samples(metrics)
+    assert parsed[("kingest_ingestion_last_success_timestamp_seconds", labels())] == 1_764_000_000
+    assert parsed[("kingest_ingestion_last_run_success", labels())] == 0
+    assert parsed[("kingest_ingestion_schedule_interval_seconds", labels())] == 3600
+    metrics.set_outcome(KEY, 1_763_000_000.0, succeeded=None)  # an older time never wins
+    assert samples(metrics)[("kingest_ingestion_last_success_timestamp_seconds", labels())] == (
+        1_764_000_000
+    )
+    metrics.set_next_run(KEY, None)
+    assert ("kingest_ingestion_schedule_interval_seconds", labels()) not in samples(metrics)

@@ -3,11 +3,21 @@ and a fixed spec recovers without recreating the resource."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
 import pytest
+import yaml
+from kubernetes import client as k8s
 
 from tests.operator.conftest import Ingestions, Operator
-from tests.operator.test_operator_runs import example, users_db, users_to_s3
+from tests.operator.test_operator_runs import apply, example, users_db, users_to_s3
 from tests.platform.cluster import Cluster
+from tests.platform.processes import free_port
 from tests.platform.s3 import S3Server
 
 pytestmark = pytest.mark.cluster
@@ -161,3 +171,170 @@ def test_rejected_runner_fields_make_the_ingestion_invalid_until_fixed(
     assert "not-a-volume" in status["message"]
     ingestions.patch(NAME, {"spec": {"runner": runner}})
     assert ingestions.wait_for_phase(NAME, "Succeeded")["status"]["observedGeneration"] == 2
+
+
+WAIT_RUNNING = ("--for=condition=Running", "--timeout=3s")
+
+
+def _condition(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
+def _delete_job(kube_api: k8s.ApiClient, namespace: str, name: str) -> None:
+    k8s.BatchV1Api(kube_api).delete_namespaced_job(name, namespace, propagation_policy="Background")
+
+
+def test_a_running_job_deleted_ends_the_run_job_deleted_within_seconds(
+    kube: Cluster,
+    kube_api: k8s.ApiClient,
+    namespace: str,
+    operator: Operator,
+    ingestions: Ingestions,
+    s3_server: S3Server,
+    bucket: str,
+) -> None:
+    # The runner's uploads stall, so it is still running when its Job is deleted.
+    s3_server.faults.add(
+        action="delay", method="PUT", path_regex=f"/{bucket}/", delay_s=60, times=None
+    )
+    users_to_s3(kube, namespace, s3_server, bucket)
+    running = ingestions.wait(NAME, lambda s: _condition(s, "Running").get("status") == "True")
+    job = running["status"]["lastRun"]["job"]
+    _delete_job(kube_api, namespace, job)
+    started = time.monotonic()
+    status = ingestions.wait_for_phase(NAME, "Failed", timeout=20)["status"]
+    assert time.monotonic() - started < 10
+    assert status["reason"] == "JobDeleted"
+    assert (status["lastRun"]["job"], status["lastRun"]["result"]) == (job, "Failed")
+    assert (_condition(status, "Ready")["status"], _condition(status, "Running")["status"]) == (
+        "False",
+        "False",
+    )
+    (event,) = ingestions.wait_for_events("JobDeleted")
+    assert event["type"] == "Warning" and job in event["message"]
+    assert "JobDeleted" in operator.logs()
+
+
+def test_running_stays_false_on_a_missing_secret_and_deleting_the_job_ends_the_run(
+    kube: Cluster,
+    kube_api: k8s.ApiClient,
+    namespace: str,
+    operator: Operator,
+    ingestions: Ingestions,
+    s3_server: S3Server,
+    bucket: str,
+) -> None:
+    destination = example("duckdb-to-s3.yaml", s3_server, bucket)["Ingestion"]["spec"][
+        "destination"
+    ]
+    users_to_s3(
+        kube,
+        namespace,
+        s3_server,
+        bucket,
+        destination=destination | {"credentials": {"secretRef": {"name": "no-such-secret"}}},
+    )
+    stuck = ingestions.wait(NAME, lambda s: s.get("reason") == "CreateContainerConfigError")
+    running = _condition(stuck["status"], "Running")
+    assert (running["status"], running["reason"]) == ("False", "CreateContainerConfigError")
+    waited = subprocess.run(
+        ["kubectl", "wait", "-n", namespace, f"ingestion/{NAME}", *WAIT_RUNNING],
+        env=kube.env(),
+        capture_output=True,
+        text=True,
+    )
+    assert waited.returncode != 0, waited.stdout  # it waits: no container runs
+
+    _delete_job(kube_api, namespace, stuck["status"]["lastRun"]["job"])
+    status = ingestions.wait_for_phase(NAME, "Failed", timeout=20)["status"]
+    assert status["reason"] == "JobDeleted"
+    assert "CreateContainerConfigError" in status["message"]
+    assert ingestions.wait_for_events("JobDeleted")[0]["type"] == "Warning"
+
+
+def test_a_transient_source_failure_is_retried_as_a_second_attempt(
+    kube: Cluster,
+    namespace: str,
+    operator: Operator,
+    ingestions: Ingestions,
+    s3_server: S3Server,
+    bucket: str,
+) -> None:
+    s3_server.client().put_object(
+        Bucket=bucket, Key="students/students_details.csv", Body=b"id,name\n1,Ada\n"
+    )
+    # Every read of the bucket answers 503 until the test clears it: SourceUnavailable.
+    s3_server.faults.add(method="GET", path_regex=f"/{bucket}", status=503, times=None)
+    docs = example("s3-to-duckdb.yaml", s3_server, bucket)
+    kube.volume(namespace, "duckdb-data")
+    ingestion = docs["Ingestion"]
+    ingestion["spec"]["retry"] = {"limit": 2, "backoffSeconds": 15}
+    apply(kube, namespace, docs["Secret"], docs["PersistentVolumeClaim"], ingestion)
+    name = ingestion["metadata"]["name"]
+
+    waiting = ingestions.wait(name, lambda s: s.get("reason") == "RetryScheduled", timeout=120)
+    status = waiting["status"]
+    first = status["lastRun"]
+    assert (first["result"], first["reason"]) == ("Failed", "SourceUnavailable")
+    assert status["phase"] == "Pending" and status["nextRetryTime"]
+    assert ingestions.wait_for_events("SourceUnavailable")[0]["type"] == "Warning"
+    s3_server.faults.clear()
+
+    done = ingestions.wait_for_phase(name, "Succeeded", "Failed", timeout=120)["status"]
+    assert done["phase"] == "Succeeded", done
+    assert done["lastRun"]["attempt"] == 2
+    assert [r["job"] for r in done["runs"]][1] == first["job"]
+    assert len(ingestions.jobs()) == 2  # each attempt is its own Job
+    (retried,) = ingestions.wait_for_events("RunRetried")
+    assert "attempt 2 of 3" in retried["message"]
+
+
+def test_a_data_error_is_not_retried_and_each_run_event_is_one_json_log_line(
+    kube: Cluster,
+    namespace: str,
+    operator: Operator,
+    ingestions: Ingestions,
+    s3_server: S3Server,
+) -> None:
+    operator.stop()
+    operator.extra_args = ["--log-format", "json"]
+    operator.start()
+    users_to_s3(kube, namespace, s3_server, "no-such-bucket-kingest")
+    status = ingestions.wait_for_phase(NAME, "Failed")["status"]
+    assert status["reason"] == "BucketNotFound" and "nextRetryTime" not in status
+    time.sleep(3)
+    assert len(ingestions.jobs()) == 1
+
+    lines = [json.loads(line) for line in operator.logs().splitlines() if line.startswith("{")]
+    events = [(line.get("event"), line["level"]) for line in lines if line.get("ingestion") == NAME]
+    assert ("RunCreated", "INFO") in events and ("BucketNotFound", "INFO") in events
+    assert all(line["level"] in ("INFO", "DEBUG") for line in lines), [
+        line for line in lines if line["level"] not in ("INFO", "DEBUG")
+    ]
+
+
+def test_an_operator_that_cannot_reach_the_api_says_so_and_is_not_ready(
+    operator_kubeconfig: Path, namespace: str, tmp_path: Path, kube: Cluster
+) -> None:
+    closed = f"https://127.0.0.1:{free_port()}"
+    config = yaml.safe_load(operator_kubeconfig.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = closed
+    unreachable = tmp_path / "kubeconfig"
+    unreachable.write_text(yaml.safe_dump(config))
+    ready_port = free_port()
+    cut_off = Operator(unreachable, namespace, tmp_path, kube.image)
+    cut_off.extra_args = ["--readiness", f"http://127.0.0.1:{ready_port}/readyz"]
+    cut_off.start()  # returns once its liveness endpoint answers: alive, only not ready
+    try:
+        time.sleep(4)
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(f"http://127.0.0.1:{ready_port}/readyz", timeout=2)
+        assert not_ready.value.code == 503
+        assert closed in not_ready.value.read().decode()
+        logs = cut_off.logs()
+        assert f"cannot reach the API server at {closed}: " in logs
+        assert "Connection refused" in logs and "retrying in" in logs
+        assert "Traceback" not in logs
+    finally:
+        cut_off.stop()

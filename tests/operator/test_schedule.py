@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kingest.operator.schedule import InvalidSchedule, Schedule, decide
+from kingest.operator.schedule import _FIELDS, InvalidSchedule, Schedule, _parse_field, decide
 
 
 def utc(*args: int) -> datetime:
@@ -141,17 +141,23 @@ def test_a_long_downtime_on_a_minutely_schedule_is_decided_quickly() -> None:
 
 
 def brute_force_slots(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
-    """Every minute after `after`, matched against the fields on the zone's wall clock."""
+    """Every minute after `after`, matched against the fields on the zone's wall clock (the
+    expressions below restrict at most one of the two day fields)."""
+    minutes, hours, days, months, weekdays = (
+        _parse_field(part, field)
+        for part, field in zip(schedule.fields.split(), _FIELDS, strict=True)
+    )
     zone, found = schedule.zone, []
     moment = after.replace(second=0, microsecond=0)
     while len(found) < count:
         moment += timedelta(minutes=1)
         wall = moment.astimezone(zone)
-        day = wall.replace(tzinfo=None, hour=0, minute=0)
         if (
-            wall.minute in schedule.minutes
-            and wall.hour in schedule.hours
-            and schedule._day_matches(day)
+            wall.minute in minutes
+            and wall.hour in hours
+            and wall.day in days
+            and wall.month in months
+            and wall.isoweekday() % 7 in weekdays
         ):
             found.append(moment)
     return found

@@ -189,6 +189,11 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
+                # Admission webhooks behind a Service are called at their Pods' endpoints:
+                # this machine routes Service IPs only for Pods (see tests.platform.node), and
+                # the API server runs beside them, as on clusters without kube-proxy on the
+                # control plane's hosts.
+                "--enable-aggregator-routing=true",
                 # OwnerReferencesPermissionEnforcement, as on OpenShift: an ownerReference
                 # that blocks its owner's deletion needs `update` on the owner's finalizers,
                 # so RBAC is proven where it is strictest. PodNodeSelector lets a namespace
