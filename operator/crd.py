@@ -109,6 +109,7 @@ def crd() -> dict[str, Any]:
         _column("Source", "string", ".spec.source.table", "Source table.", priority=1),
         _column("Destination", "string", ".spec.destination.table", "Destination table.", 1),
         _column("Schedule", "string", ".spec.schedule", "Cron schedule.", priority=1),
+        _column("Cursor", "string", ".status.cursor.value", "Last incremental value.", 1),
         _column("Suspend", "boolean", ".spec.suspend", "Scheduled runs paused.", priority=1),
         _column("Message", "string", ".status.message", "What to know or fix.", priority=1),
     ]

@@ -206,12 +206,20 @@ def runner_args(spec: IngestionSpec) -> list[str]:
         "--loader-file-size": spec.loader_file_size,
         "--page-size": spec.page_size,
         "--extract-parallelism": spec.extract_parallelism,
+        "--yield-limit": spec.yield_limit,
+        "--sql-limit": spec.sql_limit,
+        "--schema-contract": spec.schema_contract,
+        "--schema-naming": spec.schema_naming,
     }
     for flag, value in optional.items():
         if value is not None:
             args += [flag, str(value)]
     if spec.columns:
         args += ["--columns", ",".join(f"{k}:{v}" for k, v in spec.columns.items())]
+    for column in spec.sql_exclude_columns:
+        args += ["--sql-exclude-columns", column]
+    for mask in spec.mask:
+        args += ["--mask", mask]
     if spec.full_refresh:
         args.append("--full-refresh")
     return args

@@ -652,6 +652,7 @@ def plan(
         last_load_id=next(
             (r.load_id for r in runs if r.result == "Succeeded" and r.load_id), old.last_load_id
         ),
+        cursor=next((r.cursor for r in runs if r.cursor and r.cursor.stored), old.cursor),
         last_successful_time=succeeded.completion_time if succeeded else old.last_successful_time,
         next_run_time=slots.next_slot if slots else None,
         next_retry_time=retry_at,

@@ -28,7 +28,9 @@ SINGULAR = "ingestion"
 SHORT_NAMES = ["ingest"]
 API_VERSION = f"{GROUP}/{VERSION}"
 
-IncrementalStrategy = Literal["replace", "append", "merge", "delete+insert"]
+IncrementalStrategy = Literal["replace", "append", "merge", "delete+insert", "scd2", "none"]
+SchemaContract = Literal["evolve", "freeze", "discard_row", "discard_value"]
+SchemaNaming = Literal["snake_case", "direct"]
 LoaderFileFormat = Literal["jsonl", "parquet", "csv", "insert_values"]
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Invalid", "Scheduled", "Suspended"]
@@ -284,14 +286,20 @@ class IngestionSpec(Model):
     )
     incremental_strategy: IncrementalStrategy = Field(
         default="replace",
-        description="How a run changes the destination table (ingestr --incremental-strategy).",
+        description="How a run changes the destination table (ingestr --incremental-strategy): "
+        "replace, append, merge (upsert on primaryKey), delete+insert, scd2 (row versions "
+        "with _dlt_valid_from/_dlt_valid_to, needs primaryKey and a DuckDB destination) or none "
+        "(append).",
     )
     primary_key: list[str] = Field(
         default_factory=list,
-        description="Primary key columns, for the merge and delete+insert strategies.",
+        description="Primary key columns, for the merge, delete+insert and scd2 strategies.",
     )
     incremental_key: str | None = Field(
-        default=None, description="The column that orders increments (ingestr --incremental-key)."
+        default=None,
+        description="The column that orders increments (ingestr --incremental-key). With a "
+        "DuckDB table or query: source, its last value is kept in the destination (as dlt keeps "
+        "it) and each run loads only the rows after it; status.cursor shows it.",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
@@ -318,6 +326,43 @@ class IngestionSpec(Model):
     )
     extract_parallelism: int | None = Field(
         default=None, ge=1, description="Parallel reads (ingestr --extract-parallelism)."
+    )
+    yield_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Load at most this many pages of pageSize rows (ingestr --yield-limit).",
+    )
+    sql_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Read at most this many rows from a DuckDB table or query: source, in "
+        "incrementalKey order when given (ingestr --sql-limit).",
+    )
+    sql_exclude_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns of a DuckDB table or query: source left out (ingestr "
+        "--sql-exclude-columns).",
+    )
+    mask: list[str] = Field(
+        default_factory=list,
+        description="Columns masked before anything is written, each 'column:algorithm[:param]' "
+        "(ingestr --mask), e.g. 'email:hash' or 'salary:round:1000'. Algorithms: hash, sha256, "
+        "md5, email, phone, credit_card, ssn, redact, stars, fixed[:VALUE], random, "
+        "partial[:N], first_letter, uuid, sequential, round[:STEP], range[:WIDTH], "
+        "noise[:LEVEL], date_shift[:DAYS], year_only, month_year. hmac's key is a secret: "
+        "give hmac masks through runner.env INGESTR_MASK from a Secret, not here.",
+    )
+    schema_contract: SchemaContract | None = Field(
+        default=None,
+        description="When the source has a column or type the destination table lacks "
+        "(ingestr --schema-contract): evolve (the default: add it), freeze (fail, nothing "
+        "written), discard_row (leave out rows with a value in it), discard_value (leave the "
+        "column out).",
+    )
+    schema_naming: SchemaNaming | None = Field(
+        default=None,
+        description="Column names in the destination (ingestr --schema-naming): snake_case (the "
+        "default, as dlt: 'First Name' -> first_name) or direct (as the source writes them).",
     )
     runner: RunnerSpec = Field(
         default_factory=RunnerSpec, description="How each run's Pod is built."
@@ -392,6 +437,28 @@ class Condition(Model):
     )
 
 
+class CursorStatus(Model):
+    """The incremental cursor of a run: the last incrementalKey value loaded, kept in the
+    destination so the next run starts after it."""
+
+    key: str = Field(description="The incremental key column, as the source names it.")
+    value: str | None = Field(
+        default=None, description="Its last value after the run (text), None before any row."
+    )
+    previous: str | None = Field(
+        default=None, description="Its value before the run; None for the first run."
+    )
+    stored: bool | None = Field(
+        default=None,
+        description="Whether the run stored it (false for a backfill with intervalStart/End).",
+    )
+    rows_skipped: int | None = Field(
+        default=None,
+        description="Rows at the previous value that an earlier run had loaded and this one "
+        "skipped.",
+    )
+
+
 class RunStatus(Model):
     """One run (one Job) and its outcome."""
 
@@ -423,6 +490,9 @@ class RunStatus(Model):
     )
     bytes: int | None = Field(default=None, description="Bytes read or written.")
     duration_s: float | None = Field(default=None, description="The runner's own duration.")
+    cursor: CursorStatus | None = Field(
+        default=None, description="The incremental cursor the run followed, if any."
+    )
 
 
 class IngestionStatus(Model):
@@ -444,6 +514,11 @@ class IngestionStatus(Model):
     last_run: RunStatus | None = Field(default=None, description="The latest run.")
     last_load_id: str | None = Field(
         default=None, description="Load id of the latest successful run."
+    )
+    cursor: CursorStatus | None = Field(
+        default=None,
+        description="The incremental cursor the latest run that stored one left in the "
+        "destination: the next run loads rows after cursor.value.",
     )
     last_successful_time: str | None = Field(
         default=None, description="When the latest successful run finished."

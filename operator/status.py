@@ -19,7 +19,7 @@ from kingest.operator.job import (
     ANNOTATION_RUN_REQUEST,
     ANNOTATION_TRIGGER,
 )
-from kingest.operator.spec import RunStatus
+from kingest.operator.spec import CursorStatus, RunStatus
 from kingest.runner.errors import EXIT_CODES
 
 MAX_MESSAGE = 1024
@@ -135,7 +135,28 @@ def _result_fields(result: dict[str, Any] | None) -> dict[str, Any]:
         "files_skipped": _int(result.get("files_skipped")),
         "bytes": _int(result.get("bytes")),
         "duration_s": float(duration) if isinstance(duration, int | float) else None,
+        "cursor": _cursor(result.get("cursor")),
     }
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _cursor(cursor: Any) -> CursorStatus | None:
+    """The result's cursor object (its values are numbers, text or timestamps) as status text."""
+    if not isinstance(cursor, dict) or not isinstance(cursor.get("key"), str):
+        return None
+    stored = cursor.get("stored")
+    return CursorStatus(
+        key=cursor["key"],
+        value=_text(cursor.get("value")),
+        previous=_text(cursor.get("previous")),
+        stored=stored if isinstance(stored, bool) else None,
+        rows_skipped=_int(cursor.get("rows_skipped")),
+    )
 
 
 def _failure(pod: dict[str, Any]) -> tuple[str | None, str | None]:

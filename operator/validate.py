@@ -10,16 +10,25 @@ environment variable or volume the runner Pod reserves.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
-from kingest.operator.job import RESERVED_ENV, RESERVED_ENV_PREFIXES, TMP_VOLUME, credential_items
+from kingest.operator.job import (
+    RESERVED_ENV,
+    RESERVED_ENV_PREFIXES,
+    TMP_VOLUME,
+    credential_items,
+    runner_args,
+)
 from kingest.operator.schedule import InvalidSchedule, Schedule
 from kingest.operator.spec import Endpoint, IngestionSpec
+from kingest.runner.cli import load_options
 from kingest.runner.errors import KingestError
-from kingest.runner.interfaces import ColumnHint, LoadOptions, Strategy
+from kingest.runner.interfaces import LoadOptions
 from kingest.runner.pipeline import DESTINATIONS, SOURCES
 from kingest.runner.uri import ENV_PREFIX, Side, is_secret_parameter, parse_uri
 
@@ -98,19 +107,21 @@ def preload() -> None:
 
 
 def _load_options(spec: IngestionSpec) -> LoadOptions:
-    columns = [f"{k}:{v}" for k, v in spec.columns.items()]
-    return LoadOptions(
-        strategy=Strategy(spec.incremental_strategy),
-        primary_key=tuple(spec.primary_key),
-        incremental_key=spec.incremental_key,
-        interval_start=spec.interval_start,
-        interval_end=spec.interval_end,
-        columns=ColumnHint.parse_list(columns),
-        full_refresh=spec.full_refresh,
-        page_size=spec.page_size,
-        loader_file_format=spec.loader_file_format,
-        loader_file_size=spec.loader_file_size,
-    )
+    """The options the runner will parse from the Job's arguments, checked by its own parser."""
+    masks = [m for m in spec.mask if _is_hmac(m)]
+    if masks:
+        columns = ", ".join(m.split(":", 1)[0] for m in masks)
+        raise InvalidSpec(
+            f"spec.mask: an hmac mask's key is a secret and spec.mask becomes the Job's "
+            f"arguments (column {columns}); give hmac masks through spec.runner.env "
+            "INGESTR_MASK with valueFrom.secretKeyRef instead"
+        )
+    return load_options(runner_args(spec)[1:])
+
+
+def _is_hmac(mask: str) -> bool:
+    parts = mask.split(":")
+    return len(parts) > 1 and parts[1].strip().lower() == "hmac"
 
 
 def _check_runner(spec: IngestionSpec) -> None:
@@ -137,22 +148,22 @@ def validate(spec: IngestionSpec) -> None:
     _check_runner(spec)
 
 
-_FLAG_TO_FIELD = {
+_ENDPOINT_FIELDS = {
     "--source-uri": "spec.source.uri",
     "--source-table": "spec.source.table",
     "--dest-uri": "spec.destination.uri",
     "--dest-table": "spec.destination.table",
-    "--incremental-strategy": "spec.incrementalStrategy",
-    "--primary-key": "spec.primaryKey",
-    "--incremental-key": "spec.incrementalKey",
-    "--columns": "spec.columns",
 }
 
 
 def _in_spec_terms(message: str) -> str:
-    for flag, field in _FLAG_TO_FIELD.items():
+    """The runner speaks in flags; the user wrote spec fields (--primary-key: spec.primaryKey)."""
+    for flag, field in _ENDPOINT_FIELDS.items():
         message = message.replace(flag, field)
-    return message
+    return _FLAG.sub(lambda m: "spec." + to_camel(m.group(1).replace("-", "_")), message)
+
+
+_FLAG = re.compile(r"--([a-z][a-z-]*[a-z])")
 
 
 def admission_problem(raw: Mapping[str, Any]) -> str | None:

@@ -39,6 +39,11 @@ class Flag:
     required: bool = False
     choices: tuple[str, ...] | None = None
 
+    @property
+    def dest(self) -> str:
+        """The flag's name in parsed values: ``--dest-table`` -> ``dest_table``."""
+        return self.name[2:].replace("-", "_")
+
 
 def _env(*names: str) -> tuple[str, ...]:
     return tuple(n for name in names for n in (name, f"INGESTR_{name}"))
@@ -279,7 +284,7 @@ def _resolve_flags(args: argparse.Namespace, environ: Mapping[str, str]) -> dict
     """Command-line values, else environment values (validated like flags), else None."""
     values: dict[str, object] = {}
     for flag in FLAGS:
-        dest = flag.name[2:].replace("-", "_")
+        dest = flag.dest
         value = getattr(args, dest)
         if value is None:
             found = _from_env(flag, environ)
@@ -317,6 +322,14 @@ def _comma_list(values: object) -> tuple[str, ...]:
         for part in str(value).split(",")
         if part.strip()
     )
+
+
+def load_options(argv: Sequence[str]) -> LoadOptions:
+    """The load options an ``ingest`` command line gives, checked as a run checks them, without
+    the environment and without needing the URIs: the operator checks an Ingestion's runner
+    arguments with it, so a spec is refused exactly when its run would be."""
+    args = _parser().parse_args(["ingest", *argv])
+    return _options({flag.dest: getattr(args, flag.dest) for flag in FLAGS})
 
 
 def _options(values: dict[str, object]) -> LoadOptions:

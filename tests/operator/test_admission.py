@@ -45,11 +45,41 @@ BAD = {
         "spec.source.uri holds a secret",
     ),
     "unknown field": (changed(incrementalStrategy="upsert"), "incrementalStrategy"),
+    "scd2 without a key": (
+        changed(incrementalStrategy="scd2"),
+        "spec.incrementalStrategy scd2 needs spec.primaryKey",
+    ),
+    "scd2 into S3": (
+        changed(
+            incrementalStrategy="scd2",
+            primaryKey=["id"],
+            destination={"uri": "s3://?endpoint_url=http://minio:9000", "table": "lake/events"},
+        ),
+        "'scd2' is not supported for an S3 destination",
+    ),
+    "unknown mask": (changed(mask=["email:scramble"]), "spec.mask 'email:scramble': unknown"),
+    "mask parameter": (changed(mask=["salary:round:x"]), "round parameter must be a number"),
+    # The key would be in the Job's arguments for anyone who can read Jobs.
+    "hmac key inline": (changed(mask=["email:hmac:VERYSECRET"]), "hmac mask's key is a secret"),
+    "contract": (changed(schemaContract="strict"), "spec.schemaContract"),
 }
+
+EVERY_LOAD_FIELD = changed(
+    incrementalStrategy="append",
+    incrementalKey="id",
+    mask=["email:hash", "salary:round:1000"],
+    schemaContract="freeze",
+    schemaNaming="direct",
+    sqlLimit=5,
+    sqlExcludeColumns=["notes"],
+    yieldLimit=2,
+    pageSize=100,
+)
 
 
 def test_a_runnable_spec_passes() -> None:
     assert admission_problem(GOOD) is None
+    assert admission_problem(EVERY_LOAD_FIELD) is None
     reject_unrunnable_spec(spec=as_spec(GOOD), old=None, operation="CREATE")
 
 

@@ -45,8 +45,11 @@ def test_every_node_has_a_type_and_no_pydantic_leftovers() -> None:
 def test_enums_and_defaults_come_from_the_models() -> None:
     spec = _root()["properties"]["spec"]["properties"]
     strategy = spec["incrementalStrategy"]
-    assert strategy["enum"] == ["replace", "append", "merge", "delete+insert"]
+    assert strategy["enum"] == ["replace", "append", "merge", "delete+insert", "scd2", "none"]
     assert strategy["default"] == "replace"
+    assert spec["schemaContract"]["enum"] == ["evolve", "freeze", "discard_row", "discard_value"]
+    assert spec["schemaNaming"]["enum"] == ["snake_case", "direct"]
+    assert spec["mask"]["items"] == {"type": "string"}
     assert spec["runner"]["properties"]["backoffLimit"]["default"] == 0
     assert spec["runner"]["properties"]["imagePullPolicy"]["enum"] == [
         "Always",
@@ -83,6 +86,8 @@ def test_names_status_subresource_and_printer_columns() -> None:
         "Source",
         "Destination",
         "Schedule",
+        "Cursor",
         "Suspend",
         "Message",
     }
+    assert columns["Cursor"]["jsonPath"] == ".status.cursor.value"

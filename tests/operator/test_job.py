@@ -13,6 +13,10 @@ from kingest.operator.job import (
     render_job,
 )
 from kingest.operator.spec import IngestionMeta, IngestionSpec
+from kingest.runner.cli import load_options
+from kingest.runner.interfaces import LoadOptions, Strategy
+from kingest.runner.naming import Naming
+from kingest.runner.schema_contract import Contract
 
 DEFAULTS = RunnerDefaults(image="ghcr.io/kingest/kingest:1")
 META = IngestionMeta(name="students", namespace="data", uid="1234-abcd", generation=3)
@@ -151,6 +155,39 @@ def test_args_are_ingestr_flags() -> None:
     assert pairs["--dest-table"] == "processed.students"
     assert pairs["--incremental-strategy"] == "merge"
     assert [args[i + 1] for i, a in enumerate(args) if a == "--primary-key"] == ["id", "term"]
+
+
+def test_the_runner_parses_every_load_field_back_from_the_args() -> None:
+    """Each load field reaches the runner: its own parser reads the Job's arguments back."""
+    spec = SPEC.model_copy(
+        update={
+            "incremental_key": "updated_at",
+            "mask": ["email:hash", "salary:round:1000"],
+            "schema_contract": "discard_row",
+            "schema_naming": "direct",
+            "sql_limit": 7,
+            "sql_exclude_columns": ["notes", "raw"],
+            "yield_limit": 3,
+            "page_size": 100,
+        }
+    )
+    options = load_options(_container(_render(spec))["args"][1:])
+
+    assert options.strategy is Strategy.MERGE and options.primary_key == ("id", "term")
+    assert options.incremental_key == "updated_at"
+    assert [(m.column, m.algorithm, m.param) for m in options.masks] == [
+        ("email", "hash", None),
+        ("salary", "round", 1000.0),
+    ]
+    assert options.schema_contract is Contract.DISCARD_ROW
+    assert options.schema_naming is Naming.DIRECT
+    assert (options.sql_limit, options.sql_exclude_columns) == (7, ("notes", "raw"))
+    assert (options.yield_limit, options.page_size) == (3, 100)
+
+
+def test_unset_load_fields_leave_the_runner_its_defaults() -> None:
+    options = load_options(_container(_render())["args"][1:])
+    assert options == LoadOptions(strategy=Strategy.MERGE, primary_key=("id", "term"))
 
 
 def test_job_and_pod_carry_the_ingestion_labels_and_run_annotations() -> None:

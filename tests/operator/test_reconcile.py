@@ -135,6 +135,30 @@ def test_a_run_with_nothing_new_to_load_keeps_the_last_load_id_and_reports_skipp
     assert step.status.last_load_id == "1.5"
 
 
+def cursor_pod(job: dict, value: int, stored: bool = True) -> dict:
+    cursor = {"key": "id", "value": value, "previous": None, "stored": stored}
+    result = {"status": "succeeded", "load_id": f"{value}.5", "rows": 1, "cursor": cursor}
+    return a_pod(job, "Succeeded", {"terminated": {"exitCode": 0, "message": json.dumps(result)}})
+
+
+def test_the_status_keeps_the_cursor_the_latest_run_stored() -> None:
+    """A backfill (stored false) shows its own cursor in its run but leaves status.cursor."""
+    first = a_job(Run("Generation", 1), "Complete")
+    pods = [cursor_pod(first, 99)]
+    old = plan(meta(), None, IngestionStatus(), [first], pods, NOW).status
+    assert old.cursor is not None and (old.cursor.key, old.cursor.value) == ("id", "99")
+
+    backfill = a_job(Run("Requested", 1, "b"), "Complete", "2026-01-01T00:00:09.1Z")
+    pods.append(cursor_pod(backfill, 20, stored=False))
+    step = plan(meta(1, **{RUN_REQUESTED: "b"}), None, old, [first, backfill], pods, NOW)
+    assert step.status.last_run.cursor is not None and step.status.last_run.cursor.value == "20"
+    assert step.status.cursor == old.cursor
+
+    # Out of the runs' history, the last stored cursor stays.
+    later = plan(meta(1, **{RUN_REQUESTED: "b"}), None, step.status, [], [], NOW)
+    assert later.status.cursor == old.cursor
+
+
 def test_an_invalid_spec_runs_nothing_and_the_fixed_spec_runs() -> None:
     step = plan(
         meta(), "spec.source.uri: unknown parameter 'regoin'", IngestionStatus(), [], [], NOW

@@ -62,6 +62,36 @@ def test_succeeded_run_reports_the_runner_result() -> None:
     assert run.completion_time == "2026-01-01T00:01:00Z"
 
 
+def test_succeeded_run_reports_the_cursor_as_text() -> None:
+    result = RESULT_OK | {
+        "cursor": {
+            "key": "updated_at",
+            "value": "2026-01-01T09:00:00",
+            "previous": None,
+            "stored": True,
+            "rows_skipped": 2,
+        }
+    }
+    run = run_status(finished("Complete"), [pod("Succeeded", terminated(0, json.dumps(result)))])
+    assert run.cursor is not None
+    assert (run.cursor.key, run.cursor.value, run.cursor.previous) == (
+        "updated_at",
+        "2026-01-01T09:00:00",
+        None,
+    )
+    assert (run.cursor.stored, run.cursor.rows_skipped) == (True, 2)
+
+    numeric = RESULT_OK | {"cursor": {"key": "id", "value": 109, "previous": 99, "stored": False}}
+    run = run_status(finished("Complete"), [pod("Succeeded", terminated(0, json.dumps(numeric)))])
+    assert run.cursor is not None
+    assert (run.cursor.value, run.cursor.previous, run.cursor.stored) == ("109", "99", False)
+
+
+def test_a_run_without_a_cursor_reports_none() -> None:
+    run = run_status(finished("Complete"), [pod("Succeeded", terminated(0, json.dumps(RESULT_OK)))])
+    assert run.cursor is None
+
+
 def test_failed_run_reports_the_runner_reason_and_error() -> None:
     result = {"status": "failed", "reason": "NoFilesMatched", "error": "no object matches b/*.csv"}
     run = run_status(
