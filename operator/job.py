@@ -188,7 +188,7 @@ def _endpoint_env(side: str, endpoint: Endpoint) -> list[dict[str, Any]]:
 
 def runner_args(spec: IngestionSpec) -> list[str]:
     """`kingest ingest` arguments for the spec; URIs from Secrets come through the env."""
-    args = ["ingest", "--yes"]
+    args = ["ingest", "--yes", "--progress", spec.runner.progress]
     if spec.source.uri is not None:
         args += ["--source-uri", spec.source.uri]
     args += ["--source-table", spec.source.table]

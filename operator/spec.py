@@ -245,6 +245,12 @@ class RunnerSpec(Model):
         ge=1,
         description="Fail a run that takes longer than this (reason DeadlineExceeded).",
     )
+    progress: Literal["log", "json", "none"] = Field(
+        default="log",
+        description="Progress in the runner's log (kubectl logs), as `kingest ingest "
+        "--progress`: log (a line every 10 s of a run), json (one JSON object per event, for "
+        "log collectors: start, progress every second, end) or none.",
+    )
     ttl_seconds_after_finished: int | None = Field(
         default=None,
         ge=0,

@@ -148,7 +148,7 @@ def test_result_file_is_the_termination_message_path() -> None:
 
 def test_args_are_ingestr_flags() -> None:
     args = _container(_render())["args"]
-    assert args[:2] == ["ingest", "--yes"]
+    assert args[:4] == ["ingest", "--yes", "--progress", "log"]
     pairs = dict(zip(args[2::2], args[3::2], strict=False))
     assert pairs["--source-uri"] == "s3://?endpoint_url=http://minio:9000"
     assert pairs["--source-table"] == "my_bucket/students/*.csv"

@@ -37,6 +37,12 @@ def test_kubectl_explain_describes_the_spec(kube: Cluster, ingestion_crd: None) 
     explained = explain.stdout
     assert "uriFrom" in explained
     assert "ingestr URI without secrets" in explained
+    # The load fields, as ingestr's flags: the masks' syntax and a contract's modes.
+    spec = kube.kubectl("explain", "ingestion.spec").stdout
+    assert "'column:algorithm[:param]'" in " ".join(spec.split())
+    assert "discard_value" in spec and "scd2" in spec
+    cursor = kube.kubectl("explain", "ingestion.status.cursor").stdout
+    assert "the next run loads rows after cursor.value" in " ".join(cursor.split())
 
 
 def test_kubectl_knows_the_short_name(kube: Cluster, ingestion_crd: None, namespace: str) -> None:
