@@ -312,10 +312,12 @@ class IngestionSpec(Model):
         description="Column name -> type hint, e.g. {id: bigint} (ingestr --columns).",
     )
     interval_start: str | None = Field(
-        default=None, description="Lower bound of the incremental key (ingestr --interval-start)."
+        default=None,
+        description="Lower bound of the incremental key, included (ingestr --interval-start).",
     )
     interval_end: str | None = Field(
-        default=None, description="Upper bound of the incremental key (ingestr --interval-end)."
+        default=None,
+        description="Upper bound of the incremental key, included (ingestr --interval-end).",
     )
     full_refresh: bool = Field(
         default=False,

@@ -115,7 +115,9 @@ FLAGS: tuple[Flag, ...] = (
         "Load only rows with incremental key >= this value (ISO date/timestamp or number).",
     ),
     Flag(
-        "--interval-end", _env("INTERVAL_END"), "Load only rows with incremental key < this value."
+        "--interval-end",
+        _env("INTERVAL_END"),
+        "Load only rows with incremental key <= this value (included, as in ingestr).",
     ),
     Flag(
         "--columns",

@@ -312,7 +312,7 @@ class DuckDBDestination(Destination):
             if self.options.interval_start:
                 conditions.append(f"{quote(key)} >= {_literal(self.options.interval_start)}")
             if self.options.interval_end:
-                conditions.append(f"{quote(key)} < {_literal(self.options.interval_end)}")
+                conditions.append(f"{quote(key)} <= {_literal(self.options.interval_end)}")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         return (
             f"SELECT {star}, {_literal(load_id)} AS {LOAD_ID_COLUMN}, {ROW_ID_COLUMN} "

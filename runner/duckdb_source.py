@@ -272,7 +272,7 @@ class DuckDBSource(Source):
         for name, value, operator in (
             ("kingest_cursor", self.cursor_start, ">="),
             ("kingest_start", self.interval_start, ">="),
-            ("kingest_end", self.interval_end, "<"),
+            ("kingest_end", self.interval_end, "<="),
         ):
             if key and value is not None:
                 conditions.append(f"{key} {operator} ${name}")

@@ -122,7 +122,7 @@ def hive_partitions(key: str) -> tuple[tuple[str, str], ...]:
 class ObjectSelection:
     """The objects ``--source-table <bucket>/<glob>`` names, and which of them a run reads:
     not yet loaded, and (``by_modified_at``, ingestr's opt-in mode) modified in
-    ``[modified_from, modified_until)``."""
+    ``[modified_from, modified_until]`` (both included, as ingestr's intervals)."""
 
     uri: S3Uri
     glob: ObjectGlob
@@ -209,4 +209,4 @@ class ObjectSelection:
             return self.modified_from is None and self.modified_until is None
         if self.modified_from is not None and obj.last_modified < self.modified_from:
             return False
-        return self.modified_until is None or obj.last_modified < self.modified_until
+        return self.modified_until is None or obj.last_modified <= self.modified_until

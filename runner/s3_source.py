@@ -14,7 +14,7 @@ Which objects are read is decided by :mod:`kingest.runner.s3_listing`. Increment
 syncs: the listing keeps each object's ETag, size and last-modified time.
 File versions the destination already holds are left out before anything is read, and
 ``--incremental-key _ingestr_source_file_modified_at`` (ingestr's opt-in mode) keeps only
-objects modified in ``[--interval-start, --interval-end)`` and adds the object's path and
+objects modified in ``[--interval-start, --interval-end]`` and adds the object's path and
 modification time to every row.
 """
 

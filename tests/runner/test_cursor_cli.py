@@ -147,10 +147,10 @@ def test_interval_end_backfills_a_window_and_leaves_the_cursor(source: Path) -> 
     add_rows(source, 100, 2)
     after = ok(source, args)
 
-    assert backfill["rows"] == 10
+    assert backfill["rows"] == 11  # 10..20, both ends included (as ingestr)
     assert backfill["cursor"]["stored"] is False and backfill["cursor"]["value"] == 99
     assert after["rows"] == 2 and after["cursor"]["previous"] == 99
-    assert ids_in_duckdb(source) == sorted([*range(102), *range(10, 20)])
+    assert ids_in_duckdb(source) == sorted([*range(102), *range(10, 21)])
 
 
 def test_full_refresh_starts_the_cursor_afresh(source: Path) -> None:

@@ -58,7 +58,7 @@ def test_relative_path_is_relative_to_the_working_directory(
         assert stream.reader.read_all().to_pylist() == [{"one": 1}]
 
 
-def test_interval_is_start_inclusive_end_exclusive(db: Path) -> None:
+def test_interval_includes_both_ends_as_ingestr(db: Path) -> None:
     options = {
         "incremental_key": "day",
         "interval_start": "2024-01-10",
@@ -66,8 +66,8 @@ def test_interval_is_start_inclusive_end_exclusive(db: Path) -> None:
     }
     with source(f"duckdb:///{db}", "sales.orders", **options).open() as stream:
         days = stream.reader.read_all().column("day").to_pylist()
-    assert len(days) == 10
-    assert str(min(days)) == "2024-01-10" and str(max(days)) == "2024-01-19"
+    assert len(days) == 11
+    assert str(min(days)) == "2024-01-10" and str(max(days)) == "2024-01-20"
 
 
 def test_interval_without_incremental_key_is_a_usage_error(db: Path) -> None:

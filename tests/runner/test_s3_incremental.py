@@ -243,9 +243,9 @@ def test_modified_at_mode_selects_objects_by_time_and_adds_path_and_time(
     key = ("--incremental-key", "_ingestr_source_file_modified_at")
     argv = load(s3_server, bucket, db, "mt/*.jsonl")
 
-    # [a, c): the end is exclusive, as for row intervals; a is on the start, so included.
+    # [a, b]: both ends included, as for row intervals (and ingestr's); c is after it.
     code, result, out = run(capsys, *argv, *key, "--interval-start", a.isoformat(),
-                            "--interval-end", c.isoformat(), *APPEND)  # fmt: skip
+                            "--interval-end", b.isoformat(), *APPEND)  # fmt: skip
 
     assert code == 0, out
     assert (result["files"], result["files_skipped"]) == (2, 1)

@@ -269,7 +269,7 @@ def test_interval_selects_rows_of_the_incremental_key(
     )
 
     assert proc.returncode == 0, proc.stderr
-    assert result["rows"] == 24
+    assert result["rows"] == 25  # one an hour, both ends included (as ingestr)
 
 
 def test_injected_upload_failure_exits_7_without_a_load_entry(
