@@ -126,14 +126,17 @@ def _gathered(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
 
 def _with_row_ids(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     """``reader`` with a fresh ``_dlt_id`` on every row, as dlt gives each row it loads (a
-    ``_dlt_id`` the source already had is replaced: ids are unique per destination row)."""
+    ``_dlt_id`` the source already had is replaced: ids are unique per destination row).
+    The column holds the ids' random bytes; :meth:`DuckDBDestination._select` makes them text.
+    """
     fields = [f for f in reader.schema if f.name != ROW_ID_COLUMN]
-    schema = pa.schema([*fields, pa.field(ROW_ID_COLUMN, pa.string(), nullable=False)])
+    id_type = pa.binary(dlt_files.DLT_ID_BYTES)
+    schema = pa.schema([*fields, pa.field(ROW_ID_COLUMN, id_type, nullable=False)])
     names = [f.name for f in fields]
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
-            columns = [*batch.select(names).columns, dlt_files.dlt_ids(batch.num_rows)]
+            columns = [*batch.select(names).columns, dlt_files.dlt_id_bytes(batch.num_rows)]
             yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
     return pa.RecordBatchReader.from_batches(schema, batches())
@@ -319,7 +322,8 @@ class DuckDBDestination(Destination):
                 conditions.append(f"{quote(key)} < {_literal(self.options.interval_end)}")
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         return (
-            f"SELECT {star}, {_literal(load_id)} AS {LOAD_ID_COLUMN}, {ROW_ID_COLUMN} "
+            f"SELECT {star}, {_literal(load_id)} AS {LOAD_ID_COLUMN}, "
+            f"{dlt_files.dlt_id_sql(ROW_ID_COLUMN)} AS {ROW_ID_COLUMN} "
             f"FROM {view}{where}"
         )
 
