@@ -157,22 +157,21 @@ DLT_ID_BYTES = 10
 """dlt's ``_dlt_id``: 10 random bytes in standard base64 without padding (14 characters)."""
 
 
-def dlt_ids(count: int) -> pa.Array:
-    """``count`` fresh ``_dlt_id`` values, as dlt makes them (crypto-grade random bytes).
+def dlt_id_bytes(count: int) -> pa.Array:
+    """The random bytes of ``count`` fresh ``_dlt_id`` values (crypto-grade, as dlt's), as
+    ``fixed_size_binary(10)``: :func:`dlt_id_sql` makes them ids where they are stored.
 
-    Built in bulk: one base64 pass over all ids. Each 10-byte id is padded to 12 bytes (a
-    multiple of 3), so its first 14 base64 characters are exactly those of the id alone.
+    Handed over as they come from the system (no copy): DuckDB's vectorised base64 encodes
+    2M ids in a fraction of what encoding them here cost (0.15-0.2 CPU-seconds).
     """
     random = secrets.token_bytes(count * DLT_ID_BYTES)
-    padded = bytearray(count * 12)
-    for k in range(DLT_ID_BYTES):
-        padded[k::12] = random[k::DLT_ID_BYTES]
-    encoded = base64.b64encode(padded)
-    ids = bytearray(count * 14)
-    for k in range(14):
-        ids[k::14] = encoded[k::16]
-    fixed = pa.Array.from_buffers(pa.binary(14), count, [None, pa.py_buffer(ids)])
-    return fixed.cast(pa.binary()).cast(pa.string())
+    return pa.Array.from_buffers(pa.binary(DLT_ID_BYTES), count, [None, pa.py_buffer(random)])
+
+
+def dlt_id_sql(column: str) -> str:
+    """DuckDB SQL turning the (quoted) ``column`` of :func:`dlt_id_bytes` into ``_dlt_id``
+    text: base64 without its ``==`` padding, 14 characters."""
+    return f"left(to_base64({column}), 14)"
 
 
 def dlt_data_type(field: pa.Field) -> str:
