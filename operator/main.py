@@ -136,31 +136,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here: `kingest ingest` never pays for kopf.
     import kopf
 
-    from kingest.operator import handlers, health, logs
+    from kingest.operator import health, logs
+    from kingest.operator.config import OperatorConfig
+    from kingest.operator.metrics import IngestionMetrics
 
+    config = OperatorConfig(namespaces=namespaces)
     if args.runner_image:
-        handlers.operator_settings.runner_image = args.runner_image
+        config.runner_image = args.runner_image
     if args.metrics_port is not None:
-        handlers.operator_settings.metrics_port = args.metrics_port
-    handlers.operator_settings.namespaces = namespaces
+        config.metrics_port = args.metrics_port
     if args.webhook_port is not None:
-        handlers.operator_settings.webhook_port = args.webhook_port
+        config.webhook_port = args.webhook_port
     if args.webhook_cert_dir:
-        handlers.operator_settings.webhook_cert_dir = args.webhook_cert_dir
-    if handlers.operator_settings.webhook_port is not None:
+        config.webhook_cert_dir = args.webhook_cert_dir
+    from kingest.operator import handlers  # noqa: F401  (registers the kopf handlers)
+
+    if config.webhook_port is not None:
         from kingest.operator import admission  # noqa: F401  (registers the kopf handler)
     logs.configure(args.verbose, args.log_format)
-    metrics_server = _serve_metrics(handlers.operator_settings.metrics_port, handlers.metrics)
+    metrics = IngestionMetrics()
+    metrics_server = _serve_metrics(config.metrics_port, metrics)
     readiness = health.Readiness(args.readiness) if args.readiness else None
     with _standby_liveness(args.liveness):
-        health.wait_for_api(handlers.api().configuration, readiness)
+        health.wait_for_api(config.api_configuration(), readiness)
     election = None
     if args.leader_election:
         # A standby answers scrapes too (`kingest_operator_leader 0`): every replica behind
         # the metrics Service is a healthy target, and the gauge shows which one acts.
-        handlers.metrics.leading = False
+        metrics.leading = False
         election = _lead(args.lease, lease_namespace, identity, args.lease_duration, args.liveness)
-        handlers.metrics.leading = True
+        metrics.leading = True
     try:
         kopf.run(
             standalone=True,
@@ -170,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=args.liveness,
+            # The operator's state is built from these once, by the startup handler.
+            memo=kopf.Memo(config=config, metrics=metrics),
         )
     finally:
         if election is not None:
