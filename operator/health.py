@@ -1,4 +1,5 @@
-"""Readiness, and the first contact with the API server.
+"""The operator's HTTP endpoints (liveness, readiness, metrics), and the first contact with
+the API server.
 
 An operator that cannot reach the API server must say so at once, not sit Ready and silent
 while every connection hangs: `wait_for_api` asks the API server for its version with short
@@ -13,10 +14,15 @@ import logging
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 from kubernetes import client as k8s
 from urllib3.exceptions import HTTPError, MaxRetryError
+
+if TYPE_CHECKING:
+    from kingest.operator.metrics import IngestionMetrics
 
 log = logging.getLogger("kingest.operator")
 # (connect, read) seconds: an API server that does not answer within these is unreachable.
@@ -25,35 +31,59 @@ FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
 
 
-class Readiness:
-    """Serves `GET <path>`: 200 once `ready()` was called, else 503 with why not."""
+class ProbeServer:
+    """The operator's one HTTP server: liveness, readiness and `/metrics`, from the start of
+    the process to its end (standing by and waiting for the API server included).
 
-    def __init__(self, url: str) -> None:
-        where = urllib.parse.urlsplit(url)
-        self.path = where.path or "/"
+    - the liveness path (`--liveness URL`) answers 200 while the process serves;
+    - the readiness path (`--readiness URL`) answers 503 with the reason until `ready()`;
+    - `/metrics` answers the Prometheus exposition of `metrics`.
+
+    Every path is served on every port named (the chart gives each its own port); a port
+    given twice is bound once.
+    """
+
+    def __init__(
+        self,
+        metrics: IngestionMetrics | None,
+        liveness: str | None = None,
+        readiness: str | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
         self.reason = "starting"
         self._ready = False
-        state = self
+        routes: dict[str, Callable[[str | None], tuple[int, str, bytes]]] = {}
+        addresses: list[tuple[str, int]] = []
+        for url, answer in ((liveness, self._alive), (readiness, self._readiness)):
+            if url:
+                where = urllib.parse.urlsplit(url)
+                routes[where.path or "/"] = answer
+                addresses.append((where.hostname or "", where.port or 80))
+        if metrics is not None:
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] != state.path:
-                    self.send_error(404)
-                    return
-                body = ("ready\n" if state._ready else f"not ready: {state.reason}\n").encode()
-                self.send_response(200 if state._ready else 503)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+            def scrape(accept: str | None) -> tuple[int, str, bytes]:
+                body, content_type = metrics.exposition(accept)
+                return 200, content_type, body
 
-            def log_message(self, *_: object) -> None:
-                return  # a probe every few seconds is noise
+            routes["/metrics"] = scrape
+        if metrics_port is not None:
+            addresses.append(("", metrics_port))
+        handler = _handler(routes)
+        self._servers = [ThreadingHTTPServer(a, handler) for a in dict.fromkeys(addresses)]
+        self.ports = [server.server_address[1] for server in self._servers]
+        for server in self._servers:
+            server.daemon_threads = True
+            name = f"probes-{server.server_address[1]}"
+            threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
 
-        self._server = ThreadingHTTPServer((where.hostname or "", where.port or 80), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="readiness", daemon=True).start()
+    @staticmethod
+    def _alive(_: str | None) -> tuple[int, str, bytes]:
+        return 200, "text/plain; charset=utf-8", b"ok\n"
+
+    def _readiness(self, _: str | None) -> tuple[int, str, bytes]:
+        if self._ready:
+            return 200, "text/plain; charset=utf-8", b"ready\n"
+        return 503, "text/plain; charset=utf-8", f"not ready: {self.reason}\n".encode()
 
     def not_ready(self, reason: str) -> None:
         self._ready, self.reason = False, reason
@@ -62,8 +92,31 @@ class Readiness:
         self._ready = True
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+
+
+def _handler(
+    routes: dict[str, Callable[[str | None], tuple[int, str, bytes]]],
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer = routes.get(self.path.split("?", 1)[0])
+            if answer is None:
+                self.send_error(404, f"served here: {', '.join(sorted(routes))}")
+                return
+            status, content_type, body = answer(self.headers.get("Accept"))
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            return  # a probe or scrape every few seconds is noise
+
+    return Handler
 
 
 def describe(error: Exception) -> str:
@@ -79,7 +132,7 @@ def describe(error: Exception) -> str:
 
 def wait_for_api(
     configuration: k8s.Configuration,
-    readiness: Readiness | None = None,
+    readiness: ProbeServer | None = None,
     sleep: float = FIRST_BACKOFF_S,
 ) -> None:
     """Return once the API server at `configuration.host` answers; log every failed try."""

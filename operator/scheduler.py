@@ -1,4 +1,4 @@
-"""Wake each scheduled Ingestion's reconcile at its next slot, and serve /metrics.
+"""Wake each scheduled Ingestion's reconcile at its next slot.
 
 One thread keeps a heap of (due time, Ingestion) and hands due Ingestions to a pool of
 workers, so 1,000 Ingestions on the same minute start within the pool's throughput rather
@@ -19,10 +19,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kingest.operator import clock
-from kingest.operator.metrics import CONTENT_TYPE, IngestionMetrics
 
 log = logging.getLogger("kingest.operator.scheduler")
 Key = tuple[str, str]  # (namespace, name)
@@ -111,40 +109,3 @@ class SlotTimer:
                     continue
             for namespace, name in due:
                 self._pool.submit(self._wake, namespace, name)
-
-
-class MetricsServer:
-    """Serves `GET /metrics` (Prometheus text format) from an `IngestionMetrics`."""
-
-    def __init__(self, metrics: IngestionMetrics, port: int, host: str = "") -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served here")
-                    return
-                body = metrics.render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                # Prometheus scrapes every few seconds: not worth a log line each.
-                return
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="kingest-metrics", daemon=True
-        )
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()

@@ -1,19 +1,16 @@
-"""SlotTimer wakes Ingestions at their slots (real threads, a clock file); /metrics over HTTP."""
+"""SlotTimer wakes Ingestions at their slots (real threads, a clock file)."""
 
 from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from kingest.operator import clock
-from kingest.operator.metrics import IngestionMetrics
-from kingest.operator.scheduler import MetricsServer, SlotTimer
+from kingest.operator.scheduler import SlotTimer
 
 
 class Woken:
@@ -91,22 +88,3 @@ def test_thousand_wake_ups_on_one_minute_fire_within_two_seconds() -> None:
         assert max(fired.values()) - start < 2.0
     finally:
         timer.stop()
-
-
-def test_metrics_are_served_over_http_and_nothing_else() -> None:
-    metrics = IngestionMetrics()
-    metrics.record_run(
-        ("ns", "a"), "a-1", succeeded=True, finished_at=1.0, duration_s=2.0, rows=5, bytes_loaded=7
-    )
-    server = MetricsServer(metrics, 0, host="127.0.0.1")
-    server.start()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as reply:
-            body = reply.read().decode()
-            assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        assert 'namespace="ns"' in body and 'name="a"' in body
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5)
-        assert missing.value.code == 404
-    finally:
-        server.stop()
