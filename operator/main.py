@@ -17,8 +17,9 @@ start to exit. Until the API server answers it logs why not every few seconds an
 in kopf's `memo` (`kingest.operator.handlers` builds the rest from them). Test hook:
 `KINGEST_CLOCK_FILE` (see `kingest.operator.clock`) replaces the system clock.
 Several replicas elect a leader on a `coordination.k8s.io/v1` Lease (`kingest.operator.leader`):
-only the holder runs kopf; a standby serves liveness, readiness and /metrics (with
-`kingest_operator_leader 0`) and takes over once the leader's Lease expires. Election is on
+kopf's startup handler waits for the Lease, so only the holder watches and acts; a standby
+serves liveness, readiness and /metrics (with `kingest_operator_leader 0`) and takes over
+once the leader's Lease expires. Election is on
 by default when `KINGEST_LEADER_ELECTION_LEASE`, `POD_NAME` and `POD_NAMESPACE` are set (as
 the chart sets them).
 """
@@ -150,17 +151,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kingest.operator import admission  # noqa: F401  (registers the kopf handler)
     logs.configure(args.verbose, args.log_format)
     metrics = IngestionMetrics()
+    metrics.leading = not args.leader_election  # until the startup handler holds the Lease
     # Liveness, readiness and /metrics from now on, standing by included: every replica
     # behind the metrics Service is a healthy target, and `kingest_operator_leader` says
     # which one acts.
     probes = health.ProbeServer(metrics, args.liveness, args.readiness, config.metrics_port)
-    election = None
     try:
         health.wait_for_api(config.api_configuration(), probes)
+        memo = kopf.Memo(config=config, metrics=metrics)
         if args.leader_election:
-            metrics.leading = False
-            election = _lead(args.lease, lease_namespace, identity, args.lease_duration)
-            metrics.leading = True
+            # Awaited by the startup handler: kopf acts on nothing before this replica leads.
+            memo.election = _election(args.lease, lease_namespace, identity, args.lease_duration)
         kopf.run(
             standalone=True,
             # kopf would name itself user@host, and the image's UID 65532 has no passwd entry
@@ -169,17 +170,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             clusterwide=not namespaces,
             namespaces=namespaces,
             # The operator's state is built from these once, by the startup handler.
-            memo=kopf.Memo(config=config, metrics=metrics),
+            memo=memo,
         )
     finally:
-        if election is not None:
-            election.release()
         probes.stop()
     return 0
 
 
-def _lead(name: str, namespace: str, identity: str, duration_s: int) -> LeaseElection:
-    """Stand by until this replica holds the Lease; then keep renewing it."""
+def _election(name: str, namespace: str, identity: str, duration_s: int) -> LeaseElection:
+    """This replica's part in the election on Lease `namespace/name`."""
     import kubernetes
 
     from kingest.operator.leader import LeaseElection
@@ -188,7 +187,4 @@ def _lead(name: str, namespace: str, identity: str, duration_s: int) -> LeaseEle
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
-    election = LeaseElection(kubernetes.client.ApiClient(), namespace, name, identity, duration_s)
-    election.wait_to_lead()
-    election.keep_leading()
-    return election
+    return LeaseElection(kubernetes.client.ApiClient(), namespace, name, identity, duration_s)

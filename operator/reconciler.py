@@ -2,21 +2,27 @@
 status, post the Events, set the next wake-up and the metrics.
 
 A `Reconciler` is built once by the kopf startup handler (`kingest.operator.handlers`) and
-kept in kopf's `memo`; it holds everything a reconcile needs (the API client, the stores of
-Ingestions and of their Jobs and Pods, the queue, the Event poster, the slot timer, the
-metrics). A reconcile reads the Ingestion and its Jobs and Pods from the stores, which follow
-kopf's watches and the operator's own writes and never go back to an older version, so it
-never sees a status older than the last one it planned (a status not written yet is kept in
-`unwritten`), nor misses a Job it created. It lists and gets nothing, and is idempotent:
-running it twice in a row does nothing the second time.
+kept in kopf's `memo`; it holds everything a reconcile needs (the API client and the executor
+its blocking calls run on, the stores of Ingestions and of their Jobs and Pods, the queue, the
+Event poster, the slot timer, the metrics). A reconcile reads the Ingestion and its Jobs and
+Pods from the stores, which follow kopf's watches and the operator's own writes and never go
+back to an older version, so it never sees a status older than the last one it planned (a
+status not written yet is kept in `unwritten`), nor misses a Job it created. It lists and gets
+nothing, and is idempotent: running it twice in a row does nothing the second time.
+
+Reconciles are coroutines on kopf's event loop; only the API calls leave it, for the
+executor's threads (the kubernetes client blocks), so the stores, the queue and the timer are
+touched by the loop alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 from kubernetes import client as k8s
@@ -118,30 +124,49 @@ class Reconciler:
     """The operator's state, and the one way it acts on an Ingestion (`reconcile`)."""
 
     def __init__(
-        self, config: OperatorConfig, api: k8s.ApiClient, metrics: IngestionMetrics
+        self,
+        config: OperatorConfig,
+        api: k8s.ApiClient,
+        executor: Executor,
+        metrics: IngestionMetrics,
+        jobs: Mapping[str, Iterable[dict[str, Any]]],
+        pods: Mapping[str, Iterable[dict[str, Any]]],
     ) -> None:
+        """`jobs` / `pods`: each Ingestion's (by uid), as kopf's indexes hold them."""
         self.config, self.api, self.metrics = config, api, metrics
-        # Every Ingestion's Jobs and Pods, as the watches and the operator's writes show them.
-        self.runs = RunStore()
+        self._executor = executor
+        self.runs = RunStore(jobs, pods)
         # Every Ingestion, as kopf's watch and the operator's own status writes show it.
         self.ingestions = IngestionStore()
         # Statuses planned but not written yet: a reconcile that creates a Job leaves its
         # status write to the follow lane, and every reconcile plans from here first, so
         # none acts on the older status meanwhile.
         self.unwritten: dict[Key, IngestionStatus] = {}
-        # Reconciles wait for the first listing of every Job and Pod: before it, an
-        # Ingestion would seem to have no runs, and start one again.
-        self.queue = WorkQueue(self.reconcile, config.workers, ready=self.runs.wait_synced)
-        self.events = EventPoster(lambda: self.api, _now, hold=self.queue.starting)
-        # Wakes each scheduled Ingestion's reconcile at its next slot (`status.nextRunTime`).
-        self.slots = SlotTimer(self.queue.add, workers=1)
+        self.queue = WorkQueue(self.reconcile, config.workers)
+        self.events = EventPoster(self._create, _now, hold=self.queue.starting)
+        # Wakes each scheduled Ingestion's reconcile at its next slot or retry.
+        self.slots = SlotTimer(self.queue.add)
         self._custom, self._batch = k8s.CustomObjectsApi(api), k8s.BatchV1Api(api)
 
     def start(self) -> None:
-        """Start working off the queue, posting Events and waking slots."""
+        """Start working off the queue, posting Events and waking slots (on the running loop)."""
         self.events.start()
         self.queue.start()
         self.slots.start()
+
+    async def stop(self) -> None:
+        """Stop the queue, the Event poster and the slot timer."""
+        await self.slots.stop()
+        await self.queue.stop()
+        await self.events.stop()
+
+    async def _call(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A blocking API call, on the executor."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(call, *args, **kwargs))
+
+    async def _create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(rawapi.create, self.api, path, body)
 
     def ingestion_seen(self, body: dict[str, Any]) -> None:
         """An Ingestion as kopf's watch shows it."""
@@ -157,7 +182,7 @@ class Reconciler:
         self.slots.set(key, None)
         self.metrics.forget(key)
 
-    def reconcile(self, namespace: str, name: str) -> None:
+    async def reconcile(self, namespace: str, name: str) -> None:
         """Bring Ingestion `namespace/name` one step closer to its spec; see `reconcile.plan`.
 
         Not safe to run concurrently for one Ingestion: call it through `queue`.
@@ -165,7 +190,8 @@ class Reconciler:
         obj = self.ingestions.get(namespace, name)
         if obj is None:
             try:
-                obj = _raw(
+                obj = await self._call(
+                    _raw,
                     self._custom.get_namespaced_custom_object,
                     *(GROUP, VERSION, namespace, PLURAL, name),
                 )
@@ -184,14 +210,14 @@ class Reconciler:
         pods = self.runs.pods(meta.uid) if needs_pods(jobs, old) else []
         step = plan(meta, invalid, old, jobs, pods, _now(), spec)
         for job in step.delete:
-            self._delete_job(namespace, job)
+            await self._delete_job(namespace, job)
         created = False
         if step.create is not None:
             runner = self.config.runner()
             manifest = render_job(meta, spec, step.create, runner, _now(micro=True))
             try:
                 jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
-                self.runs.seen("jobs", rawapi.create(self.api, jobs_path, manifest))
+                self.runs.wrote(await self._create(jobs_path, manifest))
                 created = True
             except k8s.ApiException as exc:
                 if exc.status == 409:
@@ -211,7 +237,7 @@ class Reconciler:
             self._post_events(obj, step)
             self.queue.follow(namespace, name)
         else:
-            self._write(obj, step)
+            await self._write(obj, step)
         self._observe((namespace, name), old, step, spec)
 
     def _observe(
@@ -252,29 +278,31 @@ class Reconciler:
                 bytes_loaded=run.bytes or 0,
             )
 
-    def _delete_job(self, namespace: str, name: str) -> None:
+    async def _delete_job(self, namespace: str, name: str) -> None:
         try:
             # Foreground: the Job stays (and blocks the next run) until its Pods are gone.
-            deleting = _raw(
+            deleting = await self._call(
+                _raw,
                 self._batch.delete_namespaced_job,
                 name,
                 namespace,
                 propagation_policy="Foreground",
             )
             if deleting.get("kind") == "Job":
-                self.runs.seen("jobs", deleting)
+                self.runs.wrote(deleting)
             log.info("deleted Job %s/%s", namespace, name)
         except k8s.ApiException as exc:
             if exc.status != 404:
                 raise
 
-    def _write(self, obj: dict[str, Any], step: Plan) -> None:
+    async def _write(self, obj: dict[str, Any], step: Plan) -> None:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
         status = step.status.wire()
         if status != (obj.get("status") or {}):
             # A JSON patch replacing the whole status: a merge patch would keep stale keys.
-            written = _raw(
+            written = await self._call(
+                _raw,
                 self._custom.patch_namespaced_custom_object_status,
                 *(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"]),
                 [{"op": "add", "path": "/status", "value": status}],

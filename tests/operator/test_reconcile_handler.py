@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client as k8s
@@ -21,7 +23,10 @@ def test_a_created_job_is_followed_by_its_status_and_no_reconcile_plans_from_bef
     kube_api: k8s.ApiClient, ingestion_crd: None, namespace: str
 ) -> None:
     # Built, not started: what a reconcile hands on (queue, Events) stays to be looked at.
-    reconciler = Reconciler(OperatorConfig(runner_image="kingest"), kube_api, IngestionMetrics())
+    # The Jobs come from the operator's own writes only (kopf's indexes stay empty here).
+    executor = ThreadPoolExecutor(4)
+    config = OperatorConfig(runner_image="kingest")
+    reconciler = Reconciler(config, kube_api, executor, IngestionMetrics(), {}, {})
     custom, batch = k8s.CustomObjectsApi(kube_api), k8s.BatchV1Api(kube_api)
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Ingestion", "metadata": {"name": "sync"}}
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body | {"spec": SPEC})
@@ -30,7 +35,7 @@ def test_a_created_job_is_followed_by_its_status_and_no_reconcile_plans_from_bef
         obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "sync")
         return obj.get("status")
 
-    reconciler.reconcile(namespace, "sync")
+    asyncio.run(reconciler.reconcile(namespace, "sync"))
     jobs = [job.metadata.name for job in batch.list_namespaced_job(namespace).items]
     assert len(jobs) == 1
     # The status write waits for the follow lane; until then it is kept, planned.
@@ -39,11 +44,11 @@ def test_a_created_job_is_followed_by_its_status_and_no_reconcile_plans_from_bef
     assert [(run.job, run.result) for run in planned.runs] == [(jobs[0], "Pending")]
     assert reconciler.queue._queued == {(namespace, "sync"): "follow"}
 
-    reconciler.reconcile(namespace, "sync")
+    asyncio.run(reconciler.reconcile(namespace, "sync"))
     assert [job.metadata.name for job in batch.list_namespaced_job(namespace).items] == jobs
     status = stored_status()
     assert status is not None and status["observedGeneration"] == 1
     assert [run["job"] for run in status["runs"]] == jobs
     assert reconciler.unwritten == {}
-    pending = reconciler.events._pending
-    assert [pending.get_nowait()[1].reason for _ in range(pending.qsize())] == ["RunCreated"]
+    assert [event.reason for event in reconciler.events.pending()] == ["RunCreated"]
+    executor.shutdown()
