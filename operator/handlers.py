@@ -88,13 +88,14 @@ async def start(
     config: OperatorConfig = memo.setdefault("config", OperatorConfig())
     metrics: IngestionMetrics = memo.setdefault("metrics", IngestionMetrics())
     _configure_kopf(settings, config)
+    # Before leading: the imports take seconds, which would hold back the Lease's renewals.
+    preload()
     election: LeaseElection | None = memo.get("election")
     if election is not None:
         metrics.leading = False
         await election.wait_to_lead()
         election.keep_leading()
         metrics.leading = True
-    preload()
     api = k8s.ApiClient(config.api_configuration())
     memo.reconciler = Reconciler(
         config, api, settings.execution.executor, metrics, run_jobs, run_pods

@@ -10,14 +10,12 @@ readiness endpoint (`--readiness`, the chart's readinessProbe) answers 503 with 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-import time
 import urllib.parse
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 
+from aiohttp import web
 from kubernetes import client as k8s
 from urllib3.exceptions import HTTPError, MaxRetryError
 
@@ -32,15 +30,17 @@ MAX_BACKOFF_S = 30.0
 
 
 class ProbeServer:
-    """The operator's one HTTP server: liveness, readiness and `/metrics`, from the start of
-    the process to its end (standing by and waiting for the API server included).
+    """The operator's one HTTP server (aiohttp, on the operator's event loop): liveness,
+    readiness and `/metrics`, from `start` to `stop` (standing by and waiting for the API
+    server included).
 
     - the liveness path (`--liveness URL`) answers 200 while the process serves;
     - the readiness path (`--readiness URL`) answers 503 with the reason until `ready()`;
     - `/metrics` answers the Prometheus exposition of `metrics`.
 
-    Every path is served on every port named (the chart gives each its own port); a port
-    given twice is bound once.
+    Every path is served on every port named (the chart gives each its own); a port given
+    twice is bound once. kopf's own liveness endpoint is not used: it would answer only
+    once kopf runs, not while a replica stands by or waits for the API server.
     """
 
     def __init__(
@@ -52,38 +52,30 @@ class ProbeServer:
     ) -> None:
         self.reason = "starting"
         self._ready = False
-        routes: dict[str, Callable[[str | None], tuple[int, str, bytes]]] = {}
-        addresses: list[tuple[str, int]] = []
+        self._metrics = metrics
+        self._app = web.Application()
+        self._addresses: list[tuple[str, int]] = []
         for url, answer in ((liveness, self._alive), (readiness, self._readiness)):
             if url:
                 where = urllib.parse.urlsplit(url)
-                routes[where.path or "/"] = answer
-                addresses.append((where.hostname or "", where.port or 80))
+                self._app.router.add_get(where.path or "/", answer)
+                self._addresses.append((where.hostname or "0.0.0.0", where.port or 80))
         if metrics is not None:
-
-            def scrape(accept: str | None) -> tuple[int, str, bytes]:
-                body, content_type = metrics.exposition(accept)
-                return 200, content_type, body
-
-            routes["/metrics"] = scrape
+            self._app.router.add_get("/metrics", self._scrape)
         if metrics_port is not None:
-            addresses.append(("", metrics_port))
-        handler = _handler(routes)
-        self._servers = [ThreadingHTTPServer(a, handler) for a in dict.fromkeys(addresses)]
-        self.ports = [server.server_address[1] for server in self._servers]
-        for server in self._servers:
-            server.daemon_threads = True
-            name = f"probes-{server.server_address[1]}"
-            threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+            self._addresses.append(("0.0.0.0", metrics_port))
+        self._runner = web.AppRunner(self._app, access_log=None)
+        self.ports: list[int] = []
 
-    @staticmethod
-    def _alive(_: str | None) -> tuple[int, str, bytes]:
-        return 200, "text/plain; charset=utf-8", b"ok\n"
+    async def start(self) -> None:
+        """Listen on every address named."""
+        await self._runner.setup()
+        for host, port in dict.fromkeys(self._addresses):
+            await web.TCPSite(self._runner, host, port).start()
+        self.ports = list(dict.fromkeys(address[1] for address in self._runner.addresses))
 
-    def _readiness(self, _: str | None) -> tuple[int, str, bytes]:
-        if self._ready:
-            return 200, "text/plain; charset=utf-8", b"ready\n"
-        return 503, "text/plain; charset=utf-8", f"not ready: {self.reason}\n".encode()
+    async def stop(self) -> None:
+        await self._runner.cleanup()
 
     def not_ready(self, reason: str) -> None:
         self._ready, self.reason = False, reason
@@ -91,32 +83,18 @@ class ProbeServer:
     def ready(self) -> None:
         self._ready = True
 
-    def stop(self) -> None:
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
+    async def _alive(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
 
+    async def _readiness(self, _: web.Request) -> web.Response:
+        if self._ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {self.reason}\n")
 
-def _handler(
-    routes: dict[str, Callable[[str | None], tuple[int, str, bytes]]],
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            answer = routes.get(self.path.split("?", 1)[0])
-            if answer is None:
-                self.send_error(404, f"served here: {', '.join(sorted(routes))}")
-                return
-            status, content_type, body = answer(self.headers.get("Accept"))
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            return  # a probe or scrape every few seconds is noise
-
-    return Handler
+    async def _scrape(self, request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        body, content_type = self._metrics.exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def describe(error: Exception) -> str:
@@ -130,7 +108,7 @@ def describe(error: Exception) -> str:
     return text.split(">: ", 1)[-1] if ">: " in text else text or type(error).__name__
 
 
-def wait_for_api(
+async def wait_for_api(
     configuration: k8s.Configuration,
     readiness: ProbeServer | None = None,
     sleep: float = FIRST_BACKOFF_S,
@@ -140,14 +118,14 @@ def wait_for_api(
     failures = 0
     while True:
         try:
-            version = api.get_code(_request_timeout=PROBE_TIMEOUT)
+            version = await asyncio.to_thread(api.get_code, _request_timeout=PROBE_TIMEOUT)
         except (k8s.ApiException, HTTPError, OSError) as error:
             failures += 1
             reason = f"cannot reach the API server at {configuration.host}: {describe(error)}"
             if readiness is not None:
                 readiness.not_ready(reason)
             log.error("%s; retrying in %.0f s (attempt %d)", reason, sleep, failures)
-            time.sleep(sleep)
+            await asyncio.sleep(sleep)
             sleep = min(sleep * 2, MAX_BACKOFF_S)
             continue
         log.info("API server %s answers (Kubernetes %s)", configuration.host, version.git_version)

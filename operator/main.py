@@ -27,6 +27,8 @@ the chart sets them).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Sequence
@@ -152,28 +154,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.verbose, args.log_format)
     metrics = IngestionMetrics()
     metrics.leading = not args.leader_election  # until the startup handler holds the Lease
-    # Liveness, readiness and /metrics from now on, standing by included: every replica
+    memo = kopf.Memo(config=config, metrics=metrics)
+    if args.leader_election:
+        # Awaited by the startup handler: kopf acts on nothing before this replica leads.
+        memo.election = _election(args.lease, lease_namespace, identity, args.lease_duration)
+    # Liveness, readiness and /metrics from the start, standing by included: every replica
     # behind the metrics Service is a healthy target, and `kingest_operator_leader` says
     # which one acts.
     probes = health.ProbeServer(metrics, args.liveness, args.readiness, config.metrics_port)
-    try:
-        health.wait_for_api(config.api_configuration(), probes)
-        memo = kopf.Memo(config=config, metrics=metrics)
-        if args.leader_election:
-            # Awaited by the startup handler: kopf acts on nothing before this replica leads.
-            memo.election = _election(args.lease, lease_namespace, identity, args.lease_duration)
-        kopf.run(
-            standalone=True,
-            # kopf would name itself user@host, and the image's UID 65532 has no passwd entry
-            # (getpass fails): the Pod's name, or the host's, identifies this replica.
-            identity=identity or socket.gethostname(),
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            # The operator's state is built from these once, by the startup handler.
-            memo=memo,
-        )
-    finally:
-        probes.stop()
+
+    async def operate() -> None:
+        await probes.start()
+        try:
+            await health.wait_for_api(config.api_configuration(), probes)
+            await kopf.operator(
+                standalone=True,
+                # kopf would name itself user@host, and the image's UID 65532 has no passwd
+                # entry (getpass fails): the Pod's name, or the host's, names this replica.
+                identity=identity or socket.gethostname(),
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                # The operator's state is built from these once, by the startup handler.
+                memo=memo,
+            )
+        finally:
+            await probes.stop()
+
+    # One event loop for everything: the probes, the wait for the API server, and kopf.
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(operate())
     return 0
 
 

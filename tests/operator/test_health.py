@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import urllib.error
 import urllib.request
 
@@ -21,6 +22,11 @@ def get(port: int, path: str) -> tuple[int, str, str]:
         return error.code, error.headers["Content-Type"], error.read().decode()
 
 
+async def aget(port: int, path: str) -> tuple[int, str, str]:
+    """`get`, off the loop that serves it."""
+    return await asyncio.to_thread(get, port, path)
+
+
 def test_one_server_answers_liveness_readiness_and_metrics_and_nothing_else() -> None:
     metrics = IngestionMetrics()
     metrics.record_run(
@@ -30,35 +36,46 @@ def test_one_server_answers_liveness_readiness_and_metrics_and_nothing_else() ->
     probes = ProbeServer(
         metrics, f"http://127.0.0.1:{port}/healthz", f"http://127.0.0.1:{port}/readyz"
     )
-    try:
-        assert probes.ports == [port]
-        assert get(port, "/healthz")[0] == 200
-        probes.not_ready("cannot reach the API server at https://10.0.0.1")
-        status, _, body = get(port, "/readyz")
-        assert status == 503 and "https://10.0.0.1" in body
-        probes.ready()
-        assert get(port, "/readyz")[0] == 200
-        status, content_type, body = get(port, "/metrics")
-        assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
-        samples = {
-            (s.name, s.labels.get("name")): s.value
-            for family in text_string_to_metric_families(body)
-            for s in family.samples
-        }
-        assert samples[("kingest_ingestion_rows_loaded_total", "a")] == 5
-        assert get(port, "/")[0] == 404
-    finally:
-        probes.stop()
+
+    async def scenario() -> None:
+        await probes.start()
+        try:
+            assert probes.ports == [port]
+            assert (await aget(port, "/healthz"))[0] == 200
+            probes.not_ready("cannot reach the API server at https://10.0.0.1")
+            status, _, body = await aget(port, "/readyz")
+            assert status == 503 and "https://10.0.0.1" in body
+            probes.ready()
+            assert (await aget(port, "/readyz"))[0] == 200
+            status, content_type, body = await aget(port, "/metrics")
+            assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
+            samples = {
+                (s.name, s.labels.get("name")): s.value
+                for family in text_string_to_metric_families(body)
+                for s in family.samples
+            }
+            assert samples[("kingest_ingestion_rows_loaded_total", "a")] == 5
+            assert (await aget(port, "/"))[0] == 404
+        finally:
+            await probes.stop()
+
+    asyncio.run(scenario())
 
 
 def test_metrics_get_their_own_port_when_one_is_named() -> None:
     probes = ProbeServer(IngestionMetrics(), f"http://127.0.0.1:{free_port()}/healthz", None, 0)
-    try:
-        health_port, metrics_port = probes.ports
-        assert get(metrics_port, "/metrics")[0] == 200
-        assert get(metrics_port, "/healthz")[0] == 200
-        assert health_port != metrics_port
-    finally:
-        probes.stop()
+
+    async def scenario() -> int:
+        await probes.start()
+        try:
+            health_port, metrics_port = probes.ports
+            assert (await aget(metrics_port, "/metrics"))[0] == 200
+            assert (await aget(metrics_port, "/healthz"))[0] == 200
+            assert health_port != metrics_port
+            return metrics_port
+        finally:
+            await probes.stop()
+
+    metrics_port = asyncio.run(scenario())
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
