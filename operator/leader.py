@@ -196,7 +196,8 @@ class LeaseElection:
         Exiting (not just stopping kopf) is deliberate: nothing half-stopped keeps acting after
         the lease could have passed to a standby; Kubernetes restarts the Pod as a standby.
         """
-        self._renewing = asyncio.create_task(self._renew(), name="kingest-lease-renewal")
+        if self._renewing is None or self._renewing.done():  # a retried startup: one task
+            self._renewing = asyncio.create_task(self._renew(), name="kingest-lease-renewal")
 
     async def _renew(self) -> None:
         last_renewed = time.monotonic()
