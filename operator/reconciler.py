@@ -21,7 +21,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -129,20 +129,20 @@ class Reconciler:
         api: k8s.ApiClient,
         executor: Executor,
         metrics: IngestionMetrics,
-        jobs: Mapping[str, Iterable[dict[str, Any]]],
-        pods: Mapping[str, Iterable[dict[str, Any]]],
     ) -> None:
-        """`jobs` / `pods`: each Ingestion's (by uid), as kopf's indexes hold them."""
         self.config, self.api, self.metrics = config, api, metrics
         self._executor = executor
-        self.runs = RunStore(jobs, pods)
+        # Every Ingestion's Jobs and Pods, as the reflectors and the operator's writes show them.
+        self.runs = RunStore()
         # Every Ingestion, as kopf's watch and the operator's own status writes show it.
         self.ingestions = IngestionStore()
         # Statuses planned but not written yet: a reconcile that creates a Job leaves its
         # status write to the follow lane, and every reconcile plans from here first, so
         # none acts on the older status meanwhile.
         self.unwritten: dict[Key, IngestionStatus] = {}
-        self.queue = WorkQueue(self.reconcile, config.workers)
+        # Reconciles wait for the first listing of every Job and Pod: before it, an
+        # Ingestion would seem to have no runs, and start one again.
+        self.queue = WorkQueue(self.reconcile, config.workers, ready=self.runs.wait_synced)
         self.events = EventPoster(self._create, _now, hold=self.queue.starting)
         # Wakes each scheduled Ingestion's reconcile at its next slot or retry.
         self.slots = SlotTimer(self.queue.add)
@@ -217,7 +217,7 @@ class Reconciler:
             manifest = render_job(meta, spec, step.create, runner, _now(micro=True))
             try:
                 jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
-                self.runs.wrote(await self._create(jobs_path, manifest))
+                self.runs.seen("jobs", await self._create(jobs_path, manifest))
                 created = True
             except k8s.ApiException as exc:
                 if exc.status == 409:
@@ -289,7 +289,7 @@ class Reconciler:
                 propagation_policy="Foreground",
             )
             if deleting.get("kind") == "Job":
-                self.runs.wrote(deleting)
+                self.runs.seen("jobs", deleting)
             log.info("deleted Job %s/%s", namespace, name)
         except k8s.ApiException as exc:
             if exc.status != 404:

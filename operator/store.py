@@ -1,30 +1,46 @@
-"""Every Ingestion's Jobs and Pods as last seen, so a reconcile lists nothing.
+"""Every Ingestion's Jobs and Pods as last seen, kept by list-and-watch, so a reconcile lists
+nothing.
 
 Listing an Ingestion's Jobs and Pods by label on every reconcile made the API server read and
 filter every Job and Pod of the namespace each time (about 1 s per list with 500 Ingestions):
-quadratic in the number of Ingestions. Instead kopf watches them (`handlers.run_jobs` /
-`run_pods`: `@kopf.index` by the Ingestion's uid label, server-side label selector), and
-kopf holds every handler back until both indexes hold their first listing, so no reconcile
-sees an Ingestion without its runs and starts one again.
+quadratic in the number of Ingestions. Instead one `Reflector` per kind (and watched
+namespace) lists once, then watches, and keeps a `RunStore` that reconciles read.
 
-`RunStore` reads those indexes and overlays the operator's own writes: the Job it just created
-(or is deleting) is visible to the next reconcile at once, even before the watch brings it.
-An overlaid Job goes once the watch shows that version or a newer one, or its deletion; the
-uid of a deleted Job is remembered, so the response of a late write never brings it back.
+Not kopf's watch (`@kopf.index` / `@kopf.on.event` on the Jobs and Pods): kopf handles every
+event of every Job and Pod on the operator's event loop, about 1 ms each, and with 1,000 runs
+starting on one slot those events delayed the Job creations past the slot target (the figures
+are in `operator/README.md`). Here a thread per watch only reads and parses the stream; the
+store is updated on the event loop, so nothing here locks.
 
-Runs on kopf's event loop only (the handlers and the reconciles), so nothing here locks.
+The store only moves forward: an object is replaced only by a newer resourceVersion, and the
+uid of a deleted object is remembered, so neither a late watch event nor the response of the
+operator's own write (`RunStore.seen` after creating or deleting a Job: what it just did is
+visible to the next reconcile at once) can bring back an older state. A reconcile that runs on
+a store a moment behind the API server is safe: the Job it would create again already exists
+(409, adopted), and the watch event that brings the store up to date reconciles again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable
 from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.watch.watch import iter_resp_lines
 
 from kingest.operator.job import ANNOTATION_INGESTION, LABEL_INGESTION_UID
 
+log = logging.getLogger("kingest.operator.store")
 Body = dict[str, Any]
 _REMEMBERED_DELETIONS = 10_000
+_WATCH_TIMEOUT_S = 300
+_RETRY_S = 2.0
 _METADATA = (
     "name",
     "namespace",
@@ -37,31 +53,19 @@ _METADATA = (
 )
 
 
-def slim(body: Mapping[str, Any]) -> Body:
+def slim(body: Body) -> Body:
     """The parts of a Job or Pod that `plan` and `run_status` read (a Pod's spec is large)."""
     meta = body.get("metadata") or {}
     kept: Body = {
         "metadata": {k: meta[k] for k in _METADATA if k in meta},
-        "status": dict(body.get("status") or {}),
+        "status": body.get("status") or {},
     }
     if "backoffLimit" in (body.get("spec") or {}):
         kept["spec"] = {"backoffLimit": body["spec"]["backoffLimit"]}
     return kept
 
 
-def owner_uid(body: Mapping[str, Any]) -> str | None:
-    """The uid of the Ingestion a Job or Pod runs for (its label)."""
-    return ((body.get("metadata") or {}).get("labels") or {}).get(LABEL_INGESTION_UID)
-
-
-def ingestion_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(namespace, name) of the Ingestion a Job or Pod runs for."""
-    meta = body.get("metadata") or {}
-    name = (meta.get("annotations") or {}).get(ANNOTATION_INGESTION)
-    return (meta["namespace"], name) if name and meta.get("namespace") else None
-
-
-def _version(body: Mapping[str, Any]) -> int:
+def _version(body: Body) -> int:
     try:
         return int(body["metadata"].get("resourceVersion") or 0)
     except ValueError:
@@ -69,50 +73,97 @@ def _version(body: Mapping[str, Any]) -> int:
 
 
 class RunStore:
-    """The Jobs and Pods of each Ingestion (by its uid): kopf's indexes, overlaid with the
-    Jobs the operator wrote and the watch has not shown yet."""
+    """Jobs and Pods labelled with an Ingestion's uid, by kind ("jobs", "pods") and uid.
 
-    def __init__(
-        self,
-        jobs: Mapping[str, Iterable[Body]],
-        pods: Mapping[str, Iterable[Body]],
-    ) -> None:
-        self._jobs, self._pods = jobs, pods
-        self._written: dict[str, dict[str, Body]] = {}  # Ingestion uid -> Job uid -> Job
+    Used on the event loop only."""
+
+    def __init__(self, kinds: tuple[str, ...] = ("jobs", "pods")) -> None:
+        self._objects: dict[str, dict[str, Body]] = {kind: {} for kind in kinds}
+        self._owned: dict[str, dict[str, set[str]]] = {kind: {} for kind in kinds}
         self._deleted: OrderedDict[str, None] = OrderedDict()
+        self._scopes: dict[str, set[str | None]] = {kind: set() for kind in kinds}
+        self._expected: dict[str, set[str | None]] = {kind: set() for kind in kinds}
+        self._synced = asyncio.Event()
+
+    def expect(self, kind: str, namespace: str | None) -> None:
+        """Declare a scope (a namespace, None for all) that `wait_synced` waits to be listed."""
+        self._expected[kind].add(namespace)
+        self._synced.clear()
+
+    def synced(self) -> bool:
+        """Whether every expected scope has been listed once."""
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        """Return once every expected scope has been listed once."""
+        await self._synced.wait()
 
     def jobs(self, ingestion_uid: str) -> list[Body]:
-        """The Jobs of an Ingestion, the newest version of each."""
-        found = {job["metadata"]["uid"]: job for job in self._jobs.get(ingestion_uid, ())}
-        for uid, written in self._written.get(ingestion_uid, {}).items():
-            if uid not in found or _version(found[uid]) < _version(written):
-                found[uid] = written
-        return list(found.values())
+        """The Jobs of an Ingestion (by its uid label)."""
+        return self._of("jobs", ingestion_uid)
 
     def pods(self, ingestion_uid: str) -> list[Body]:
-        """The Pods of an Ingestion's Jobs."""
-        return list(self._pods.get(ingestion_uid, ()))
+        """The Pods of an Ingestion's Jobs (by its uid label)."""
+        return self._of("pods", ingestion_uid)
 
-    def wrote(self, job: Body) -> None:
-        """A Job as the API server answered the operator's create or delete."""
-        uid, owner = job["metadata"].get("uid"), owner_uid(job)
-        if uid and owner and uid not in self._deleted:
-            self._written.setdefault(owner, {})[uid] = slim(job)
+    def _of(self, kind: str, ingestion_uid: str) -> list[Body]:
+        objects = self._objects[kind]
+        return [objects[uid] for uid in self._owned[kind].get(ingestion_uid, ())]
 
-    def watched(self, event_type: str | None, job: Mapping[str, Any]) -> None:
-        """A Job as the watch shows it: an overlaid version it caught up with goes."""
-        uid, owner = job["metadata"].get("uid"), owner_uid(job)
+    def seen(self, kind: str, body: Body) -> bool:
+        """Keep `body` unless the store holds a newer version or saw it deleted; True if kept."""
+        kept = slim(body)
+        uid = kept["metadata"].get("uid")
+        owner = (kept["metadata"].get("labels") or {}).get(LABEL_INGESTION_UID)
         if not uid or not owner:
-            return
-        if event_type == "DELETED":
-            self._deleted[uid] = None
-            if len(self._deleted) > _REMEMBERED_DELETIONS:
-                self._deleted.popitem(last=False)
-        written = self._written.get(owner, {})
-        if uid in written and (event_type == "DELETED" or _version(written[uid]) <= _version(job)):
-            del written[uid]
-            if not written:
-                del self._written[owner]
+            return False
+        current = self._objects[kind].get(uid)
+        if uid in self._deleted or (current is not None and _version(current) >= _version(kept)):
+            return False
+        self._objects[kind][uid] = kept
+        self._owned[kind].setdefault(owner, set()).add(uid)
+        return True
+
+    def gone(self, kind: str, body: Body) -> None:
+        """Forget a deleted object, for good."""
+        self._remove(kind, (body.get("metadata") or {}).get("uid") or "")
+
+    def _remove(self, kind: str, uid: str) -> Body | None:
+        self._deleted[uid] = None
+        if len(self._deleted) > _REMEMBERED_DELETIONS:
+            self._deleted.popitem(last=False)
+        current = self._objects[kind].pop(uid, None)
+        if current is not None:
+            owner = current["metadata"]["labels"][LABEL_INGESTION_UID]
+            owned = self._owned[kind].get(owner, set())
+            owned.discard(uid)
+            if not owned:
+                self._owned[kind].pop(owner, None)
+        return current
+
+    def replace(
+        self, kind: str, namespace: str | None, items: list[Body], version: str
+    ) -> list[Body]:
+        """A fresh listing of `namespace` (None: all) at resourceVersion `version`: what it
+        lacks was deleted meanwhile (unless the operator wrote it after the listing).
+
+        Returns the objects that changed, appeared or disappeared.
+        """
+        listed = {item["metadata"]["uid"] for item in items}
+        listed_at = _version({"metadata": {"resourceVersion": version}})
+        stale = [
+            uid
+            for uid, body in self._objects[kind].items()
+            if uid not in listed
+            and _version(body) <= listed_at
+            and (namespace is None or body["metadata"].get("namespace") == namespace)
+        ]
+        removed = [body for uid in stale if (body := self._remove(kind, uid)) is not None]
+        changed = [item for item in items if self.seen(kind, item)]
+        self._scopes[kind].add(namespace)
+        if all(self._expected[k] <= self._scopes[k] for k in self._expected):
+            self._synced.set()
+        return removed + changed
 
 
 class IngestionStore:
@@ -120,7 +171,8 @@ class IngestionStore:
 
     A reconcile reads the Ingestion from here rather than from the API server: the status it
     holds is never older than the operator's last write (newer resourceVersions win), and a
-    spec changed meanwhile arrives as an event that reconciles again.
+    spec changed meanwhile arrives as an event that reconciles again. Used on the event loop
+    only.
     """
 
     def __init__(self) -> None:
@@ -155,3 +207,127 @@ class IngestionStore:
         current = self._objects.get((meta["namespace"], meta["name"]))
         if current is not None and current["metadata"].get("uid") == meta.get("uid"):
             del self._objects[(meta["namespace"], meta["name"])]
+
+
+def ingestion_of(body: Body) -> tuple[str, str] | None:
+    """(namespace, name) of the Ingestion a Job or Pod runs for."""
+    meta = body.get("metadata") or {}
+    name = (meta.get("annotations") or {}).get(ANNOTATION_INGESTION)
+    return (meta["namespace"], name) if name and meta.get("namespace") else None
+
+
+class Reflector:
+    """Lists, then watches, the Jobs or Pods of Ingestions in one namespace (None: all), into
+    a `RunStore`, and calls `changed(namespace, name)` for the Ingestion of every change.
+
+    A daemon thread reads the stream (the kubernetes client blocks) and hands what it parsed
+    to the event loop, which updates the store and calls `changed`: the thread touches
+    neither. A daemon thread rather than one of kopf's executor's: a watch lasts minutes, and
+    the executor's threads are waited for at exit.
+    """
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        kind: str,
+        namespace: str | None,
+        store: RunStore,
+        changed: Callable[[str, str], None],
+    ) -> None:
+        self._list = self._lister(api, kind, namespace)
+        self.kind, self.namespace = kind, namespace
+        self._store, self._changed = store, changed
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        store.expect(kind, namespace)
+        self._thread = threading.Thread(target=self._run, name=f"kingest-watch-{kind}", daemon=True)
+
+    @staticmethod
+    def _lister(api: k8s.ApiClient, kind: str, namespace: str | None) -> Callable[..., Any]:
+        resources = k8s.BatchV1Api(api) if kind == "jobs" else k8s.CoreV1Api(api)
+        singular = "job" if kind == "jobs" else "pod"
+        if namespace is None:
+            return getattr(resources, f"list_{singular}_for_all_namespaces")
+        return lambda **kwargs: getattr(resources, f"list_namespaced_{singular}")(
+            namespace, **kwargs
+        )
+
+    def start(self) -> None:
+        """List and watch in the background, handing changes to the running loop, until `stop`."""
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current watch request ends."""
+        self._stopping.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                version = self._relist()
+                while version is not None and not self._stopping.is_set():
+                    version = self._watch(version)
+            except Exception as exc:
+                detail = (
+                    f"{exc.status} {exc.reason}" if isinstance(exc, k8s.ApiException) else repr(exc)
+                )
+                log.warning("watching %s failed (%s); listing again", self.kind, detail)
+                time.sleep(_RETRY_S)
+
+    def _hand_over(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(callback, *args)
+
+    def _relist(self) -> str:
+        reply = self._list(label_selector=LABEL_INGESTION_UID, _preload_content=False)
+        listing = json.loads(reply.data)
+        version = listing["metadata"]["resourceVersion"]
+        self._hand_over(self._listed, [slim(item) for item in listing["items"]], version)
+        return version
+
+    def _listed(self, items: list[Body], version: str) -> None:
+        synced = self._store.synced()
+        for body in self._store.replace(self.kind, self.namespace, items, version):
+            # At start-up every Ingestion is reconciled anyway (kopf lists them).
+            if synced:
+                self._notify(body)
+
+    def _watch(self, version: str) -> str | None:
+        """Follow changes from `version`; the version to go on from, None to list again."""
+        reply = self._list(
+            label_selector=LABEL_INGESTION_UID,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=_WATCH_TIMEOUT_S,
+            _request_timeout=_WATCH_TIMEOUT_S + 30,
+            _preload_content=False,
+        )
+        try:
+            for line in iter_resp_lines(reply):
+                event = json.loads(line)
+                kind, body = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    # 410 Gone: the version is too old to watch from.
+                    log.info("the %s watch ended: %s", self.kind, body.get("message"))
+                    return None
+                version = body.get("metadata", {}).get("resourceVersion") or version
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._hand_over(self._event, kind, slim(body))
+                if self._stopping.is_set():
+                    return None
+        finally:
+            reply.release_conn()
+        return version
+
+    def _event(self, kind: str, body: Body) -> None:
+        if kind == "DELETED":
+            self._store.gone(self.kind, body)
+            self._notify(body)
+        elif self._store.seen(self.kind, body):
+            self._notify(body)
+
+    def _notify(self, body: Body) -> None:
+        ingestion = ingestion_of(body)
+        if ingestion is not None:
+            self._changed(*ingestion)

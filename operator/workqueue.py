@@ -38,15 +38,18 @@ MAX_RETRY_DELAY_S = 60
 
 
 class WorkQueue:
-    """Awaits `work(namespace, name)` for added keys on `workers` tasks (after `start`)."""
+    """Awaits `work(namespace, name)` for added keys on `workers` tasks (after `start`, once
+    `ready`)."""
 
     def __init__(
         self,
         work: Callable[[str, str], Awaitable[None]],
         workers: int = 16,
         settle: float = 1.0,
+        ready: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        self._work, self._workers, self._settle = work, workers, settle
+        """`ready`: awaited before any work starts (the first listing of the Jobs and Pods)."""
+        self._work, self._workers, self._settle, self._ready = work, workers, settle, ready
         self._start: collections.deque[Key] = collections.deque()
         self._follow: collections.deque[tuple[float, Key]] = collections.deque()
         # The lane each queued key waits in; a deque entry whose lane differs is stale.
@@ -153,6 +156,8 @@ class WorkQueue:
             self._enqueue(key, lane)
 
     async def _run(self) -> None:
+        if self._ready is not None:
+            await self._ready()
         while True:
             key = await self._take()
             try:

@@ -23,10 +23,10 @@ def test_a_created_job_is_followed_by_its_status_and_no_reconcile_plans_from_bef
     kube_api: k8s.ApiClient, ingestion_crd: None, namespace: str
 ) -> None:
     # Built, not started: what a reconcile hands on (queue, Events) stays to be looked at.
-    # The Jobs come from the operator's own writes only (kopf's indexes stay empty here).
+    # The Jobs come from the operator's own writes only (no reflector runs here).
     executor = ThreadPoolExecutor(4)
     config = OperatorConfig(runner_image="kingest")
-    reconciler = Reconciler(config, kube_api, executor, IngestionMetrics(), {}, {})
+    reconciler = Reconciler(config, kube_api, executor, IngestionMetrics())
     custom, batch = k8s.CustomObjectsApi(kube_api), k8s.BatchV1Api(kube_api)
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Ingestion", "metadata": {"name": "sync"}}
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body | {"spec": SPEC})

@@ -1,12 +1,11 @@
-"""RunStore: kopf's indexes overlaid with the operator's own writes; IngestionStore only moves
-forward: newer versions win, deletions stay."""
+"""RunStore and IngestionStore only move forward: newer versions win, deletions stay."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kingest.operator.job import ANNOTATION_INGESTION, LABEL_INGESTION_UID
-from kingest.operator.store import IngestionStore, RunStore, ingestion_of, slim
+from kingest.operator.store import IngestionStore, RunStore, ingestion_of
 
 
 def job(uid: str, version: int, owner: str = "owner-1", **status: Any) -> dict[str, Any]:
@@ -25,56 +24,56 @@ def job(uid: str, version: int, owner: str = "owner-1", **status: Any) -> dict[s
     }
 
 
-def indexed(*bodies: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """What kopf's index by the Ingestion's uid holds for these objects."""
-    index: dict[str, list[dict[str, Any]]] = {}
-    for body in bodies:
-        index.setdefault(body["metadata"]["labels"][LABEL_INGESTION_UID], []).append(slim(body))
-    return index
+def test_an_older_version_never_replaces_a_newer_one() -> None:
+    store = RunStore()
+    assert store.seen("jobs", job("a", 10, active=1))
+    assert not store.seen("jobs", job("a", 9))  # a late event from before the write
+    assert store.seen("jobs", job("a", 11, succeeded=1))
+    assert store.jobs("owner-1")[0]["status"] == {"succeeded": 1}
 
 
 def test_only_what_plan_reads_is_kept() -> None:
-    kept = slim(job("a", 1))
+    store = RunStore()
+    store.seen("jobs", job("a", 1))
+    kept = store.jobs("owner-1")[0]
     assert kept["spec"] == {"backoffLimit": 2}
     assert "managedFields" not in kept["metadata"]
     assert ingestion_of(kept) == ("ns", "sync")
 
 
-def test_a_job_the_operator_created_is_seen_before_the_watch_brings_it() -> None:
-    jobs: dict[str, list[dict[str, Any]]] = {}
-    store = RunStore(jobs, {})
-    store.wrote(job("a", 10))
-    assert [j["metadata"]["uid"] for j in store.jobs("owner-1")] == ["a"]
-    jobs.update(indexed(job("a", 10)))
-    store.watched("ADDED", job("a", 10))
-    assert [j["metadata"]["uid"] for j in store.jobs("owner-1")] == ["a"]
-    jobs.update(indexed(job("a", 12, succeeded=1)))
-    assert store.jobs("owner-1")[0]["status"] == {"succeeded": 1}
-
-
-def test_an_older_write_never_replaces_what_the_watch_showed() -> None:
-    store = RunStore(indexed(job("a", 11, succeeded=1)), {})
-    store.wrote(job("a", 9, active=1))  # a reply that arrived after the watch's event
-    assert store.jobs("owner-1")[0]["status"] == {"succeeded": 1}
-
-
-def test_a_deleted_job_does_not_come_back() -> None:
-    store = RunStore({}, {})
-    store.wrote(job("a", 5))
-    store.watched("DELETED", job("a", 6))
-    assert store.jobs("owner-1") == []
-    store.wrote(job("a", 5))  # e.g. the reply of a delete call, late
+def test_a_deleted_object_does_not_come_back() -> None:
+    store = RunStore()
+    store.seen("jobs", job("a", 5))
+    store.gone("jobs", job("a", 6))
+    assert not store.seen("jobs", job("a", 5))  # e.g. the response of a delete call
     assert store.jobs("owner-1") == []
 
 
 def test_objects_are_found_by_their_ingestion_uid() -> None:
-    store = RunStore(
-        indexed(job("a", 1, owner="one"), job("b", 2, owner="two")),
-        indexed(job("c", 3, owner="one")),
-    )
+    store = RunStore()
+    store.seen("jobs", job("a", 1, owner="one"))
+    store.seen("jobs", job("b", 2, owner="two"))
+    store.seen("pods", job("c", 3, owner="one"))
     assert [j["metadata"]["uid"] for j in store.jobs("one")] == ["a"]
     assert [p["metadata"]["uid"] for p in store.pods("one")] == ["c"]
     assert store.pods("two") == []
+
+
+def test_a_listing_drops_what_was_deleted_unseen_but_not_what_came_after_it() -> None:
+    store = RunStore()
+    store.expect("jobs", "ns")
+    store.expect("pods", "ns")
+    store.seen("jobs", job("deleted-while-not-watching", 3))
+    store.seen("jobs", job("created-after-the-listing", 12))
+    changed = store.replace("jobs", "ns", [job("listed", 8)], version="10")
+    assert sorted(j["metadata"]["uid"] for j in store.jobs("owner-1")) == [
+        "created-after-the-listing",
+        "listed",
+    ]
+    assert sorted(j["metadata"]["uid"] for j in changed) == ["deleted-while-not-watching", "listed"]
+    assert not store.synced()  # the Pods are not listed yet
+    store.replace("pods", "ns", [], version="10")
+    assert store.synced()
 
 
 def ingestion(uid: str, version: int, phase: str) -> dict[str, Any]:

@@ -164,3 +164,19 @@ def test_many_keys_are_worked_on_by_every_worker_at_once() -> None:
         await queue.stop()
 
     run(scenario)
+
+
+def test_work_is_not_started_before_the_queue_is_ready() -> None:
+    async def scenario() -> None:
+        work, ready = Recorder(), asyncio.Event()
+        queue = WorkQueue(work, workers=2, ready=ready.wait)
+        queue.start()
+        queue.add("ns", "a")
+        await asyncio.sleep(0.3)
+        assert work.calls == []
+        ready.set()
+        await wait_for(lambda: bool(work.calls))
+        assert work.calls == ["a"]
+        await queue.stop()
+
+    run(scenario)
