@@ -276,6 +276,9 @@ class Reflector:
 
     def _hand_over(self, callback: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None
+        if self._loop.is_closed():  # the operator is exiting
+            self._stopping.set()
+            return
         self._loop.call_soon_threadsafe(callback, *args)
 
     def _relist(self) -> str:
