@@ -1,23 +1,26 @@
-"""Post the Events that `plan` asks for, on their own threads, about in the order planned.
+"""Post the Events that `plan` asks for, from their own asyncio tasks, in about the order
+planned.
 
 An Event is a courtesy to whoever runs `kubectl describe`: a reconcile hands its Events over and
-goes on to the next Ingestion instead of waiting for the API server to store them, so that 500
-Ingestions created at once get their Jobs sooner. Losing one (the API server refused it, the
-operator stopped) must not fail anything.
+goes on to the next Ingestion instead of waiting for the API server to store them, and they
+wait while runs are being started, so that 500 Ingestions created at once get their Jobs
+sooner. Losing one (the API server refused it, the operator stopped) must not fail anything.
+
+kopf's own `kopf.event` posts at once, one at a time, as component "kopf"; this poster holds
+Events back while runs start and names the operator as their source.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kubernetes import client as k8s
 
-from kingest.operator import rawapi
 from kingest.operator.reconcile import Event
 from kingest.operator.spec import GROUP, KIND, VERSION
 from kingest.operator.status import redact
@@ -52,48 +55,64 @@ def event_body(obj: dict[str, Any], event: Event, now: str) -> dict[str, Any]:
 
 
 class EventPoster:
-    """Posts Events handed to `post` on `threads` background threads, first come first served.
+    """Posts Events handed to `post` from `tasks` asyncio tasks, first come first served.
 
     Each Event carries the time it was planned, so `kubectl describe` orders them right even
-    when two threads store them the other way round.
+    when two tasks store them the other way round. `create(path, body)` is the API call
+    (awaited; the reconciler runs it on its executor).
     """
 
     def __init__(
         self,
-        api: Callable[[], k8s.ApiClient],
+        create: Callable[[str, dict[str, Any]], Awaitable[object]],
         now: Callable[[], str],
-        threads: int = 2,
+        tasks: int = 2,
         hold: Callable[[], bool] = lambda: False,
     ) -> None:
-        self._api, self._now, self._threads, self._hold = api, now, threads, hold
-        self._pending: queue.SimpleQueue[tuple[dict[str, Any], Event, str]] = queue.SimpleQueue()
-        self._started = False
+        self._create, self._now, self._concurrency, self._hold = create, now, tasks, hold
+        self._pending: collections.deque[tuple[dict[str, Any], Event, str]] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Start the posting threads (once)."""
-        if self._started:
-            return
-        self._started = True
-        for number in range(self._threads):
-            name = f"kingest-events-{number}"
-            threading.Thread(target=self._run, name=name, daemon=True).start()
+        """Start posting on the running loop (once)."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"kingest-events-{number}")
+                for number in range(self._concurrency)
+            ]
+
+    async def stop(self) -> None:
+        """Stop posting; Events not posted yet are dropped."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     def post(self, obj: dict[str, Any], event: Event) -> None:
         """Post `event` about Ingestion `obj` soon, stamped with the time it was planned."""
-        self._pending.put((obj, event, self._now()))
+        self._pending.append((obj, event, self._now()))
+        self._arrived.set()
 
-    def _run(self) -> None:
+    def pending(self) -> list[Event]:
+        """The Events not taken for posting yet, in order."""
+        return [event for _, event, _ in self._pending]
+
+    async def _run(self) -> None:
         while True:
-            obj, event, now = self._pending.get()
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            obj, event, now = self._pending.popleft()
             # While `hold()` (runs are being started), Events wait: the API server is busy
             # enough. At most MAX_HOLD_S each, should the operator never be idle.
             held_until = time.monotonic() + MAX_HOLD_S
             while self._hold() and time.monotonic() < held_until:
-                time.sleep(_HOLD_POLL_S)
+                await asyncio.sleep(_HOLD_POLL_S)
             try:
                 namespace = obj["metadata"]["namespace"]
                 path = f"/api/v1/namespaces/{namespace}/events"
-                rawapi.create(self._api(), path, event_body(obj, event, now))
+                await self._create(path, event_body(obj, event, now))
             except Exception as exc:
                 reason = exc.reason if isinstance(exc, k8s.ApiException) else repr(exc)
                 log.warning("could not post event %s: %s", event.reason, reason)

@@ -1,4 +1,5 @@
-"""Readiness, and the first contact with the API server.
+"""The operator's HTTP endpoints (liveness, readiness, metrics), and the first contact with
+the API server.
 
 An operator that cannot reach the API server must say so at once, not sit Ready and silent
 while every connection hangs: `wait_for_api` asks the API server for its version with short
@@ -9,14 +10,17 @@ readiness endpoint (`--readiness`, the chart's readinessProbe) answers 503 with 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
+from aiohttp import web
 from kubernetes import client as k8s
 from urllib3.exceptions import HTTPError, MaxRetryError
+
+if TYPE_CHECKING:
+    from kingest.operator.metrics import IngestionMetrics
 
 log = logging.getLogger("kingest.operator")
 # (connect, read) seconds: an API server that does not answer within these is unreachable.
@@ -25,35 +29,53 @@ FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
 
 
-class Readiness:
-    """Serves `GET <path>`: 200 once `ready()` was called, else 503 with why not."""
+class ProbeServer:
+    """The operator's one HTTP server (aiohttp, on the operator's event loop): liveness,
+    readiness and `/metrics`, from `start` to `stop` (standing by and waiting for the API
+    server included).
 
-    def __init__(self, url: str) -> None:
-        where = urllib.parse.urlsplit(url)
-        self.path = where.path or "/"
+    - the liveness path (`--liveness URL`) answers 200 while the process serves;
+    - the readiness path (`--readiness URL`) answers 503 with the reason until `ready()`;
+    - `/metrics` answers the Prometheus exposition of `metrics`.
+
+    Every path is served on every port named (the chart gives each its own); a port given
+    twice is bound once. kopf's own liveness endpoint is not used: it would answer only
+    once kopf runs, not while a replica stands by or waits for the API server.
+    """
+
+    def __init__(
+        self,
+        metrics: IngestionMetrics | None,
+        liveness: str | None = None,
+        readiness: str | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
         self.reason = "starting"
         self._ready = False
-        state = self
+        self._metrics = metrics
+        self._app = web.Application()
+        self._addresses: list[tuple[str, int]] = []
+        for url, answer in ((liveness, self._alive), (readiness, self._readiness)):
+            if url:
+                where = urllib.parse.urlsplit(url)
+                self._app.router.add_get(where.path or "/", answer)
+                self._addresses.append((where.hostname or "0.0.0.0", where.port or 80))
+        if metrics is not None:
+            self._app.router.add_get("/metrics", self._scrape)
+        if metrics_port is not None:
+            self._addresses.append(("0.0.0.0", metrics_port))
+        self._runner = web.AppRunner(self._app, access_log=None)
+        self.ports: list[int] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] != state.path:
-                    self.send_error(404)
-                    return
-                body = ("ready\n" if state._ready else f"not ready: {state.reason}\n").encode()
-                self.send_response(200 if state._ready else 503)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    async def start(self) -> None:
+        """Listen on every address named."""
+        await self._runner.setup()
+        for host, port in dict.fromkeys(self._addresses):
+            await web.TCPSite(self._runner, host, port).start()
+        self.ports = list(dict.fromkeys(address[1] for address in self._runner.addresses))
 
-            def log_message(self, *_: object) -> None:
-                return  # a probe every few seconds is noise
-
-        self._server = ThreadingHTTPServer((where.hostname or "", where.port or 80), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="readiness", daemon=True).start()
+    async def stop(self) -> None:
+        await self._runner.cleanup()
 
     def not_ready(self, reason: str) -> None:
         self._ready, self.reason = False, reason
@@ -61,9 +83,18 @@ class Readiness:
     def ready(self) -> None:
         self._ready = True
 
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    async def _alive(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readiness(self, _: web.Request) -> web.Response:
+        if self._ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {self.reason}\n")
+
+    async def _scrape(self, request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        body, content_type = self._metrics.exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 def describe(error: Exception) -> str:
@@ -77,9 +108,9 @@ def describe(error: Exception) -> str:
     return text.split(">: ", 1)[-1] if ">: " in text else text or type(error).__name__
 
 
-def wait_for_api(
+async def wait_for_api(
     configuration: k8s.Configuration,
-    readiness: Readiness | None = None,
+    readiness: ProbeServer | None = None,
     sleep: float = FIRST_BACKOFF_S,
 ) -> None:
     """Return once the API server at `configuration.host` answers; log every failed try."""
@@ -87,14 +118,14 @@ def wait_for_api(
     failures = 0
     while True:
         try:
-            version = api.get_code(_request_timeout=PROBE_TIMEOUT)
+            version = await asyncio.to_thread(api.get_code, _request_timeout=PROBE_TIMEOUT)
         except (k8s.ApiException, HTTPError, OSError) as error:
             failures += 1
             reason = f"cannot reach the API server at {configuration.host}: {describe(error)}"
             if readiness is not None:
                 readiness.not_ready(reason)
             log.error("%s; retrying in %.0f s (attempt %d)", reason, sleep, failures)
-            time.sleep(sleep)
+            await asyncio.sleep(sleep)
             sleep = min(sleep * 2, MAX_BACKOFF_S)
             continue
         log.info("API server %s answers (Kubernetes %s)", configuration.host, version.git_version)

@@ -1,7 +1,15 @@
-"""Leader election on a `coordination.k8s.io/v1` Lease: only the holder runs kopf.
+"""Leader election on a `coordination.k8s.io/v1` Lease: only the holder acts.
 
 The decision is pure (`decide`: Lease record + identity + now -> what to do); the loops that
-read and write the Lease are thin. Expiry is judged on the Lease's own `renewTime` plus its
+read and write the Lease are thin coroutines on kopf's event loop: the startup handler
+(`kingest.operator.handlers.start`) awaits `wait_to_lead`, so kopf watches nothing and serves
+no webhook before this replica holds the Lease, then `keep_leading` renews it from one asyncio
+task. The Lease calls themselves run on a thread of their own (`asyncio.to_thread`), never
+behind the reconciles' API calls on kopf's executor.
+
+kopf's own peering is not an election: peers of equal priority all keep running (kopf only
+warns), so it cannot promise that one replica acts. Hence this Lease, as client-go's
+leaderelection does it. Expiry is judged on the Lease's own `renewTime` plus its
 `leaseDurationSeconds` against this replica's wall clock, so replicas' clocks are assumed to
 agree to well within the lease duration (as on any NTP-synced cluster).
 
@@ -11,11 +19,11 @@ a standby may already act, and a restarted Pod comes back as a standby.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +109,7 @@ class LeaseElection:
         self.leases = k8s.CoordinationV1Api(api)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.duration_s = duration_s
-        self.released = threading.Event()
+        self._renewing: asyncio.Task[None] | None = None
 
     def try_to_lead(self) -> bool:
         """Create, take over or renew the Lease; True when this replica holds it afterwards.
@@ -142,28 +150,32 @@ class LeaseElection:
             )
         return True
 
-    def release(self) -> None:
+    async def release(self) -> None:
         """Hand the Lease over now (graceful shutdown) instead of letting it expire."""
-        self.released.set()  # the renewal thread must not take it back
+        if self._renewing is not None:  # must not take it back meanwhile
+            self._renewing.cancel()
         try:
-            current = self.leases.read_namespaced_lease(self.name, self.namespace)
-            if current.spec.holder_identity != self.identity:
-                return
-            current.spec.holder_identity = None
-            current.spec.renew_time = None
-            self.leases.replace_namespaced_lease(self.name, self.namespace, current)
+            await asyncio.to_thread(self._release)
         except k8s.ApiException as error:
             log.warning(
                 "could not release Lease %s/%s: %s", self.namespace, self.name, error.reason
             )
 
-    def wait_to_lead(self) -> None:
-        """Block (as a standby) until this replica holds the Lease."""
+    def _release(self) -> None:
+        current = self.leases.read_namespaced_lease(self.name, self.namespace)
+        if current.spec.holder_identity != self.identity:
+            return
+        current.spec.holder_identity = None
+        current.spec.renew_time = None
+        self.leases.replace_namespaced_lease(self.name, self.namespace, current)
+
+    async def wait_to_lead(self) -> None:
+        """Return (having stood by) once this replica holds the Lease."""
         interval = max(self.duration_s / 5, 0.2)
         logged = False
         while True:
             try:
-                if self.try_to_lead():
+                if await asyncio.to_thread(self.try_to_lead):
                     return
             except k8s.ApiException as error:
                 log.error(
@@ -176,34 +188,35 @@ class LeaseElection:
             if not logged:
                 log.info("%s stands by: another replica holds the Lease", self.identity)
                 logged = True
-            time.sleep(interval)
+            await asyncio.sleep(interval)
 
-    def keep_leading(self) -> threading.Thread:
-        """Renew in the background every third of the duration; exit the process on losing it.
+    def keep_leading(self) -> None:
+        """Renew from a task every third of the duration; exit the process on losing it.
 
         Exiting (not just stopping kopf) is deliberate: nothing half-stopped keeps acting after
         the lease could have passed to a standby; Kubernetes restarts the Pod as a standby.
         """
+        if self._renewing is None or self._renewing.done():  # a retried startup: one task
+            self._renewing = asyncio.create_task(self._renew(), name="kingest-lease-renewal")
 
-        def renew() -> None:
-            last_renewed = time.monotonic()
-            while not self.released.wait(self.duration_s / 3):
-                try:
-                    held = self.try_to_lead()
-                except Exception as error:
-                    log.warning("Lease renewal failed: %s", error)
-                    held = None
-                if held:
-                    last_renewed = time.monotonic()
-                elif held is False:
-                    _exit(f"{self.identity} lost the Lease to another replica")
-                # Retry until just before the lease would expire, then give up acting.
-                if time.monotonic() - last_renewed > self.duration_s * 2 / 3:
-                    _exit(f"{self.identity} could not renew the Lease in time")
-
-        thread = threading.Thread(target=renew, name="lease-renewal", daemon=True)
-        thread.start()
-        return thread
+    async def _renew(self) -> None:
+        last_renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(self.duration_s / 3)
+            try:
+                held = await asyncio.wait_for(
+                    asyncio.to_thread(self.try_to_lead), self.duration_s / 3
+                )
+            except Exception as error:
+                log.warning("Lease renewal failed: %s", error or type(error).__name__)
+                held = None
+            if held:
+                last_renewed = time.monotonic()
+            elif held is False:
+                _exit(f"{self.identity} lost the Lease to another replica")
+            # Retry until just before the lease would expire, then give up acting.
+            if time.monotonic() - last_renewed > self.duration_s * 2 / 3:
+                _exit(f"{self.identity} could not renew the Lease in time")
 
 
 def _exit(reason: str) -> None:

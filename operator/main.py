@@ -10,13 +10,16 @@
 Watches every namespace unless namespaces are given (flags, or the comma-separated
 `KINGEST_WATCH_NAMESPACES`). The runner image defaults to `KINGEST_RUNNER_IMAGE`. It talks to
 the cluster with its in-cluster ServiceAccount, or the kubeconfig named by `KUBECONFIG`.
-`/metrics` (Prometheus) is served on `--metrics-port` / `KINGEST_METRICS_PORT` when given.
-Until the API server answers it logs why not every few seconds (`kingest.operator.health`)
-and `--readiness` answers 503; then it starts. Test hook: `KINGEST_CLOCK_FILE` (see
-`kingest.operator.clock`) replaces the system clock.
+One HTTP server (`kingest.operator.health.ProbeServer`) answers `--liveness`, `--readiness`
+and `/metrics` (Prometheus; also on `--metrics-port` / `KINGEST_METRICS_PORT` when given) from
+start to exit. Until the API server answers it logs why not every few seconds and
+`--readiness` answers 503; then it starts kopf with the operator's configuration and metrics
+in kopf's `memo` (`kingest.operator.handlers` builds the rest from them). Test hook:
+`KINGEST_CLOCK_FILE` (see `kingest.operator.clock`) replaces the system clock.
 Several replicas elect a leader on a `coordination.k8s.io/v1` Lease (`kingest.operator.leader`):
-only the holder runs kopf; a standby serves the liveness endpoint and /metrics (with
-`kingest_operator_leader 0`) and takes over once the leader's Lease expires. Election is on
+kopf's startup handler waits for the Lease, so only the holder watches and acts; a standby
+serves liveness, readiness and /metrics (with `kingest_operator_leader 0`) and takes over
+once the leader's Lease expires. Election is on
 by default when `KINGEST_LEADER_ELECTION_LEASE`, `POD_NAME` and `POD_NAMESPACE` are set (as
 the chart sets them).
 """
@@ -24,20 +27,15 @@ the chart sets them).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
-import http.server
-import logging
 import os
 import socket
-import threading
-import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kingest.operator.leader import LeaseElection
-    from kingest.operator.metrics import IngestionMetrics
-    from kingest.operator.scheduler import MetricsServer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,67 +134,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here: `kingest ingest` never pays for kopf.
     import kopf
 
-    from kingest.operator import handlers, health, logs
+    from kingest.operator import health, logs
+    from kingest.operator.config import OperatorConfig
+    from kingest.operator.metrics import IngestionMetrics
 
+    config = OperatorConfig(namespaces=namespaces)
     if args.runner_image:
-        handlers.operator_settings.runner_image = args.runner_image
+        config.runner_image = args.runner_image
     if args.metrics_port is not None:
-        handlers.operator_settings.metrics_port = args.metrics_port
-    handlers.operator_settings.namespaces = namespaces
+        config.metrics_port = args.metrics_port
     if args.webhook_port is not None:
-        handlers.operator_settings.webhook_port = args.webhook_port
+        config.webhook_port = args.webhook_port
     if args.webhook_cert_dir:
-        handlers.operator_settings.webhook_cert_dir = args.webhook_cert_dir
-    if handlers.operator_settings.webhook_port is not None:
+        config.webhook_cert_dir = args.webhook_cert_dir
+    from kingest.operator import handlers  # noqa: F401  (registers the kopf handlers)
+
+    if config.webhook_port is not None:
         from kingest.operator import admission  # noqa: F401  (registers the kopf handler)
     logs.configure(args.verbose, args.log_format)
-    metrics_server = _serve_metrics(handlers.operator_settings.metrics_port, handlers.metrics)
-    readiness = health.Readiness(args.readiness) if args.readiness else None
-    with _standby_liveness(args.liveness):
-        health.wait_for_api(handlers.api().configuration, readiness)
-    election = None
+    metrics = IngestionMetrics()
+    metrics.leading = not args.leader_election  # until the startup handler holds the Lease
+    memo = kopf.Memo(config=config, metrics=metrics)
     if args.leader_election:
-        # A standby answers scrapes too (`kingest_operator_leader 0`): every replica behind
-        # the metrics Service is a healthy target, and the gauge shows which one acts.
-        handlers.metrics.leading = False
-        election = _lead(args.lease, lease_namespace, identity, args.lease_duration, args.liveness)
-        handlers.metrics.leading = True
-    try:
-        kopf.run(
-            standalone=True,
-            # kopf would name itself user@host, and the image's UID 65532 has no passwd entry
-            # (getpass fails): the Pod's name, or the host's, identifies this replica.
-            identity=identity or socket.gethostname(),
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            liveness_endpoint=args.liveness,
-        )
-    finally:
-        if election is not None:
-            election.release()
-        if metrics_server is not None:
-            metrics_server.stop()
-        if readiness is not None:
-            readiness.stop()
+        # Awaited by the startup handler: kopf acts on nothing before this replica leads.
+        memo.election = _election(args.lease, lease_namespace, identity, args.lease_duration)
+    # Liveness, readiness and /metrics from the start, standing by included: every replica
+    # behind the metrics Service is a healthy target, and `kingest_operator_leader` says
+    # which one acts.
+    probes = health.ProbeServer(metrics, args.liveness, args.readiness, config.metrics_port)
+
+    async def operate() -> None:
+        await probes.start()
+        try:
+            await health.wait_for_api(config.api_configuration(), probes)
+            await kopf.operator(
+                standalone=True,
+                # kopf would name itself user@host, and the image's UID 65532 has no passwd
+                # entry (getpass fails): the Pod's name, or the host's, names this replica.
+                identity=identity or socket.gethostname(),
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                # The operator's state is built from these once, by the startup handler.
+                memo=memo,
+            )
+        finally:
+            await probes.stop()
+
+    # One event loop for everything: the probes, the wait for the API server, and kopf.
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(operate())
     return 0
 
 
-def _serve_metrics(port: int | None, metrics: IngestionMetrics) -> MetricsServer | None:
-    """Serve /metrics from start-up on (standing by included), if a port is configured."""
-    if port is None:
-        return None
-    from kingest.operator.scheduler import MetricsServer
-
-    server = MetricsServer(metrics, port)
-    server.start()
-    logging.getLogger(__name__).info("serving metrics on port %d", server.port)
-    return server
-
-
-def _lead(
-    name: str, namespace: str, identity: str, duration_s: int, liveness: str | None
-) -> LeaseElection:
-    """Stand by (serving liveness) until this replica holds the Lease; then keep renewing it."""
+def _election(name: str, namespace: str, identity: str, duration_s: int) -> LeaseElection:
+    """This replica's part in the election on Lease `namespace/name`."""
     import kubernetes
 
     from kingest.operator.leader import LeaseElection
@@ -205,36 +196,4 @@ def _lead(
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
-    election = LeaseElection(kubernetes.client.ApiClient(), namespace, name, identity, duration_s)
-    with _standby_liveness(liveness):
-        election.wait_to_lead()
-    election.keep_leading()
-    return election
-
-
-@contextlib.contextmanager
-def _standby_liveness(url: str | None) -> Iterator[None]:
-    """Answer the liveness probe while standing by; kopf serves it once this replica leads."""
-    if url is None:
-        yield
-        return
-    where = urllib.parse.urlsplit(url)
-
-    class Healthz(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = self.path.split("?")[0] == (where.path or "/")
-            self.send_response(200 if found else 404)
-            self.end_headers()
-            self.wfile.write(b"standby\n" if found else b"")
-
-        def log_message(self, *_: object) -> None:
-            pass  # a probe every few seconds is noise
-
-    server = http.server.ThreadingHTTPServer((where.hostname or "", where.port or 80), Healthz)
-    thread = threading.Thread(target=server.serve_forever, name="standby-liveness", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
+    return LeaseElection(kubernetes.client.ApiClient(), namespace, name, identity, duration_s)

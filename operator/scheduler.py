@@ -1,28 +1,31 @@
-"""Wake each scheduled Ingestion's reconcile at its next slot, and serve /metrics.
+"""Wake each scheduled Ingestion's reconcile at its next slot (or retry), from one asyncio task.
 
-One thread keeps a heap of (due time, Ingestion) and hands due Ingestions to a pool of
-workers, so 1,000 Ingestions on the same minute start within the pool's throughput rather
-than one after another. The heap holds only the latest wake-up per Ingestion (older entries
-are dropped when popped); whether a slot really runs is decided by `plan`, against the
-API server's state, so an early or repeated wake-up is harmless.
+The task keeps a heap of (due time, Ingestion) and, at each due time, hands every due
+Ingestion to the work queue (`wake`, which only queues), so 1,000 Ingestions on the same
+minute start within the queue's throughput rather than one after another. The heap holds
+only the latest wake-up per Ingestion (older entries are dropped when popped); whether a slot
+really runs is decided by `plan`, against the API server's state, so an early or repeated
+wake-up is harmless.
 
-With the test clock (`KINGEST_CLOCK_FILE`, see `kingest.operator.clock`) the thread polls
+One task for all Ingestions rather than a `@kopf.timer` each: a timer ticks at a fixed
+interval (every Ingestion would wake every few seconds to find nothing due, and a slot would
+fire up to one interval late), while the slot times are known exactly from the status.
+
+With the test clock (`KINGEST_CLOCK_FILE`, see `kingest.operator.clock`) the task polls
 the file ten times a second and re-checks every wake-up against the file's time when it changes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kingest.operator import clock
-from kingest.operator.metrics import CONTENT_TYPE, IngestionMetrics
 
 log = logging.getLogger("kingest.operator.scheduler")
 Key = tuple[str, str]  # (namespace, name)
@@ -31,47 +34,43 @@ _IDLE_WAIT_S = 60.0
 
 
 class SlotTimer:
-    """Calls `wake(namespace, name)` on a worker pool when an Ingestion's next slot is due."""
+    """Calls `wake(namespace, name)` when an Ingestion's next slot is due (after `start`)."""
 
-    def __init__(self, wake: Callable[[str, str], None], workers: int = 16) -> None:
+    def __init__(self, wake: Callable[[str, str], None]) -> None:
         self._wake = wake
         self._heap: list[tuple[datetime, int, Key]] = []
         self._due: dict[Key, datetime] = {}
         self._order = itertools.count()
-        self._changed = threading.Condition()
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="kingest-slot")
-        self._thread: threading.Thread | None = None
-        self._stopping = False
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the timer thread (once)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="kingest-slots", daemon=True)
-            self._thread.start()
+        """Start the timer task on the running loop (once)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="kingest-slots")
 
-    def stop(self) -> None:
-        """Stop the timer thread; wake-ups already handed to workers still run."""
-        with self._changed:
-            self._stopping = True
-            self._changed.notify()
-        self._pool.shutdown(wait=False)
+    async def stop(self) -> None:
+        """Stop the timer task."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
     def set(self, key: Key, when: datetime | None) -> None:
         """Wake `key` at `when` (replacing its previous wake-up); None: never."""
-        with self._changed:
-            if when is None:
-                self._due.pop(key, None)
-                return
-            if self._due.get(key) == when:
-                return
-            self._due[key] = when
-            heapq.heappush(self._heap, (when, next(self._order), key))
-            self._changed.notify()
+        if when is None:
+            self._due.pop(key, None)
+            return
+        if self._due.get(key) == when:
+            return
+        self._due[key] = when
+        heapq.heappush(self._heap, (when, next(self._order), key))
+        self._changed.set()
 
     def pending(self, key: Key) -> datetime | None:
         """The wake-up currently set for `key`."""
-        with self._changed:
-            return self._due.get(key)
+        return self._due.get(key)
 
     def _pop_due(self, now: datetime) -> list[Key]:
         due: list[Key] = []
@@ -82,69 +81,29 @@ class SlotTimer:
                 due.append(key)
         return due
 
-    def _loop(self) -> None:
+    def _wait_s(self, now: datetime) -> float:
+        if clock.clock_file() is not None:
+            return _CLOCK_POLL_S
+        if self._heap:
+            return max(min((self._heap[0][0] - now).total_seconds(), _IDLE_WAIT_S), 0.0)
+        return _IDLE_WAIT_S
+
+    async def _loop(self) -> None:
         version = clock.clock_file_version()
         while True:
-            with self._changed:
-                if self._stopping:
-                    return
-                try:
-                    now = clock.now()
-                except (OSError, clock.ClockFileError) as exc:
-                    log.error("cannot read the clock: %s", exc)
-                    self._changed.wait(_CLOCK_POLL_S)
-                    continue
-                due = self._pop_due(now)
-                if not due:
-                    if clock.clock_file() is not None:
-                        wait = _CLOCK_POLL_S
-                    elif self._heap:
-                        wait = min((self._heap[0][0] - now).total_seconds(), _IDLE_WAIT_S)
-                    else:
-                        wait = _IDLE_WAIT_S
-                    self._changed.wait(max(wait, 0.0))
-                    if clock.clock_file() is not None:
-                        latest = clock.clock_file_version()
-                        if latest != version:
-                            version = latest
-                            log.info("clock file changed: now %s", clock.now().isoformat())
-                    continue
-            for namespace, name in due:
-                self._pool.submit(self._wake, namespace, name)
-
-
-class MetricsServer:
-    """Serves `GET /metrics` (Prometheus text format) from an `IngestionMetrics`."""
-
-    def __init__(self, metrics: IngestionMetrics, port: int, host: str = "") -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served here")
-                    return
-                body = metrics.render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                # Prometheus scrapes every few seconds: not worth a log line each.
-                return
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="kingest-metrics", daemon=True
-        )
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
+            try:
+                now = clock.now()
+            except (OSError, clock.ClockFileError) as exc:
+                log.error("cannot read the clock: %s", exc)
+                await asyncio.sleep(_CLOCK_POLL_S)
+                continue
+            for namespace, name in self._pop_due(now):
+                self._wake(namespace, name)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self._wait_s(now))
+            if clock.clock_file() is not None:
+                latest = clock.clock_file_version()
+                if latest != version:
+                    version = latest
+                    log.info("clock file changed: now %s", clock.now().isoformat())

@@ -6,6 +6,12 @@ filter every Job and Pod of the namespace each time (about 1 s per list with 500
 quadratic in the number of Ingestions. Instead one `Reflector` per kind (and watched
 namespace) lists once, then watches, and keeps a `RunStore` that reconciles read.
 
+Not kopf's watch (`@kopf.index` / `@kopf.on.event` on the Jobs and Pods): kopf handles every
+event of every Job and Pod on the operator's event loop, about 1 ms each, and with 1,000 runs
+starting on one slot those events delayed the Job creations past the slot target (the figures
+are in `operator/README.md`). Here a thread per watch only reads and parses the stream; the
+store is updated on the event loop, so nothing here locks.
+
 The store only moves forward: an object is replaced only by a newer resourceVersion, and the
 uid of a deleted object is remembered, so neither a late watch event nor the response of the
 operator's own write (`RunStore.seen` after creating or deleting a Job: what it just did is
@@ -16,6 +22,7 @@ a store a moment behind the API server is safe: the Job it would create again al
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -66,26 +73,30 @@ def _version(body: Body) -> int:
 
 
 class RunStore:
-    """Jobs and Pods labelled with an Ingestion's uid, by kind ("jobs", "pods") and uid."""
+    """Jobs and Pods labelled with an Ingestion's uid, by kind ("jobs", "pods") and uid.
+
+    Used on the event loop only."""
 
     def __init__(self, kinds: tuple[str, ...] = ("jobs", "pods")) -> None:
-        self._lock = threading.Lock()
         self._objects: dict[str, dict[str, Body]] = {kind: {} for kind in kinds}
         self._owned: dict[str, dict[str, set[str]]] = {kind: {} for kind in kinds}
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self._scopes: dict[str, set[str | None]] = {kind: set() for kind in kinds}
         self._expected: dict[str, set[str | None]] = {kind: set() for kind in kinds}
-        self._synced = threading.Event()
+        self._synced = asyncio.Event()
 
     def expect(self, kind: str, namespace: str | None) -> None:
         """Declare a scope (a namespace, None for all) that `wait_synced` waits to be listed."""
-        with self._lock:
-            self._expected[kind].add(namespace)
-            self._synced.clear()
+        self._expected[kind].add(namespace)
+        self._synced.clear()
 
-    def wait_synced(self, timeout: float | None = None) -> bool:
-        """Block until every expected scope has been listed once."""
-        return self._synced.wait(timeout)
+    def synced(self) -> bool:
+        """Whether every expected scope has been listed once."""
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        """Return once every expected scope has been listed once."""
+        await self._synced.wait()
 
     def jobs(self, ingestion_uid: str) -> list[Body]:
         """The Jobs of an Ingestion (by its uid label)."""
@@ -96,9 +107,8 @@ class RunStore:
         return self._of("pods", ingestion_uid)
 
     def _of(self, kind: str, ingestion_uid: str) -> list[Body]:
-        with self._lock:
-            objects = self._objects[kind]
-            return [objects[uid] for uid in self._owned[kind].get(ingestion_uid, ())]
+        objects = self._objects[kind]
+        return [objects[uid] for uid in self._owned[kind].get(ingestion_uid, ())]
 
     def seen(self, kind: str, body: Body) -> bool:
         """Keep `body` unless the store holds a newer version or saw it deleted; True if kept."""
@@ -107,21 +117,16 @@ class RunStore:
         owner = (kept["metadata"].get("labels") or {}).get(LABEL_INGESTION_UID)
         if not uid or not owner:
             return False
-        with self._lock:
-            current = self._objects[kind].get(uid)
-            if uid in self._deleted or (
-                current is not None and _version(current) >= _version(kept)
-            ):
-                return False
-            self._objects[kind][uid] = kept
-            self._owned[kind].setdefault(owner, set()).add(uid)
-            return True
+        current = self._objects[kind].get(uid)
+        if uid in self._deleted or (current is not None and _version(current) >= _version(kept)):
+            return False
+        self._objects[kind][uid] = kept
+        self._owned[kind].setdefault(owner, set()).add(uid)
+        return True
 
     def gone(self, kind: str, body: Body) -> None:
         """Forget a deleted object, for good."""
-        meta = body.get("metadata") or {}
-        with self._lock:
-            self._remove(kind, meta.get("uid") or "")
+        self._remove(kind, (body.get("metadata") or {}).get("uid") or "")
 
     def _remove(self, kind: str, uid: str) -> Body | None:
         self._deleted[uid] = None
@@ -146,20 +151,18 @@ class RunStore:
         """
         listed = {item["metadata"]["uid"] for item in items}
         listed_at = _version({"metadata": {"resourceVersion": version}})
-        with self._lock:
-            stale = [
-                uid
-                for uid, body in self._objects[kind].items()
-                if uid not in listed
-                and _version(body) <= listed_at
-                and (namespace is None or body["metadata"].get("namespace") == namespace)
-            ]
-            removed = [body for uid in stale if (body := self._remove(kind, uid)) is not None]
+        stale = [
+            uid
+            for uid, body in self._objects[kind].items()
+            if uid not in listed
+            and _version(body) <= listed_at
+            and (namespace is None or body["metadata"].get("namespace") == namespace)
+        ]
+        removed = [body for uid in stale if (body := self._remove(kind, uid)) is not None]
         changed = [item for item in items if self.seen(kind, item)]
-        with self._lock:
-            self._scopes[kind].add(namespace)
-            if all(self._expected[k] <= self._scopes[k] for k in self._expected):
-                self._synced.set()
+        self._scopes[kind].add(namespace)
+        if all(self._expected[k] <= self._scopes[k] for k in self._expected):
+            self._synced.set()
         return removed + changed
 
 
@@ -168,18 +171,17 @@ class IngestionStore:
 
     A reconcile reads the Ingestion from here rather than from the API server: the status it
     holds is never older than the operator's last write (newer resourceVersions win), and a
-    spec changed meanwhile arrives as an event that reconciles again.
+    spec changed meanwhile arrives as an event that reconciles again. Used on the event loop
+    only.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._objects: dict[tuple[str, str], Body] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()
 
     def get(self, namespace: str, name: str) -> Body | None:
         """The Ingestion, or None if it was never seen (or is deleted)."""
-        with self._lock:
-            return self._objects.get((namespace, name))
+        return self._objects.get((namespace, name))
 
     def seen(self, body: Body) -> None:
         """Keep `body` unless a newer version of it is kept, or it was deleted."""
@@ -187,26 +189,24 @@ class IngestionStore:
         key = (meta["namespace"], meta["name"])
         # managedFields grow with every write and the operator never reads them.
         kept = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-        with self._lock:
-            current = self._objects.get(key)
-            # resourceVersions are ordered across objects too: an Ingestion re-created under
-            # the same name is newer than anything of its predecessor.
-            if meta.get("uid") in self._deleted or (
-                current is not None and _version(current) >= _version(kept)
-            ):
-                return
-            self._objects[key] = kept
+        current = self._objects.get(key)
+        # resourceVersions are ordered across objects too: an Ingestion re-created under
+        # the same name is newer than anything of its predecessor.
+        if meta.get("uid") in self._deleted or (
+            current is not None and _version(current) >= _version(kept)
+        ):
+            return
+        self._objects[key] = kept
 
     def gone(self, body: Body) -> None:
         """Forget a deleted Ingestion, for good."""
         meta = body["metadata"]
-        with self._lock:
-            self._deleted[meta.get("uid") or ""] = None
-            if len(self._deleted) > _REMEMBERED_DELETIONS:
-                self._deleted.popitem(last=False)
-            current = self._objects.get((meta["namespace"], meta["name"]))
-            if current is not None and current["metadata"].get("uid") == meta.get("uid"):
-                del self._objects[(meta["namespace"], meta["name"])]
+        self._deleted[meta.get("uid") or ""] = None
+        if len(self._deleted) > _REMEMBERED_DELETIONS:
+            self._deleted.popitem(last=False)
+        current = self._objects.get((meta["namespace"], meta["name"]))
+        if current is not None and current["metadata"].get("uid") == meta.get("uid"):
+            del self._objects[(meta["namespace"], meta["name"])]
 
 
 def ingestion_of(body: Body) -> tuple[str, str] | None:
@@ -218,7 +218,13 @@ def ingestion_of(body: Body) -> tuple[str, str] | None:
 
 class Reflector:
     """Lists, then watches, the Jobs or Pods of Ingestions in one namespace (None: all), into
-    a `RunStore`, and calls `changed(namespace, name)` for the Ingestion of every change."""
+    a `RunStore`, and calls `changed(namespace, name)` for the Ingestion of every change.
+
+    A daemon thread reads the stream (the kubernetes client blocks) and hands what it parsed
+    to the event loop, which updates the store and calls `changed`: the thread touches
+    neither. A daemon thread rather than one of kopf's executor's: a watch lasts minutes, and
+    the executor's threads are waited for at exit.
+    """
 
     def __init__(
         self,
@@ -232,6 +238,7 @@ class Reflector:
         self.kind, self.namespace = kind, namespace
         self._store, self._changed = store, changed
         self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         store.expect(kind, namespace)
         self._thread = threading.Thread(target=self._run, name=f"kingest-watch-{kind}", daemon=True)
 
@@ -246,7 +253,8 @@ class Reflector:
         )
 
     def start(self) -> None:
-        """List and watch in a background thread, until `stop`."""
+        """List and watch in the background, handing changes to the running loop, until `stop`."""
+        self._loop = asyncio.get_running_loop()
         self._thread.start()
 
     def stop(self) -> None:
@@ -266,16 +274,26 @@ class Reflector:
                 log.warning("watching %s failed (%s); listing again", self.kind, detail)
                 time.sleep(_RETRY_S)
 
+    def _hand_over(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        if self._loop.is_closed():  # the operator is exiting
+            self._stopping.set()
+            return
+        self._loop.call_soon_threadsafe(callback, *args)
+
     def _relist(self) -> str:
         reply = self._list(label_selector=LABEL_INGESTION_UID, _preload_content=False)
         listing = json.loads(reply.data)
         version = listing["metadata"]["resourceVersion"]
-        synced = self._store.wait_synced(0)
-        for body in self._store.replace(self.kind, self.namespace, listing["items"], version):
+        self._hand_over(self._listed, [slim(item) for item in listing["items"]], version)
+        return version
+
+    def _listed(self, items: list[Body], version: str) -> None:
+        synced = self._store.synced()
+        for body in self._store.replace(self.kind, self.namespace, items, version):
             # At start-up every Ingestion is reconciled anyway (kopf lists them).
             if synced:
                 self._notify(body)
-        return version
 
     def _watch(self, version: str) -> str | None:
         """Follow changes from `version`; the version to go on from, None to list again."""
@@ -297,16 +315,20 @@ class Reflector:
                     log.info("the %s watch ended: %s", self.kind, body.get("message"))
                     return None
                 version = body.get("metadata", {}).get("resourceVersion") or version
-                if kind == "DELETED":
-                    self._store.gone(self.kind, body)
-                    self._notify(body)
-                elif kind in ("ADDED", "MODIFIED") and self._store.seen(self.kind, body):
-                    self._notify(body)
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._hand_over(self._event, kind, slim(body))
                 if self._stopping.is_set():
                     return None
         finally:
             reply.release_conn()
         return version
+
+    def _event(self, kind: str, body: Body) -> None:
+        if kind == "DELETED":
+            self._store.gone(self.kind, body)
+            self._notify(body)
+        elif self._store.seen(self.kind, body):
+            self._notify(body)
 
     def _notify(self, body: Body) -> None:
         ingestion = ingestion_of(body)

@@ -1,26 +1,32 @@
-"""A queue of Ingestions to reconcile, worked off by a pool of threads (client-go's workqueue).
+"""A queue of Ingestions to reconcile, worked off by a fixed number of asyncio tasks.
 
-Whatever notices a change (an Ingestion event, a Job or Pod watch, a schedule slot) only
-`add`s the Ingestion's key and returns, so no watch waits for a reconcile. A key is queued at
-most once however often it is added, and never worked on by two threads at once (two
+Whatever notices a change (an Ingestion event, a Job or Pod event, a schedule slot) only
+`add`s the Ingestion's key and returns, so no kopf handler waits for a reconcile. A key is
+queued at most once however often it is added, and never worked on by two tasks at once (two
 concurrent reconciles of one Ingestion could each see "no active run" and start two runs):
 added while being worked on, it is queued again when that work ends, so a burst of events
 costs one extra round. Failed work is retried with a growing delay: the next event may be far
 away (a stale status, a run not started).
 
+kopf serialises the handlers of one object, but a reconcile is caused by three kinds of
+object (the Ingestion, its Jobs, its Pods) and by the clock, so one queue keyed by the
+Ingestion is what gives one reconcile at a time per Ingestion.
+
 Two lanes: work that may start a run (a new or changed Ingestion, a due slot) goes first;
 work that only follows a run's progress (its Job's or Pod's changes) waits `settle` seconds,
 so that the steps of a run close together (Pod created, started, finished; Job complete) cost
 one status update rather than one each, and never delays the start of another run.
+
+Everything here runs on one event loop; the work itself awaits the API server through an
+executor (see `kingest.operator.reconciler`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from kubernetes import client as k8s
@@ -32,16 +38,18 @@ MAX_RETRY_DELAY_S = 60
 
 
 class WorkQueue:
-    """Calls `work(namespace, name)` for added keys on `workers` threads, once `ready()`."""
+    """Awaits `work(namespace, name)` for added keys on `workers` tasks (after `start`, once
+    `ready`)."""
 
     def __init__(
         self,
-        work: Callable[[str, str], None],
+        work: Callable[[str, str], Awaitable[None]],
         workers: int = 16,
-        ready: Callable[[], object] = lambda: True,
         settle: float = 1.0,
+        ready: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        self._work, self._ready, self._workers, self._settle = work, ready, workers, settle
+        """`ready`: awaited before any work starts (the first listing of the Jobs and Pods)."""
+        self._work, self._workers, self._settle, self._ready = work, workers, settle, ready
         self._start: collections.deque[Key] = collections.deque()
         self._follow: collections.deque[tuple[float, Key]] = collections.deque()
         # The lane each queued key waits in; a deque entry whose lane differs is stale.
@@ -52,90 +60,108 @@ class WorkQueue:
         self._busy_starting: set[Key] = set()
         self._starts = 0
         self._failures: dict[Key, int] = {}
-        self._changed = threading.Condition()
-        self._threads: list[threading.Thread] = []
+        # Idle workers, each waiting on its future; `_wake` resolves one.
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Start the worker threads (once)."""
-        if self._threads:
-            return
-        for number in range(self._workers):
-            thread = threading.Thread(target=self._run, name=f"kingest-reconcile-{number}")
-            thread.daemon = True
-            thread.start()
-            self._threads.append(thread)
+        """Start the worker tasks on the running loop (once)."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"kingest-reconcile-{number}")
+                for number in range(self._workers)
+            ]
+
+    async def stop(self) -> None:
+        """Cancel the workers (work under way is cancelled with them)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     def add(self, namespace: str, name: str) -> None:
         """Reconcile `namespace/name` before any progress update (after the reconcile of it
         already running)."""
         self._add((namespace, name), "start")
 
-    def starting(self) -> bool:
-        """Whether work that may start a run is queued or under way (what can wait, waits)."""
-        return self._starts > 0
-
     def follow(self, namespace: str, name: str) -> None:
         """Reconcile `namespace/name` in `settle` seconds, unless it is queued already."""
         self._add((namespace, name), "follow")
 
+    def starting(self) -> bool:
+        """Whether work that may start a run is queued or under way (what can wait, waits)."""
+        return self._starts > 0
+
     def _add(self, key: Key, lane: Lane) -> None:
-        with self._changed:
-            queued = self._queued.get(key)
-            if queued == "start" or queued == lane:
-                return
-            self._queued[key] = lane
-            if lane == "start":
-                self._starts += 1
-            if key not in self._busy:
-                self._enqueue(key, lane)
+        queued = self._queued.get(key)
+        if queued == "start" or queued == lane:
+            return
+        self._queued[key] = lane
+        if lane == "start":
+            self._starts += 1
+        if key not in self._busy:
+            self._enqueue(key, lane)
 
     def _enqueue(self, key: Key, lane: Lane) -> None:
         if lane == "start":
             self._start.append(key)
+            self._wake()
         else:
-            self._follow.append((time.monotonic() + self._settle, key))
-        self._changed.notify()
+            loop = asyncio.get_running_loop()
+            due = loop.time() + self._settle
+            self._follow.append((due, key))
+            loop.call_at(due, self._wake)
 
-    def _take(self) -> Key:
-        with self._changed:
-            while True:
-                while self._start and self._queued.get(self._start[0]) != "start":
-                    self._start.popleft()
-                while self._follow and self._queued.get(self._follow[0][1]) != "follow":
-                    self._follow.popleft()
-                if self._start:
-                    key = self._start.popleft()
-                    self._busy_starting.add(key)
-                    break
-                if self._follow:
-                    due, key = self._follow[0]
-                    wait = due - time.monotonic()
-                    if wait <= 0:
-                        self._follow.popleft()
-                        break
-                    self._changed.wait(wait)
-                else:
-                    self._changed.wait()
-            del self._queued[key]
-            self._busy.add(key)
-            return key
+    def _wake(self) -> None:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _take_now(self) -> Key | None:
+        """The next key to work on now, if any (starts first, then settled follow-ups)."""
+        while self._start and self._queued.get(self._start[0]) != "start":
+            self._start.popleft()
+        while self._follow and self._queued.get(self._follow[0][1]) != "follow":
+            self._follow.popleft()
+        if self._start:
+            key = self._start.popleft()
+            self._busy_starting.add(key)
+        elif self._follow and self._follow[0][0] <= asyncio.get_running_loop().time():
+            key = self._follow.popleft()[1]
+        else:
+            return None
+        del self._queued[key]
+        self._busy.add(key)
+        return key
+
+    async def _take(self) -> Key:
+        while (key := self._take_now()) is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle.append(waiter)
+            await waiter
+        # More may be waiting: hand on the wake-up, so no key waits while a worker idles.
+        if self._start or self._follow:
+            self._wake()
+        return key
 
     def _done(self, key: Key) -> None:
-        with self._changed:
-            self._busy.discard(key)
-            if key in self._busy_starting:
-                self._busy_starting.discard(key)
-                self._starts -= 1
-            lane = self._queued.get(key)
-            if lane is not None:
-                self._enqueue(key, lane)
+        self._busy.discard(key)
+        if key in self._busy_starting:
+            self._busy_starting.discard(key)
+            self._starts -= 1
+        lane = self._queued.get(key)
+        if lane is not None:
+            self._enqueue(key, lane)
 
-    def _run(self) -> None:
-        self._ready()
+    async def _run(self) -> None:
+        if self._ready is not None:
+            await self._ready()
         while True:
-            key = self._take()
+            key = await self._take()
             try:
-                self._work(*key)
+                await self._work(*key)
                 self._failures.pop(key, None)
             except Exception as exc:
                 self._retry_later(key, exc)
@@ -149,6 +175,4 @@ class WorkQueue:
         detail = f"{exc.status} {exc.reason}" if isinstance(exc, k8s.ApiException) else repr(exc)
         log.error("reconciling %s/%s failed (%s); retrying in %d s", *key, detail, delay)
         log.debug("reconcile failure", exc_info=True)
-        timer = threading.Timer(delay, self.add, key)
-        timer.daemon = True
-        timer.start()
+        asyncio.get_running_loop().call_later(delay, self.add, *key)

@@ -1,12 +1,13 @@
-"""The pure helpers of the handlers module."""
+"""The pure helpers of the handlers and the reconciler."""
 
 from __future__ import annotations
 
-from kingest.operator.handlers import _check, _check_text, _old_status, wants_reconcile
+from kingest.operator.handlers import wants_reconcile
+from kingest.operator.reconciler import check, check_text, old_status
 
 
 def test_an_unreadable_status_still_remembers_which_runs_were_started() -> None:
-    status = _old_status(
+    status = old_status(
         {"observedGeneration": 4, "handledRunRequest": "x", "fieldFromTheFuture": True}
     )
     assert (status.observed_generation, status.handled_run_request) == (4, "x")
@@ -17,12 +18,12 @@ def test_spec_check_says_what_is_wrong_and_is_cached() -> None:
         "source": {"uri": "duckdb:///records.db", "table": "public.users"},
         "destination": {"uri": "ftp://x", "table": "b/records"},
     }
-    parsed, problem = _check(spec)
+    parsed, problem = check(spec)
     assert parsed is None
     assert problem is not None and "ftp:// is not supported as a destination" in problem
-    hits = _check_text.cache_info().hits
-    assert _check(dict(reversed(spec.items()))) == (parsed, problem)
-    assert _check_text.cache_info().hits == hits + 1
+    hits = check_text.cache_info().hits
+    assert check(dict(reversed(spec.items()))) == (parsed, problem)
+    assert check_text.cache_info().hits == hits + 1
 
 
 def _ingestion(generation: int, status: dict, **annotations: str) -> dict:

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from kubernetes import client as k8s
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.operator.conftest import ClockedOperator, Ingestions
 
@@ -238,13 +239,24 @@ def test_metrics_show_a_finished_run_and_drop_it_on_delete(
     job = eventually(lambda: slot_jobs(ingestions), what="the slot's Job")[0]
     finish_run(kube_api, namespace, job, rows=42)
     ingestions.wait_for_phase("measured", "Succeeded")
-    series = f'namespace="{namespace}",name="measured"'
     text = eventually(lambda: (t := clocked.metrics()) and "42" in t and t, what="rows metric")
-    lines = [line for line in text.splitlines() if series in line]
-    assert any("rows" in line and line.endswith(" 42") for line in lines), lines
-    assert any("next" in line for line in lines), lines
+    measured = series_of(text, namespace, "measured")
+    assert measured["kingest_ingestion_rows_loaded_total"] == 42, measured
+    assert "kingest_ingestion_next_run_timestamp_seconds" in measured, measured
     ingestions.delete("measured")
-    eventually(lambda: series not in clocked.metrics(), what="series dropped")
+    eventually(
+        lambda: not series_of(clocked.metrics(), namespace, "measured"), what="series dropped"
+    )
+
+
+def series_of(text: str, namespace: str, name: str) -> dict[str, float]:
+    """The samples of one Ingestion in a /metrics text, by name (Prometheus' own parser)."""
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if (sample.labels.get("namespace"), sample.labels.get("name")) == (namespace, name)
+    }
 
 
 def test_a_fixed_hour_fires_at_the_end_of_a_spring_forward_gap(

@@ -1,46 +1,58 @@
-"""SlotTimer wakes Ingestions at their slots (real threads, a clock file); /metrics over HTTP."""
+"""SlotTimer wakes Ingestions at their slots (a real event loop, a clock file)."""
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kingest.operator import clock
-from kingest.operator.metrics import IngestionMetrics
-from kingest.operator.scheduler import MetricsServer, SlotTimer
+from kingest.operator.scheduler import SlotTimer
 
 
 class Woken:
     def __init__(self) -> None:
         self.keys: list[tuple[str, str]] = []
-        self.event = threading.Event()
+        self.event = asyncio.Event()
 
     def __call__(self, namespace: str, name: str) -> None:
         self.keys.append((namespace, name))
         self.event.set()
 
 
-def test_a_due_wake_up_fires_once_and_a_replaced_one_never() -> None:
-    woken = Woken()
-    timer = SlotTimer(woken, workers=2)
-    timer.start()
+async def fired(woken: Woken, timeout: float) -> bool:
     try:
+        await asyncio.wait_for(woken.event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def run(test: Callable[[], Awaitable[Any]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 20))
+
+
+def test_a_due_wake_up_fires_once_and_a_replaced_one_never() -> None:
+    async def scenario() -> None:
+        woken = Woken()
+        timer = SlotTimer(woken)
+        timer.start()
         soon = datetime.now(UTC) + timedelta(milliseconds=200)
         timer.set(("ns", "replaced"), soon)
         timer.set(("ns", "replaced"), soon + timedelta(hours=1))
         timer.set(("ns", "a"), soon)
-        assert woken.event.wait(3)
-        time.sleep(0.3)
+        assert await fired(woken, 3)
+        await asyncio.sleep(0.3)
         assert woken.keys == [("ns", "a")]
         assert timer.pending(("ns", "replaced")) == soon + timedelta(hours=1)
-    finally:
-        timer.stop()
+        await timer.stop()
+
+    run(scenario)
 
 
 def test_the_clock_file_drives_wake_ups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,17 +60,19 @@ def test_the_clock_file_drives_wake_ups(tmp_path: Path, monkeypatch: pytest.Monk
     path.write_text("2030-01-01T00:00:00Z")
     monkeypatch.setenv(clock.CLOCK_FILE_ENV, str(path))
     assert clock.now() == datetime(2030, 1, 1, tzinfo=UTC)
-    woken = Woken()
-    timer = SlotTimer(woken, workers=2)
-    timer.start()
-    try:
+
+    async def scenario() -> None:
+        woken = Woken()
+        timer = SlotTimer(woken)
+        timer.start()
         timer.set(("ns", "a"), datetime(2030, 1, 1, 0, 1, tzinfo=UTC))
-        assert not woken.event.wait(1.5)  # real time passes, the file's time does not
+        assert not await fired(woken, 1.5)  # real time passes, the file's time does not
         path.write_text("2030-01-01T00:01:00Z")
-        assert woken.event.wait(3)
+        assert await fired(woken, 3)
         assert woken.keys == [("ns", "a")]
-    finally:
-        timer.stop()
+        await timer.stop()
+
+    run(scenario)
 
 
 def test_an_unreadable_clock_file_says_which_file(
@@ -72,41 +86,23 @@ def test_an_unreadable_clock_file_says_which_file(
 
 
 def test_thousand_wake_ups_on_one_minute_fire_within_two_seconds() -> None:
-    fired: dict[tuple[str, str], float] = {}
-    done = threading.Event()
+    async def scenario() -> None:
+        fired_at: dict[tuple[str, str], float] = {}
+        done = asyncio.Event()
 
-    def wake(namespace: str, name: str) -> None:
-        fired[(namespace, name)] = time.monotonic()
-        if len(fired) == 1000:
-            done.set()
+        def wake(namespace: str, name: str) -> None:
+            fired_at[(namespace, name)] = time.monotonic()
+            if len(fired_at) == 1000:
+                done.set()
 
-    timer = SlotTimer(wake, workers=16)
-    timer.start()
-    try:
+        timer = SlotTimer(wake)
+        timer.start()
         at = datetime.now(UTC) + timedelta(seconds=1)
         for i in range(1000):
             timer.set(("ns", f"i{i}"), at)
         start = time.monotonic() + (at - datetime.now(UTC)).total_seconds()
-        assert done.wait(5)
-        assert max(fired.values()) - start < 2.0
-    finally:
-        timer.stop()
+        await asyncio.wait_for(done.wait(), 5)
+        assert max(fired_at.values()) - start < 2.0
+        await timer.stop()
 
-
-def test_metrics_are_served_over_http_and_nothing_else() -> None:
-    metrics = IngestionMetrics()
-    metrics.record_run(
-        ("ns", "a"), "a-1", succeeded=True, finished_at=1.0, duration_s=2.0, rows=5, bytes_loaded=7
-    )
-    server = MetricsServer(metrics, 0, host="127.0.0.1")
-    server.start()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as reply:
-            body = reply.read().decode()
-            assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        assert 'namespace="ns"' in body and 'name="a"' in body
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5)
-        assert missing.value.code == 404
-    finally:
-        server.stop()
+    run(scenario)

@@ -71,9 +71,9 @@ def test_a_listing_drops_what_was_deleted_unseen_but_not_what_came_after_it() ->
         "listed",
     ]
     assert sorted(j["metadata"]["uid"] for j in changed) == ["deleted-while-not-watching", "listed"]
-    assert not store.wait_synced(0)  # the Pods are not listed yet
+    assert not store.synced()  # the Pods are not listed yet
     store.replace("pods", "ns", [], version="10")
-    assert store.wait_synced(0)
+    assert store.synced()
 
 
 def ingestion(uid: str, version: int, phase: str) -> dict[str, Any]:
