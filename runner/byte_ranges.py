@@ -4,7 +4,8 @@ A CSV or JSONL object is cut into ranges of about :data:`RANGE_BYTES`; each rang
 lines that *start* in it, so the ranges tile the object exactly (a line crossing a cut
 belongs to the range it starts in, which reads on until its end). Each range is fetched with
 one ranged GET and parsed on its own (on pyarrow's threads) while the destination loads its
-rows; :data:`RANGES_IN_FLIGHT` ranges at once.
+rows; :data:`RANGES_IN_FLIGHT` ranges at once, the next :data:`RANGES_AHEAD` downloading
+meanwhile.
 
 A cut is only certain to be a record boundary in JSONL (a JSON string cannot hold a raw
 newline). In CSV a quoted field may span lines, so a cut can fall inside a value. The reader
@@ -29,12 +30,18 @@ from kingest.runner.formats import FileKind
 
 # Bytes per range: big enough that a request's fixed cost (a round trip; on some stores a
 # pass over the whole object) is small beside its transfer and parse. A range is fetched
-# whole, then parsed by pyarrow's threads while its rows go to the destination.
+# whole, then parsed by pyarrow's threads while its rows go to the destination. 16 MB ranges
+# were slower (2M-row CSV/JSONL objects: 1.2-1.3x the time of 32 MB ones).
 RANGE_BYTES = 32 * 1024 * 1024
-# Ranges in flight at most. One: a second one fetched ahead was 10-20% faster on the 2-core
-# bench machine but cost ~50 MB of peak RSS, which the 500 MB budget for a 600 MB object
-# (bench: 727 MB CSV into DuckDB, 488 MB with one, 541 MB with two) does not have.
+# Ranges parsed at once: one. Their rows go to the destination in order, and one range
+# parsed by pyarrow's threads already keeps both cores busy.
 RANGES_IN_FLIGHT = 1
+# Ranges downloaded ahead of the one being parsed: one. Without it the parser waited for
+# every GET (a 205 MB CSV spent 1.3 of its 3 s waiting); with it a large object loads in
+# 0.7-0.85x the time (605 MB CSV: 16.2 -> 11.2 s; 505 MB JSONL: 13.6 -> 9.7 s). The range
+# held ahead costs RANGE_BYTES of memory, which DuckDB's smaller buffer pool gives back
+# (see kingest.runner.duckdb_destination.DEFAULT_MEMORY_LIMIT).
+RANGES_AHEAD = 1
 # Objects smaller than this are streamed whole; larger ones are cut in two ranges or more.
 SPLIT_FROM_BYTES = RANGE_BYTES * 3 // 2
 # Bytes read past a range's end to find where its last line ends (more are read if needed).

@@ -1,15 +1,19 @@
-"""Read several files at once while handing out their batches in file order."""
+"""Read ahead: several files at once with their batches handed out in file order
+(:func:`ordered_parallel`), and a fetch started before its result is asked for
+(:class:`Lookahead`)."""
 
 from __future__ import annotations
 
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+K = TypeVar("K")
+V = TypeVar("V")
 
 _DONE = object()
 
@@ -79,3 +83,43 @@ def ordered_parallel(
                 submit_next()
         finally:
             stop.set()
+
+
+class Lookahead(Generic[K, V]):
+    """``fetch(key)`` for keys taken in their order, each started while the one before it is
+    still being used: asking for a key starts the fetch of the ``ahead`` keys after it.
+
+    It overlaps waiting (a download) with work on the previous result (parsing it), at the
+    cost of ``ahead`` results held at once. Keys may be skipped: the fetches of keys before
+    the one asked for are cancelled and dropped. A fetch's exception is raised by
+    :meth:`take`. Keys are compared by identity, positions by ``keys``' order.
+    """
+
+    def __init__(self, keys: Sequence[K], fetch: Callable[[K], V], ahead: int = 1) -> None:
+        self._keys = list(keys)
+        self._index = {id(key): i for i, key in enumerate(self._keys)}
+        self._fetch = fetch
+        self._ahead = ahead
+        self._pool = ThreadPoolExecutor(max_workers=max(1, ahead), thread_name_prefix="fetch")
+        self._started: dict[int, Future[V]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: K) -> V:
+        """The result for ``key``, waited for; starts the fetches of the keys after it."""
+        position = self._index[id(key)]
+        with self._lock:
+            for skipped in [i for i in self._started if i < position]:
+                self._started.pop(skipped).cancel()
+            future = self._started.pop(position, None) or self._pool.submit(self._fetch, key)
+            for after in range(position + 1, min(position + 1 + self._ahead, len(self._keys))):
+                if after not in self._started:
+                    self._started[after] = self._pool.submit(self._fetch, self._keys[after])
+        return future.result()
+
+    def close(self) -> None:
+        """Cancel the fetches not yet running and drop every result not taken."""
+        with self._lock:
+            for future in self._started.values():
+                future.cancel()
+            self._started.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)

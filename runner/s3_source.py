@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,7 +56,7 @@ from kingest.runner.formats import (
 from kingest.runner.glob import ObjectGlob
 from kingest.runner.interfaces import LoadedFiles, LoadOptions, Source, SourceStream
 from kingest.runner.positions import describe_data_error, text_opener
-from kingest.runner.prefetch import ordered_parallel
+from kingest.runner.prefetch import Lookahead, ordered_parallel
 from kingest.runner.s3_client import client_for, filesystem_for, session_for
 from kingest.runner.s3_listing import (
     ObjectSelection,
@@ -153,6 +153,13 @@ class _Rows(NamedTuple):
 
     piece: _Piece
     batch: pa.RecordBatch
+
+
+class _Lines(NamedTuple):
+    """The lines starting in a byte range, and the offset of the first."""
+
+    offset: int
+    data: pa.Buffer
 
 
 class _RangeDone(NamedTuple):
@@ -437,25 +444,32 @@ class S3Source(Source):
             stream_state.error = error
             raise error from None
 
+    def _fetch_range(self, fs: pafs.S3FileSystem, plan: _Plan, piece: _Piece) -> _Lines:
+        """The lines starting in a byte range, fetched with one ranged GET (and more if its
+        last line runs on past the range)."""
+        obj = plan.objects[piece.index]
+        assert piece.end is not None
+        # A handle of its own (reads at an offset on a shared one copy the bytes).
+        with fs.open_input_file(self._path(obj)) as file:
+            return _Lines(*read_lines(file, piece.start, piece.end, obj.size))
+
     def _range_results(
         self,
-        fs: pafs.S3FileSystem,
         plan: _Plan,
         piece: _Piece,
+        ranges: Lookahead[_Piece, _Lines],
         stream_state: SourceStream,
     ) -> Iterator[_Rows | _RangeDone | _Resume]:
-        """One byte range of a text object: its rows as long as it is certain they are those
-        a single stream reads there, else where to resume as one stream.
+        """One byte range of a text object (its lines from ``ranges``): its rows as long as
+        it is certain they are those a single stream reads there, else where to resume as one
+        stream.
 
         The last batch is held back until the range is parsed: only the range's last row
         tells whether its end was a record boundary (see :mod:`kingest.runner.byte_ranges`).
         """
         obj, own = plan.objects[piece.index], plan.schemas[piece.index]
-        assert piece.end is not None
         try:
-            # A handle of its own (reads at an offset on a shared one copy the bytes).
-            with fs.open_input_file(self._path(obj)) as file:
-                offset, data = read_lines(file, piece.start, piece.end, obj.size)
+            offset, data = ranges.take(piece)
         except OSError as exc:
             error = _arrow_error(exc, obj.url(self.glob.bucket))
             stream_state.error = error
@@ -545,11 +559,35 @@ class S3Source(Source):
             # once 489 MB peak, 2 at once 415 MB, at the same speed).
             parallelism = min(parallelism, max(2, os.cpu_count() or 1))
 
+        # The next range's bytes download while this one's are parsed.
+        ranges = Lookahead(
+            [piece for piece in pieces if piece.end is not None],
+            lambda piece: self._fetch_range(fs, plan, piece),
+            ahead=byte_ranges.RANGES_AHEAD,
+        )
+
         def produce(piece: _Piece) -> Iterator[pa.RecordBatch | _Rows | _RangeDone | _Resume]:
             if piece.end is None:
                 return self._file_batches(fs, plan, piece, stream_state, spool)
-            return self._range_results(fs, plan, piece, stream_state)
+            return self._range_results(plan, piece, ranges, stream_state)
 
+        try:
+            yield from self._pieces_in_order(
+                fs, plan, pieces, produce, parallelism, stream_state, spool
+            )
+        finally:
+            ranges.close()
+
+    def _pieces_in_order(
+        self,
+        fs: pafs.S3FileSystem,
+        plan: _Plan,
+        pieces: list[_Piece],
+        produce: Callable[[_Piece], Iterator[pa.RecordBatch | _Rows | _RangeDone | _Resume]],
+        parallelism: int,
+        stream_state: SourceStream,
+        spool: str,
+    ) -> Iterator[pa.RecordBatch]:
         rows_read: dict[int, int] = {}
         position = 0
         while position < len(pieces):
