@@ -175,13 +175,15 @@ def test_each_format_and_compression_loads_the_same_rows_and_types(
 def test_what_the_schema_pass_reads_is_not_fetched_again(
     s3_server: S3Server, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    large = csv_rows(40_000, start=1_000)  # over 256 KiB: its schema's block, then its rows
-    assert len(large) > 256 * 1024
+    medium = csv_rows(40_000, start=1_000)  # over 256 KiB, within the schema's first block
+    large = csv_rows(300_000, start=1_000_000)  # beyond the first block (4 MiB)
+    assert 256 * 1024 < len(medium) < 4 * 1024 * 1024 < len(large) < 8 * 1024 * 1024
     parquet = io.BytesIO()
     pq.write_table(pa.table({"id": pa.array(range(150, 200), pa.int64())}), parquet)
     objects = {
         "small.csv": csv_rows(100),
         "small.jsonl.gz": gzip.compress(b"".join(b'{"id": %d}\n' % i for i in range(100, 150))),
+        "medium.csv": medium,
         "large.csv": large,
         "rows.parquet": parquet.getvalue(),
     }
@@ -198,14 +200,16 @@ def test_what_the_schema_pass_reads_is_not_fetched_again(
             capsys, *load(s3_server, bucket, db, more), "--incremental-strategy", "append"
         )
         assert code == 0, out
-    assert result["rows"] == 40_100
-    assert query(db, "SELECT count(*), count(DISTINCT id), max(id) FROM raw.t") == [
-        (40_200, 40_200, 40_999)
+    assert result["rows"] == 340_100
+    assert query(db, "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM raw.t") == [
+        (340_200, 340_200, 0, 1_299_999)
     ]
     gets = dict(zip(objects, (rule["hits"] for rule in s3_server.faults.rules()), strict=True))
-    # Small text files whole, once; a Parquet file's footer once, then its row groups.
-    assert gets["small.csv"] == gets["small.jsonl.gz"] == 1
-    assert gets["large.csv"] >= 2
+    # Text files the first block holds whole, once; a larger one's first block once, then
+    # the rest from where it ends (read from the start again, it took 3); a Parquet file's
+    # footer once, then its row groups.
+    assert gets["small.csv"] == gets["small.jsonl.gz"] == gets["medium.csv"] == 1
+    assert gets["large.csv"] == 2
     assert gets["rows.parquet"] == 2
 
 
