@@ -15,6 +15,12 @@ agree to well within the lease duration (as on any NTP-synced cluster).
 
 A leader that cannot renew before its lease would expire exits the process at once: by then
 a standby may already act, and a restarted Pod comes back as a standby.
+
+Each replica labels its own Pod `kingest.io/role=leader` or `standby` (`label_role`): the
+chart's webhook Service selects the leader by it, since only the leader runs kopf and so only
+it serves the admission webhook (as CloudNativePG's `-rw` Service selects its primary). A
+replica labels itself standby before it waits for the Lease (a restarted container may still
+carry its previous `leader` label) and leader once it holds it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from typing import Any
 from kubernetes import client as k8s
 
 log = logging.getLogger("kingest.operator.leader")
+
+# The label on each replica's own Pod: `leader` or `standby`.
+ROLE_LABEL = "kingest.io/role"
 
 
 class Action(enum.Enum):
@@ -107,6 +116,9 @@ class LeaseElection:
         self, api: k8s.ApiClient, namespace: str, name: str, identity: str, duration_s: int
     ) -> None:
         self.leases = k8s.CoordinationV1Api(api)
+        self.pods = k8s.CoreV1Api(api)
+        # The replica's Pod is named `identity` and lives in the Lease's namespace (main.py
+        # takes both from POD_NAME and POD_NAMESPACE).
         self.namespace, self.name, self.identity = namespace, name, identity
         self.duration_s = duration_s
         self._renewing: asyncio.Task[None] | None = None
@@ -150,6 +162,34 @@ class LeaseElection:
             )
         return True
 
+    def label_role(self, role: str) -> None:
+        """Label this replica's Pod `kingest.io/role=<role>` (`leader` or `standby`).
+
+        Best effort: leading does not depend on it. Without it the webhook Service has no
+        leader to send requests to, so the webhook is not asked (and, with failurePolicy
+        Ignore, changes are accepted and checked by the reconcile): said once, as a warning.
+        """
+        try:
+            self.pods.patch_namespaced_pod(
+                self.identity,
+                self.namespace,
+                {"metadata": {"labels": {ROLE_LABEL: role}}},
+                _content_type="application/merge-patch+json",
+            )
+        except k8s.ApiException as error:
+            log.warning(
+                "could not label Pod %s/%s %s=%s (%s %s): the webhook Service sends requests "
+                "to the Pod labelled %s=leader; the operator needs patch on pods in %s",
+                self.namespace,
+                self.identity,
+                ROLE_LABEL,
+                role,
+                error.status,
+                error.reason,
+                ROLE_LABEL,
+                self.namespace,
+            )
+
     async def release(self) -> None:
         """Hand the Lease over now (graceful shutdown) instead of letting it expire."""
         if self._renewing is not None:  # must not take it back meanwhile
@@ -160,6 +200,7 @@ class LeaseElection:
             log.warning(
                 "could not release Lease %s/%s: %s", self.namespace, self.name, error.reason
             )
+        await asyncio.to_thread(self.label_role, "standby")
 
     def _release(self) -> None:
         current = self.leases.read_namespaced_lease(self.name, self.namespace)
@@ -173,9 +214,11 @@ class LeaseElection:
         """Return (having stood by) once this replica holds the Lease."""
         interval = max(self.duration_s / 5, 0.2)
         logged = False
+        await asyncio.to_thread(self.label_role, "standby")
         while True:
             try:
                 if await asyncio.to_thread(self.try_to_lead):
+                    await asyncio.to_thread(self.label_role, "leader")
                     return
             except k8s.ApiException as error:
                 log.error(

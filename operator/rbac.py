@@ -49,11 +49,16 @@ LEADER_ELECTION_RULES_YAML = """\
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update"]
+# Each replica labels its own Pod leader / standby: the webhook Service selects the leader.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["patch"]
 """
 
 
 def leader_election_rules() -> list[dict[str, Any]]:
-    """The rules of the Role in the operator's namespace that its Lease election needs."""
+    """The rules of the Role in the operator's namespace that its Lease election needs (the
+    Lease first, then the label on the replica's own Pod)."""
     return yaml.safe_load(LEADER_ELECTION_RULES_YAML)
 
 

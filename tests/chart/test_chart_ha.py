@@ -18,9 +18,11 @@ import pytest
 from kubernetes import client as k8s
 
 from kingest.operator import rbac
+from kingest.operator.leader import ROLE_LABEL
 from kingest.operator.spec import GROUP, PLURAL, VERSION
 from tests.chart.conftest import ChartReplica, Release, operator_values
 from tests.chart.test_chart_rbac import ROWS, permission_errors, seed_users_to_s3
+from tests.chart.test_chart_webhook import BAD, kubectl_apply, serving_addresses, wait_for_webhook
 from tests.platform.cluster import Cluster
 from tests.platform.s3 import S3Server
 
@@ -186,6 +188,64 @@ def test_only_the_leader_acts_and_the_standby_takes_over_within_the_lease(
     )
     assert "RunCreated" in successor.logs()
     assert "kingest_operator_leader 1" in successor.metrics()
+
+
+def roles(release: Release) -> dict[str, str | None]:
+    """Each operator Pod's `kingest.io/role` label (None: none)."""
+    pods = k8s.CoreV1Api(release.api).list_namespaced_pod(
+        release.namespace, label_selector="app.kubernetes.io/name=kingest"
+    )
+    return {p.metadata.name: (p.metadata.labels or {}).get(ROLE_LABEL) for p in pods.items}
+
+
+def webhook_served_by(release: Release, replica: ChartReplica, timeout: float) -> None:
+    """Wait until the webhook Service's one ready address is `replica`'s Pod."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if serving_addresses(release) == [replica.pod()["status"].get("podIP")]:
+            return
+        time.sleep(0.2)
+    raise AssertionError(
+        f"the webhook Service serves {serving_addresses(release)}, not only {replica.name} "
+        f"(roles: {roles(release)})"
+    )
+
+
+def test_the_webhook_is_served_by_the_leader_alone_and_follows_a_takeover(
+    kube: Cluster,
+    kube_api: k8s.ApiClient,
+    release: Release,
+    two_replicas: dict[str, ChartReplica],
+    apps_namespace: str,
+) -> None:
+    # Only the leader runs kopf, so only it serves the webhook; a request reaching the standby
+    # would be refused and, with failurePolicy Ignore, the bad spec accepted.
+    leader = lease_holder(kube_api, release)
+    assert leader in two_replicas
+    standby = next(n for n in two_replicas if n != leader)
+    webhook_served_by(release, two_replicas[leader], timeout=30)
+    assert roles(release) == {leader: "leader", standby: "standby"}
+    wait_for_webhook(kube, apps_namespace, two_replicas[leader])
+    # Both replicas are Ready: had the Service both behind it, about half of these would pass.
+    for _ in range(3):
+        for spec, message in BAD:
+            result = kubectl_apply(kube, apps_namespace, "bad", spec)
+            assert result.returncode != 0, f"accepted: {spec}"
+            assert message in result.stderr
+
+    two_replicas[leader].kill()
+    deadline = time.monotonic() + TAKEOVER_BOUND
+    while lease_holder(kube_api, release) in (leader, None):
+        assert time.monotonic() < deadline, f"no takeover in {TAKEOVER_BOUND} s"
+        time.sleep(0.2)
+    successor = ChartReplica(release, lease_holder(kube_api, release) or "")
+    webhook_served_by(release, successor, timeout=30)
+    # The replacement Pod may not have labelled itself yet; no Pod but the successor leads.
+    assert [name for name, role in roles(release).items() if role == "leader"] == [successor.name]
+    wait_for_webhook(kube, apps_namespace, successor)
+    spec, message = BAD[0]
+    result = kubectl_apply(kube, apps_namespace, "bad", spec)
+    assert result.returncode != 0 and message in result.stderr
 
 
 @pytest.mark.parametrize("verb", rbac.leader_election_rules()[0]["verbs"])

@@ -15,6 +15,7 @@ import yaml
 from cryptography import x509
 
 from kingest.operator import crd, rbac
+from kingest.operator.leader import ROLE_LABEL
 from kingest.operator.main import _parser as operator_parser
 from kingest.operator.metrics import IngestionMetrics
 from tests.image.dockerfile import parse as parse_dockerfile
@@ -374,6 +375,13 @@ def test_webhook_is_served_by_the_operator_with_a_certificate_for_its_service() 
     port = next(p for p in container["ports"] if p["name"] == "webhook")["containerPort"]
     assert service["spec"]["ports"][0]["targetPort"] == "webhook"
     assert env_of(container)["KINGEST_WEBHOOK_PORT"] == str(port)
+    # Only the leader serves it (a standby runs no kopf): the Pods the Deployment makes, and
+    # of them the one labelled leader by the operator (kingest.operator.leader).
+    deployment = only(objects, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = service["spec"]["selector"]
+    assert {k: v for k, v in selector.items() if k != ROLE_LABEL}.items() <= pod_labels.items()
+    assert selector[ROLE_LABEL] == "leader"
 
     secret = only(objects, "Secret")
     assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
