@@ -7,10 +7,9 @@ or row groups.
 
 Before any data moves, every matched file's schema is read (first block or Parquet footer,
 in parallel) and unified, so the stream has one schema for all files. What that pass reads
-is kept for the rows, within a memory budget (`_Kept`): a small text file is read whole, once
-(in a bucket of many small files the request is most of a file's cost); of a larger one the
-rows are read from the first block the schema came from, then from where it ends (ten 14 MB
-CSV files would fetch 40 MB twice); a Parquet footer is read once.
+is kept for the rows, within a memory budget (`_Kept`): a text file the schema's first block
+holds (4 MB) is read whole, once (in a bucket of many small files the request is most of a
+file's cost), and a Parquet footer once.
 
 Which objects are read is decided by :mod:`kingest.runner.s3_listing`. Incremental file
 syncs: the listing keeps each object's ETag, size and last-modified time.
@@ -22,7 +21,6 @@ modification time to every row.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tempfile
@@ -79,53 +77,19 @@ MODIFIED_AT_COLUMN = "_ingestr_source_file_modified_at"
 # Bytes fetched per GET while streaming a CSV/JSONL file. The readers ask for 1 MiB blocks;
 # unbuffered, each would be a request of its own (a round trip, signing on both ends).
 _READ_BUFFER = 4 * 1024 * 1024
-# Text files up to this size are fetched once, for their schema and their rows (`_Kept`);
-# at most _KEPT_BYTES of them, of larger files' first blocks and of Parquet footers are kept
-# at a time.
+# Text files up to this size (up to the first block when its bytes are the text) are fetched
+# once, for their schema and their rows (`_Kept`); at most _KEPT_BYTES of them and of Parquet
+# footers are kept at a time. Keeping a larger file's first block and reading the rest from
+# where it ends (ten 14 MB CSV files) was no faster and cost 60-90 MB of peak RSS.
 _SMALL_FILE = 256 * 1024
 _KEPT_BYTES = 64 * 1024 * 1024
 # What the schema pass reads of a larger text file: its first block (see formats.first_block).
 _HEAD_BYTES = INFER_BLOCK_SIZE + 1
 
 
-class _Head(NamedTuple):
-    """The first bytes of a text object, fetched by the schema pass; its rows are read from
-    them on, then from where they end (:class:`_HeadThenRest`)."""
-
-    data: pa.Buffer
-
-
-class _HeadThenRest(io.RawIOBase):
-    """An object's bytes as one stream: its first bytes, already fetched, then the rest,
-    fetched from where they end (a ranged read, opened when the first bytes run out)."""
-
-    def __init__(self, head: pa.Buffer, open_rest: Callable[[int], pa.NativeFile]) -> None:
-        self._head = pa.BufferReader(head)
-        self._open_rest = open_rest
-        self._rest: pa.NativeFile | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        wanted = None if size is None or size < 0 else size
-        data = self._head.read(wanted)
-        missing = None if wanted is None else wanted - len(data)
-        if missing == 0:
-            return data
-        if self._rest is None:
-            self._rest = self._open_rest(self._head.size())
-        return data + self._rest.read(missing)
-
-    def close(self) -> None:
-        if self._rest is not None:
-            self._rest.close()
-        super().close()
-
-
 class _Kept:
     """What the schema pass read, kept until the file's rows are read: small text files
-    whole, larger ones' first blocks, Parquet files' footers (as their fragments).
+    whole, Parquet files' footers (as their fragments).
 
     Thread-safe: schemas are read in parallel. Memory stays within `budget` bytes; a file
     beyond it is simply read again.
@@ -133,7 +97,7 @@ class _Kept:
 
     def __init__(self, budget: int = _KEPT_BYTES) -> None:
         self._left = budget
-        self._kept: dict[str, tuple[pa.Buffer | _Head | ParquetFileFragment, int]] = {}
+        self._kept: dict[str, tuple[pa.Buffer | ParquetFileFragment, int]] = {}
         self._lock = threading.Lock()
 
     def _reserve(self, size: int) -> bool:
@@ -143,42 +107,34 @@ class _Kept:
             self._left -= size
             return True
 
-    def _take(self, path: str) -> pa.Buffer | _Head | ParquetFileFragment | None:
+    def _take(self, path: str) -> pa.Buffer | ParquetFileFragment | None:
         with self._lock:
             kept, size = self._kept.pop(path, (None, 0))
             self._left += size
         return kept
 
     def open(
-        self, fs: pafs.S3FileSystem, path: str, obj: S3Object, keep_head: bool
+        self, fs: pafs.S3FileSystem, path: str, obj: S3Object, whole_block: bool
     ) -> pa.NativeFile:
-        """The object's (decompressed) bytes for its schema: fetched whole and kept if small
-        enough; with ``keep_head`` (an uncompressed object whose bytes are the text the
-        readers parse, read as one stream), its first block is fetched and kept instead, all
-        that the schema pass reads (a file that fits in it is kept whole)."""
-        if obj.size <= _SMALL_FILE and self._reserve(obj.size):
-            with fs.open_input_stream(path, compression=None) as raw:
-                data = raw.read_buffer()
-            self._kept[path] = (data, obj.size)
-            return pa.input_stream(data, compression=obj.kind.compression)
-        if keep_head and self._reserve(_HEAD_BYTES):
-            with fs.open_input_stream(path, compression=None) as raw:
-                head = raw.read_buffer(_HEAD_BYTES)
-            self._kept[path] = (head if head.size >= obj.size else _Head(head), _HEAD_BYTES)
-            return pa.BufferReader(head)
-        return fs.open_input_stream(path, compression=obj.kind.compression)
+        """The object's (decompressed) bytes, fetched whole and kept if small enough: up to
+        _SMALL_FILE, or with ``whole_block`` (an uncompressed object whose bytes are the text
+        the schema pass parses) up to the first block, which that pass would read anyway."""
+        small = obj.size <= (max(_SMALL_FILE, _HEAD_BYTES) if whole_block else _SMALL_FILE)
+        if not small or not self._reserve(obj.size):
+            return fs.open_input_stream(path, compression=obj.kind.compression)
+        with fs.open_input_stream(path, compression=None) as raw:
+            # In one request: read to its end, a stream is fetched in 256 KB chunks. Bytes
+            # beyond the listed size (the object rewritten since) are read on, not lost.
+            data = raw.read_buffer(obj.size)
+            if more := raw.read_buffer():
+                data = pa.py_buffer(data.to_pybytes() + more.to_pybytes())
+        self._kept[path] = (data, obj.size)
+        return pa.input_stream(data, compression=obj.kind.compression)
 
-    def take(
-        self, path: str, compression: str | None, open_rest: Callable[[int], pa.NativeFile]
-    ) -> pa.NativeFile | None:
-        """The kept object's bytes, no longer kept (a kept first block, then the rest from
-        ``open_rest(offset)``); None if nothing was kept."""
-        kept = self._take(path)
-        if kept is None:
-            return None
-        if isinstance(kept, _Head):
-            return pa.PythonFile(_HeadThenRest(kept.data, open_rest), mode="r")
-        return pa.input_stream(kept, compression=compression)
+    def take(self, path: str, compression: str | None) -> pa.NativeFile | None:
+        """The kept object's bytes, no longer kept; None if it was not."""
+        data = self._take(path)
+        return None if data is None else pa.input_stream(data, compression=compression)
 
     def keep_fragment(self, path: str, fragment: ParquetFileFragment) -> None:
         """Keep a fragment whose footer was read: its rows are then read without reading
@@ -320,12 +276,11 @@ class S3Source(Source):
                 schema = reader.schema(fragment)
                 kept.keep_fragment(self._path(obj), fragment)
                 return schema
-            keep_head = obj.kind.compression is None and not splittable(
-                obj.kind, self.glob.hints.encoding, obj.size
+            # Transcoded or decompressed, the first block holds less of the object.
+            whole_block = obj.kind.compression is None and (
+                (self.glob.hints.encoding or "utf8").lower() in ("utf8", "utf-8")
             )
-            if (self.glob.hints.encoding or "utf8").lower() not in ("utf8", "utf-8"):
-                keep_head = False  # the schema pass reads transcoded text, not the bytes
-            with kept.open(fs, self._path(obj), obj, keep_head) as stream:
+            with kept.open(fs, self._path(obj), obj, whole_block) as stream:
                 return reader.schema(stream)
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
             names = self._column_names(fs, obj) if isinstance(reader, CsvReader) else []
@@ -377,23 +332,19 @@ class S3Source(Source):
         path, compression = self._path(obj), obj.kind.compression
         if start:
             # The rest of a split object, from a record start (never compressed).
-            with self._open_from(fs, path, start) as stream:
+            with fs.open_input_file(path) as raw:
+                raw.seek(start)
+                stream = pa.BufferedInputStream(raw, _READ_BUFFER)
                 if isinstance(reader, CsvReader):
                     yield from reader.batches(stream, own, target, after_header=True)
                 else:
                     yield from reader.batches(stream, own, target)
             return
-        opened = kept.take(path, compression, lambda offset: self._open_from(fs, path, offset))
+        opened = kept.take(path, compression)
         if opened is None:
             opened = fs.open_input_stream(path, compression=compression, buffer_size=_READ_BUFFER)
         with opened as file:
             yield from reader.batches(file, own, target)
-
-    def _open_from(self, fs: pafs.S3FileSystem, path: str, offset: int) -> pa.NativeFile:
-        """An uncompressed object's bytes from ``offset`` on, buffered."""
-        raw = fs.open_input_file(path)
-        raw.seek(offset)
-        return pa.BufferedInputStream(raw, _READ_BUFFER)
 
     def _plan(self, fs: pafs.S3FileSystem, objects: list[S3Object], spool: str) -> _Plan:
         workers = max(1, min(self.options.extract_parallelism * 2, len(objects), 32))
