@@ -167,7 +167,8 @@ class LeaseElection:
 
         Best effort: leading does not depend on it. Without it the webhook Service has no
         leader to send requests to, so the webhook is not asked (and, with failurePolicy
-        Ignore, changes are accepted and checked by the reconcile): said once, as a warning.
+        Ignore, changes are accepted and checked by the reconcile): each failure is logged as
+        a warning naming the missing right.
         """
         try:
             self.pods.patch_namespaced_pod(

@@ -107,21 +107,17 @@ def preload() -> None:
 
 
 def _load_options(spec: IngestionSpec) -> LoadOptions:
-    """The options the runner will parse from the Job's arguments, checked by its own parser."""
-    masks = [m for m in spec.mask if _is_hmac(m)]
-    if masks:
-        columns = ", ".join(m.split(":", 1)[0] for m in masks)
+    """The options the runner will parse from the Job's arguments, checked by its own parser
+    (whose messages never quote an hmac key: it is a valid parameter)."""
+    options = load_options(runner_args(spec)[1:])
+    hmac = [mask.column for mask in options.masks if mask.algorithm == "hmac"]
+    if hmac:
         raise InvalidSpec(
             f"spec.mask: an hmac mask's key is a secret and spec.mask becomes the Job's "
-            f"arguments (column {columns}); give hmac masks through spec.runner.env "
+            f"arguments (column {', '.join(hmac)}); give hmac masks through spec.runner.env "
             "INGESTR_MASK with valueFrom.secretKeyRef instead"
         )
-    return load_options(runner_args(spec)[1:])
-
-
-def _is_hmac(mask: str) -> bool:
-    parts = mask.split(":")
-    return len(parts) > 1 and parts[1].strip().lower() == "hmac"
+    return options
 
 
 def _check_runner(spec: IngestionSpec) -> None:

@@ -119,8 +119,7 @@ class _Kept:
         """The object's (decompressed) bytes, fetched whole and kept if small enough: up to
         _SMALL_FILE, or with ``whole_block`` (an uncompressed object whose bytes are the text
         the schema pass parses) up to the first block, which that pass would read anyway."""
-        small = obj.size <= (max(_SMALL_FILE, _HEAD_BYTES) if whole_block else _SMALL_FILE)
-        if not small or not self._reserve(obj.size):
+        if obj.size > (_HEAD_BYTES if whole_block else _SMALL_FILE) or not self._reserve(obj.size):
             return fs.open_input_stream(path, compression=obj.kind.compression)
         with fs.open_input_stream(path, compression=None) as raw:
             # In one request: read to its end, a stream is fetched in 256 KB chunks. Bytes
