@@ -10,13 +10,12 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Self
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from kingest.runner.errors import KingestError, UsageError
 from kingest.runner.masking import Mask
@@ -104,10 +103,13 @@ class ColumnHint:
         return tuple(hints)
 
 
-class LoadOptions(BaseModel):
-    """The flags of ``kingest ingest`` that shape a load (URIs and tables travel separately)."""
+@dataclass(frozen=True)
+class LoadOptions:
+    """The flags of ``kingest ingest`` that shape a load (URIs and tables travel separately).
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    Built from flags that :func:`kingest.runner.cli.load_options` has already parsed and
+    checked, so a plain dataclass: no validation library is imported for it.
+    """
 
     strategy: Strategy = Strategy.REPLACE
     primary_key: tuple[str, ...] = ()
@@ -129,11 +131,12 @@ class LoadOptions(BaseModel):
     schema_contract: Contract = Contract.EVOLVE
     yield_limit: int | None = None
 
-    @field_validator("strategy")
-    @classmethod
-    def _none_is_append(cls, strategy: Strategy) -> Strategy:
-        """``none`` is ingestr 0.14's "the source decides": append, for every kingest source."""
-        return Strategy.APPEND if strategy is Strategy.NONE else strategy
+    def __post_init__(self) -> None:
+        # ``none`` is ingestr 0.14's "the source decides": append, for every kingest source.
+        strategy = Strategy(self.strategy)
+        object.__setattr__(
+            self, "strategy", Strategy.APPEND if strategy is Strategy.NONE else strategy
+        )
 
     def for_destination(self) -> LoadOptions:
         """These options with the column names they give (keys, hints) as ``--schema-naming``
@@ -142,14 +145,11 @@ class LoadOptions(BaseModel):
         if naming is Naming.DIRECT:
             return self
         key = self.incremental_key
-        return self.model_copy(
-            update={
-                "primary_key": tuple(normalize(k, naming) for k in self.primary_key),
-                "incremental_key": normalize(key, naming) if key else key,
-                "columns": tuple(
-                    ColumnHint(normalize(h.name, naming), h.type_name) for h in self.columns
-                ),
-            }
+        return replace(
+            self,
+            primary_key=tuple(normalize(k, naming) for k in self.primary_key),
+            incremental_key=normalize(key, naming) if key else key,
+            columns=tuple(ColumnHint(normalize(h.name, naming), h.type_name) for h in self.columns),
         )
 
 
@@ -298,6 +298,14 @@ class Destination(ABC):
         """Consume ``stream`` in one all-or-nothing unit tagged ``load_id``; raise KingestError.
 
         A destination that records loaded files stores ``stream.files`` in the same unit.
+        """
+
+    def connect_ahead(self) -> None:  # noqa: B027 - an optional hook: nothing by default
+        """Start connecting on a thread while the source opens; the load waits for it.
+
+        A short run spends a noticeable share of its time making clients and connections
+        (all Python, holding the GIL) while the source's first reads (DuckDB, Arrow, network)
+        leave the GIL free. The default: connect when the load starts.
         """
 
     def stored_state(self) -> dict[str, Any] | None:

@@ -142,6 +142,7 @@ def run(
     """
     _use_returning_memory_pool()
     load_id = new_load_id()
+    destination.connect_ahead()
     loaded = destination.loaded_files() if source.reads_files else None
     cursor = _cursor_for(source, destination, options)
     if cursor is not None and cursor.plan.start is not None:

@@ -8,7 +8,8 @@ One load, in this order (each step only after the previous one completed):
 
 1. validate everything that can be validated without data (layout, strategy, table name,
    bucket, an append that would overwrite an earlier file) - nothing is written if a check
-   fails; an append also deletes files of earlier loads that never committed;
+   fails; an append also deletes files of earlier loads that never committed. The bucket is
+   checked on a thread while the source opens, and every request waits for that check;
 2. stream the batches into data files (multipart uploads, see :mod:`kingest.runner.s3_upload`),
    starting a new file every ``file_max_rows`` rows / ``file_max_bytes`` bytes when the layout
    has ``{file_id}``; a file becomes visible only once complete;
@@ -28,12 +29,12 @@ reads as the previous load; from step 4 on they are kept, since they are all the
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import re
 import secrets
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -60,7 +61,6 @@ from kingest.runner.layout import (
     load_id_pattern,
 )
 from kingest.runner.prefetch import ordered_parallel
-from kingest.runner.s3_client import client_for
 from kingest.runner.s3_files import (
     CONTENT_TYPES,
     FILE_FORMATS,
@@ -219,7 +219,6 @@ class S3Destination(Destination):
         uri: S3Uri,
         dest_table: str,
         options: S3WriteOptions,
-        client: Any | None = None,
     ) -> None:
         self.uri = uri
         self.dest_table = dest_table
@@ -248,16 +247,54 @@ class S3Destination(Destination):
                 f"{self.layout.template!r} has no {{file_id}} to tell them apart; add "
                 "{file_id} to the layout or drop --loader-file-size"
             )
-        if client is not None:
-            self.client = client
+        self._connection: Future[Any] | None = None
+        self._connection_lock = threading.Lock()
         self.pipeline_name = dlt_files.pipeline_name_for(dest_table)
         self.schema_name = dlt_files.schema_name_for(dest_table)
 
-    @functools.cached_property
+    @property
     def client(self) -> Any:
-        """The S3 client, made on first use: checking a spec (the operator does, for every
-        new generation of every Ingestion) must not pay for one."""
-        return client_for(self.uri, self.location.bucket)
+        """The S3 client, handed out only once the bucket is known to exist and answer.
+
+        Made on first use (checking a spec, which the operator does for every new generation
+        of every Ingestion, must not pay for one) or ahead by :meth:`connect_ahead`. Every
+        request goes through here, so nothing is written before the bucket check passed, and
+        a missing bucket or a refused key fails the first request with what is wrong.
+        """
+        return self._connect(ahead=False).result()
+
+    def connect_ahead(self) -> None:
+        """Import botocore, make the client and check the bucket on a thread.
+
+        That is ~190 ms of Python (botocore's modules and service models) which the source's
+        first reads and the first file's encoding (DuckDB, Arrow: no GIL) overlap; the first
+        request waits for it.
+        """
+        self._connect(ahead=True)
+
+    def _connect(self, ahead: bool) -> Future[Any]:
+        with self._connection_lock:
+            if self._connection is None:
+                if ahead:
+                    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-connect")
+                    self._connection = pool.submit(self._open_bucket)
+                    pool.shutdown(wait=False)  # its one thread ends with the check
+                else:
+                    self._connection = Future()
+                    try:
+                        self._connection.set_result(self._open_bucket())
+                    except BaseException as exc:
+                        self._connection.set_exception(exc)
+            return self._connection
+
+    def _open_bucket(self) -> Any:
+        # botocore is imported here, not with this module: see connect_ahead.
+        from kingest.runner.s3_client import client_for
+
+        with self._s3_errors(f"opening bucket {self.location.bucket!r}"):
+            client = client_for(self.uri, self.location.bucket)
+            client.head_bucket(Bucket=self.location.bucket)
+        return client
 
     # -- S3 primitives with errors a user can act on --
 
@@ -350,11 +387,6 @@ class S3Destination(Destination):
 
     # -- the load --
 
-    def check_bucket(self) -> None:
-        """Fail early, before reading any data, if the bucket is missing or not ours."""
-        with self._s3_errors(f"opening bucket {self.location.bucket!r}"):
-            self.client.head_bucket(Bucket=self.location.bucket)
-
     def stored_state(self) -> dict[str, Any] | None:
         """The newest committed pipeline state of this dataset's pipeline (None if none)."""
         return self._committed_state()
@@ -378,7 +410,6 @@ class S3Destination(Destination):
             check_table_prefix(table_prefix, table_name=table_name)
         except LayoutError as exc:
             raise InvalidUri(f"destination URI parameter 'layout': {exc}") from None
-        self.check_bucket()
         stamp = LoadStamp.from_load_id(load_id) if load_id else LoadStamp.now()
         result = S3LoadResult(load_id=stamp.load_id, table_name=table_name)
         if not self.layout.unique_per_load and self.options.strategy == "append":

@@ -8,6 +8,8 @@ the key, which is what lets a failed or killed load leave no half-written file.
 
 Parts are uploaded by a small thread pool while the caller keeps encoding; at most
 ``max_pending`` parts are in flight, so memory stays at about ``(max_pending + 1) * part_size``.
+What the writer hands over is copied once, into the part it fills; a full part goes to the
+upload as it is.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class ObjectSink:
         self._pool = pool
         self._part_size = part_size
         self._content_type = content_type
-        self._buffer = bytearray()
+        self._part = bytearray(part_size)
+        self._filled = 0
         self._position = 0
         self._upload_id: str | None = None
         self._parts: list[Future[dict[str, Any]]] = []
@@ -71,18 +74,27 @@ class ObjectSink:
         """Parts are sent when full; flushing early would make undersized parts."""
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Buffer ``data``; full parts are handed to the upload pool."""
+        """Copy ``data`` into the current part; full parts are handed to the upload pool."""
         if self._finished:
             raise ValueError(f"write to finished object s3://{self.bucket}/{self.key}")
-        self._buffer += data
-        size = len(data) if not isinstance(data, memoryview) else data.nbytes
+        with memoryview(data) as whole, whole.cast("B") as view:
+            size = view.nbytes
+            offset = 0
+            while offset < size:
+                take = min(len(self._part) - self._filled, size - offset)
+                self._part[self._filled : self._filled + take] = view[offset : offset + take]
+                self._filled += take
+                offset += take
+                if self._filled == len(self._part):
+                    self._send_part(self._part)  # the upload owns it from here
+                    self._part, self._filled = bytearray(self._part_size), 0
         self._position += size
-        while len(self._buffer) >= self._part_size:
-            with memoryview(self._buffer) as view:
-                chunk = bytes(view[: self._part_size])
-            del self._buffer[: self._part_size]
-            self._send_part(chunk)
         return size
+
+    def _rest(self) -> bytes:
+        """What the current part holds (the object's last, smaller part)."""
+        with memoryview(self._part) as view:
+            return bytes(view[: self._filled])
 
     def close(self) -> None:
         """pyarrow writers close their sink when done; the upload is decided by commit/abort."""
@@ -93,7 +105,7 @@ class ObjectSink:
     def bytes_written(self) -> int:
         return self._position
 
-    def _send_part(self, chunk: bytes) -> None:
+    def _send_part(self, chunk: bytes | bytearray) -> None:
         if self._upload_id is None:
             created = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ContentType=self._content_type
@@ -122,7 +134,7 @@ class ObjectSink:
             self._failed = future
         self._slots.release()
 
-    def _upload_part(self, number: int, chunk: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, chunk: bytes | bytearray) -> dict[str, Any]:
         response = self.client.upload_part(
             Bucket=self.bucket,
             Key=self.key,
@@ -141,12 +153,12 @@ class ObjectSink:
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=self.key,
-                Body=bytes(self._buffer),
+                Body=self._rest(),
                 ContentType=self._content_type,
             )
         else:
-            if self._buffer:
-                self._send_part(bytes(self._buffer))
+            if self._filled:
+                self._send_part(self._rest())
             parts = [future.result() for future in self._parts]
             self.client.complete_multipart_upload(
                 Bucket=self.bucket,
@@ -154,7 +166,7 @@ class ObjectSink:
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": parts},
             )
-        self._buffer = bytearray()
+        self._part, self._filled = bytearray(), 0
         self._finished = True
         return self._position
 
@@ -163,7 +175,7 @@ class ObjectSink:
         if self._finished:
             return
         self._finished = True
-        self._buffer = bytearray()
+        self._part, self._filled = bytearray(), 0
         for future in self._parts:
             future.cancel()
         # Parts already uploading must finish before the abort, or they could outlive it.

@@ -29,7 +29,8 @@ def stored_state() -> dict[str, object]:
 
 def plan(**options: object) -> CursorPlan:
     """The plan for an append on ``id`` with ``options``, against a stored cursor at 10."""
-    flags = LoadOptions.model_validate({"incremental_key": "id", "strategy": "append", **options})
+    given: dict[str, object] = {"incremental_key": "id", "strategy": Strategy.APPEND, **options}
+    flags = LoadOptions(**given)  # type: ignore[arg-type]
     return plan_cursor(flags, ADDRESS, stored_state())
 
 
