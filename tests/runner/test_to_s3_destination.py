@@ -381,6 +381,25 @@ def test_missing_bucket_is_reported_as_such(s3_server: S3Server, records_db: Pat
     assert err.value.reason == "BucketNotFound"
 
 
+def test_a_bucket_check_made_ahead_stops_the_load_before_any_write(
+    s3_server: S3Server, bucket: str, records_db: Path
+) -> None:
+    # The check runs on a thread while the source opens (as pipeline.run starts it); the
+    # load must still wait for it. A zero delay on every write request only counts them.
+    s3_server.faults.add("fail", method="HEAD", status=403, code="AccessDenied", times=None)
+    s3_server.faults.add("delay", method="PUT", delay_s=0, times=None)
+    s3_server.faults.add("delay", method="POST", delay_s=0, times=None)
+    destination = S3Destination(settings(s3_server), f"{bucket}/records", S3WriteOptions())
+    destination.connect_ahead()
+    with DuckDBSource(records_db, DuckDBTable.parse("public.users")).open() as stream:
+        with pytest.raises(KingestError) as err:
+            destination.write(stream.reader, "users")
+    assert err.value.reason == "AccessDenied"
+    assert "opening bucket" in str(err.value)
+    assert [rule["hits"] for rule in s3_server.faults.rules()[1:]] == [0, 0]
+    assert keys(s3_server, bucket) == []
+
+
 def test_wrong_secret_is_access_denied_without_the_secret_in_the_message(
     s3_server: S3Server, bucket: str, records_db: Path
 ) -> None:
