@@ -301,12 +301,12 @@ class Reconciler:
         status = step.status.wire()
         if status != (obj.get("status") or {}):
             # A JSON patch replacing the whole status: a merge patch would keep stale keys.
+            path = (
+                f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/{PLURAL}/"
+                f"{meta['name']}/status"
+            )
             written = await self._call(
-                _raw,
-                self._custom.patch_namespaced_custom_object_status,
-                *(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"]),
-                [{"op": "add", "path": "/status", "value": status}],
-                _content_type="application/json-patch+json",
+                rawapi.patch, self.api, path, [{"op": "add", "path": "/status", "value": status}]
             )
             self.ingestions.seen(written)
         self.unwritten.pop(key, None)
