@@ -84,6 +84,10 @@ class IngestionMetrics:
         # Per Ingestion: the Jobs already counted, and the latest success (never moves back).
         self._counted: dict[Key, OrderedDict[str, None]] = {}
         self._latest_success: dict[Key, float] = {}
+        # Per Ingestion: the values `set_next_run` and `set_outcome` last set. A reconcile
+        # sets them all every time, mostly to what they were, and a labelled series costs a
+        # `labels()` lookup (label checks, a lock) each time.
+        self._set: dict[tuple[str, Key], tuple[object, ...]] = {}
         self.leading = True
 
     @property
@@ -132,6 +136,7 @@ class IngestionMetrics:
             counted[job] = None
             if len(counted) > _REMEMBERED_RUNS:
                 counted.popitem(last=False)
+            self._set.pop(("outcome", key), None)  # its gauges change here too
             self._runs.labels(*key, "succeeded" if succeeded else "failed").inc()
             self._last_result.labels(*key).set(1 if succeeded else 0)
             if succeeded:
@@ -148,6 +153,8 @@ class IngestionMetrics:
         """The next scheduled run and the schedule's period after it (None: not scheduled,
         the series are dropped)."""
         with self._lock:
+            if not self._changes(("next_run", key), (timestamp, interval_s)):
+                return
             self._known(key)
             for gauge, value in ((self._next_run, timestamp), (self._interval, interval_s)):
                 if value is None:
@@ -159,17 +166,28 @@ class IngestionMetrics:
         """The last success and last result as the status records them: the gauges hold
         across a restart of the operator, before the next run finishes."""
         with self._lock:
+            if not self._changes(("outcome", key), (last_success, succeeded)):
+                return
             self._known(key)
             if last_success is not None:
                 self._success_at(key, last_success)
             if succeeded is not None:
                 self._last_result.labels(*key).set(1 if succeeded else 0)
 
+    def _changes(self, what: tuple[str, Key], values: tuple[object, ...]) -> bool:
+        """Whether `values` differ from those last set for `what` (and remember them)."""
+        if self._set.get(what) == values:
+            return False
+        self._set[what] = values
+        return True
+
     def forget(self, key: Key) -> None:
         """Remove every series of a deleted Ingestion."""
         with self._lock:
             self._counted.pop(key, None)
             self._latest_success.pop(key, None)
+            self._set.pop(("next_run", key), None)
+            self._set.pop(("outcome", key), None)
             for metric in (
                 self._last_success,
                 self._last_result,

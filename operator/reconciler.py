@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from datetime import datetime
 from typing import Any
 
 from kubernetes import client as k8s
@@ -54,8 +55,8 @@ log = logging.getLogger("kingest.operator")
 Key = tuple[str, str]  # (namespace, name)
 
 
-def _now(micro: bool = False) -> str:
-    moment = clock.now()
+def _now(micro: bool = False, moment: datetime | None = None) -> str:
+    moment = moment or clock.now()
     if micro:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -208,13 +209,16 @@ class Reconciler:
         old = self.unwritten.get((namespace, name)) or old_status(obj.get("status"))
         jobs = self.runs.jobs(meta.uid)
         pods = self.runs.pods(meta.uid) if needs_pods(jobs, old) else []
-        step = plan(meta, invalid, old, jobs, pods, _now(), spec)
+        # One reading of the clock for the plan and the Job it creates (the test clock is a
+        # file read).
+        moment = clock.now()
+        step = plan(meta, invalid, old, jobs, pods, _now(moment=moment), spec)
         for job in step.delete:
             await self._delete_job(namespace, job)
         created = False
         if step.create is not None:
             runner = self.config.runner()
-            manifest = render_job(meta, spec, step.create, runner, _now(micro=True))
+            manifest = render_job(meta, spec, step.create, runner, _now(True, moment))
             try:
                 jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
                 self.runs.seen("jobs", await self._create(jobs_path, manifest))
@@ -301,12 +305,12 @@ class Reconciler:
         status = step.status.wire()
         if status != (obj.get("status") or {}):
             # A JSON patch replacing the whole status: a merge patch would keep stale keys.
+            path = (
+                f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/{PLURAL}/"
+                f"{meta['name']}/status"
+            )
             written = await self._call(
-                _raw,
-                self._custom.patch_namespaced_custom_object_status,
-                *(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"]),
-                [{"op": "add", "path": "/status", "value": status}],
-                _content_type="application/json-patch+json",
+                rawapi.patch, self.api, path, [{"op": "add", "path": "/status", "value": status}]
             )
             self.ingestions.seen(written)
         self.unwritten.pop(key, None)

@@ -15,7 +15,9 @@ Ingestion is what gives one reconcile at a time per Ingestion.
 Two lanes: work that may start a run (a new or changed Ingestion, a due slot) goes first;
 work that only follows a run's progress (its Job's or Pod's changes) waits `settle` seconds,
 so that the steps of a run close together (Pod created, started, finished; Job complete) cost
-one status update rather than one each, and never delays the start of another run.
+one status update rather than one each, and never delays the start of another run: it also
+waits while any start is queued or under way (at most `hold` seconds past its settling), so
+the last runs of a slot starting 1,000 are not slowed by the status writes of the first.
 
 Everything here runs on one event loop; the work itself awaits the API server through an
 executor (see `kingest.operator.reconciler`).
@@ -35,6 +37,7 @@ log = logging.getLogger("kingest.operator.workqueue")
 Key = tuple[str, str]  # (namespace, name)
 Lane = Literal["start", "follow"]
 MAX_RETRY_DELAY_S = 60
+MAX_FOLLOW_HOLD_S = 10.0
 
 
 class WorkQueue:
@@ -47,9 +50,12 @@ class WorkQueue:
         workers: int = 16,
         settle: float = 1.0,
         ready: Callable[[], Awaitable[object]] | None = None,
+        hold: float = MAX_FOLLOW_HOLD_S,
     ) -> None:
-        """`ready`: awaited before any work starts (the first listing of the Jobs and Pods)."""
+        """`ready`: awaited before any work starts (the first listing of the Jobs and Pods);
+        `hold`: how long settled follow-up work waits at most for the starts to end."""
         self._work, self._workers, self._settle, self._ready = work, workers, settle, ready
+        self._hold = hold
         self._start: collections.deque[Key] = collections.deque()
         self._follow: collections.deque[tuple[float, Key]] = collections.deque()
         # The lane each queued key waits in; a deque entry whose lane differs is stale.
@@ -111,6 +117,8 @@ class WorkQueue:
             due = loop.time() + self._settle
             self._follow.append((due, key))
             loop.call_at(due, self._wake)
+            # Held back by starts: taken then at the latest (`_done` wakes when they end).
+            loop.call_at(due + self._hold, self._wake)
 
     def _wake(self) -> None:
         while self._idle:
@@ -128,7 +136,7 @@ class WorkQueue:
         if self._start:
             key = self._start.popleft()
             self._busy_starting.add(key)
-        elif self._follow and self._follow[0][0] <= asyncio.get_running_loop().time():
+        elif self._follow_ready():
             key = self._follow.popleft()[1]
         else:
             return None
@@ -142,15 +150,25 @@ class WorkQueue:
             self._idle.append(waiter)
             await waiter
         # More may be waiting: hand on the wake-up, so no key waits while a worker idles.
-        if self._start or self._follow:
+        if self._start or self._follow_ready():
             self._wake()
         return key
+
+    def _follow_ready(self) -> bool:
+        """Whether the first follow-up may be worked on now: settled, and no start queued or
+        under way (or held back for `hold` seconds already)."""
+        if not self._follow:
+            return False
+        due, now = self._follow[0][0], asyncio.get_running_loop().time()
+        return due <= now and (self._starts == 0 or due + self._hold <= now)
 
     def _done(self, key: Key) -> None:
         self._busy.discard(key)
         if key in self._busy_starting:
             self._busy_starting.discard(key)
             self._starts -= 1
+            if self._starts == 0:
+                self._wake()  # the follow-ups held back by the starts
         lane = self._queued.get(key)
         if lane is not None:
             self._enqueue(key, lane)

@@ -107,3 +107,23 @@ def test_the_status_restores_the_outcome_gauges_and_a_schedule_reports_its_perio
     )
     metrics.set_next_run(KEY, None)
     assert ("kingest_ingestion_schedule_interval_seconds", labels()) not in samples(metrics)
+
+
+def test_the_status_gauges_come_back_after_a_forget_with_the_same_values() -> None:
+    metrics = IngestionMetrics()
+    metrics.set_next_run(KEY, 1_764_003_600.0, 60.0)
+    metrics.set_outcome(KEY, 1_764_000_000.0, succeeded=True)
+    metrics.forget(KEY)  # deleted, and re-created under the same name
+    metrics.set_next_run(KEY, 1_764_003_600.0, 60.0)
+    metrics.set_outcome(KEY, 1_764_000_000.0, succeeded=True)
+    parsed = samples(metrics)
+    assert parsed[("kingest_ingestion_next_run_timestamp_seconds", labels())] == 1_764_003_600
+    assert parsed[("kingest_ingestion_last_run_success", labels())] == 1
+
+
+def test_the_status_outcome_is_set_again_after_a_recorded_run_changed_it() -> None:
+    metrics = IngestionMetrics()
+    metrics.set_outcome(KEY, 1_764_000_000.0, succeeded=True)
+    metrics.record_run(KEY, "students-2", succeeded=False, finished_at=1.0, duration_s=1)
+    metrics.set_outcome(KEY, 1_764_000_000.0, succeeded=True)
+    assert samples(metrics)[("kingest_ingestion_last_run_success", labels())] == 1

@@ -76,6 +76,16 @@ def test_an_every_hour_schedule_follows_real_time_across_both_changes() -> None:
     assert spring == [utc(2026, 3, 29, h) for h in (0, 1, 2)]  # no 02:00 local, still hourly
 
 
+def test_slots_after_the_cached_first_ones_go_on_without_a_gap_or_a_repeat() -> None:
+    schedule = Schedule.parse("0 * * * *", "Europe/Berlin")
+    after = utc(2026, 10, 24, 22, 30)
+    first_slots(schedule, after, 1)  # the first slots are cached now
+    assert first_slots(schedule, after, 8) == [
+        utc(2026, 10, 24, 23),
+        *(utc(2026, 10, 25, h) for h in range(7)),
+    ]
+
+
 @pytest.mark.parametrize(
     ("expression", "time_zone", "message"),
     [

@@ -102,6 +102,42 @@ def test_a_follow_up_waits_to_settle_unless_a_start_is_asked_for() -> None:
     run(scenario)
 
 
+def test_a_settled_follow_up_waits_while_a_start_is_under_way() -> None:
+    async def scenario() -> None:
+        work = Recorder(hold="starting")
+        queue = WorkQueue(work, workers=2, settle=0.1)
+        queue.start()
+        queue.add("ns", "starting")
+        await asyncio.wait_for(work.started.wait(), 5)
+        queue.follow("ns", "progress")
+        await asyncio.sleep(0.4)  # settled, and a worker idles: still the start goes first
+        assert work.calls == ["starting"]
+        work.release.set()
+        await wait_for(lambda: len(work.calls) == 2)
+        assert work.calls == ["starting", "progress"]
+        await queue.stop()
+
+    run(scenario)
+
+
+def test_a_follow_up_is_held_back_by_starts_for_at_most_hold_seconds() -> None:
+    async def scenario() -> None:
+        work = Recorder(hold="starting")
+        queue = WorkQueue(work, workers=2, settle=0.1, hold=0.3)
+        queue.start()
+        queue.add("ns", "starting")
+        await asyncio.wait_for(work.started.wait(), 5)
+        queue.follow("ns", "progress")
+        await asyncio.sleep(0.2)
+        assert work.calls == ["starting"]
+        await wait_for(lambda: len(work.calls) == 2, timeout=1)
+        assert work.calls == ["starting", "progress"]  # the start is still under way
+        assert queue.starting()
+        await queue.stop()
+
+    run(scenario)
+
+
 def test_failed_work_is_retried() -> None:
     async def scenario() -> None:
         work = Recorder(fail_first=1)
