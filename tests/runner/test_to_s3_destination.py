@@ -391,9 +391,11 @@ def test_a_bucket_check_made_ahead_stops_the_load_before_any_write(
     s3_server.faults.add("delay", method="POST", delay_s=0, times=None)
     destination = S3Destination(settings(s3_server), f"{bucket}/records", S3WriteOptions())
     destination.connect_ahead()
-    with DuckDBSource(records_db, DuckDBTable.parse("public.users")).open() as stream:
-        with pytest.raises(KingestError) as err:
-            destination.write(stream.reader, "users")
+    with (
+        DuckDBSource(records_db, DuckDBTable.parse("public.users")).open() as stream,
+        pytest.raises(KingestError) as err,
+    ):
+        destination.write(stream.reader, "users")
     assert err.value.reason == "AccessDenied"
     assert "opening bucket" in str(err.value)
     assert [rule["hits"] for rule in s3_server.faults.rules()[1:]] == [0, 0]
