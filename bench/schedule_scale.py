@@ -11,9 +11,16 @@ stand-in finishes each run's Pod at once, and the clock moves to the second slot
 every run of the first has finished, so Forbid skips none.
 
 Target (issue 6): every slot's Job within 2 s, none twice. Creating 1,000 Jobs is close to
-what this machine's API server takes in 2 s at all, so the same run also times a bare client
-creating as many copies of the operator's Job from as many threads, and reports each slot's
-last Job as a ratio to it (`max_to_bare`). Results go to `bench/results/schedule_scale.json`.
+what this machine's API server takes in 2 s at all, so before each slot the same run also
+times a bare client creating as many copies of the operator's Job from as many threads, and
+reports the slot's last Job as a ratio to it (`max_to_bare`). Results go to
+`bench/results/schedule_scale.json`.
+
+To compare operator builds or settings on one noisy machine, give `--variant` twice or more
+(`NAME:VAR=VALUE,...`, added to the operator's environment; e.g. another checkout through
+`PYTHONPATH`) and `--slots`: the slots alternate between the variants, the operator
+restarted (and left to settle) before each slot that changes variant, and the summary gives
+each variant's median.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -85,19 +93,22 @@ def watch_slot_jobs(
     follow(k8s.BatchV1Api(api).list_namespaced_job, NAMESPACE, handle=sighted, stop=stop)
 
 
-def bare_creation_time(api: k8s.ApiClient, template: dict[str, Any], count: int) -> float:
-    """Seconds a bare client takes to create `count` copies of `template` (suspended, so the
-    Job controller starts no Pods) from as many threads as the operator has: the platform's
-    own ceiling, measured in the same run as the operator.
+def bare_creation_time(
+    api: k8s.ApiClient, template: dict[str, Any], count: int, namespace: str
+) -> float:
+    """Seconds a bare client takes to create `count` copies of `template` in `namespace`
+    (suspended, so the Job controller starts no Pods) from 48 threads, as many as the operator
+    had when this baseline was set: the platform's own ceiling, measured in the same run as
+    the operator.
     """
-    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": BASELINE_NAMESPACE}})
+    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
     metadata = template["metadata"]
     kept = {key: metadata[key] for key in ("labels", "annotations") if key in metadata}
     spec = {key: value for key, value in template["spec"].items() if key != "selector"}
     pod_labels = spec["template"]["metadata"].get("labels") or {}
     for generated in GENERATED_POD_LABELS:  # set by the API server for the Job's own uid
         pod_labels.pop(generated, None)
-    path = f"/apis/batch/v1/namespaces/{BASELINE_NAMESPACE}/jobs"
+    path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
 
     def create(number: int) -> None:
         body = {
@@ -147,6 +158,28 @@ def wait_until_complete(api: k8s.ApiClient, slot: str, count: int, deadline: flo
     print(f"  not every run of slot {slot} finished in time", flush=True)
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """`NAME:VAR=VALUE,VAR=VALUE` (the values may hold colons) -> (name, environment)."""
+    name, _, assignments = text.partition(":")
+    env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+    return name, env
+
+
+def wait_until_idle(operator: ManagedProcess, quiet_s: int = 3, timeout: float = 300) -> None:
+    """Wait until the operator has used under 5 % of a core for `quiet_s` seconds in a row:
+    started, every Ingestion listed and reconciled."""
+    process = psutil.Process(operator.proc.pid)
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < quiet_s and time.monotonic() < deadline:
+        if not operator.alive():
+            raise RuntimeError(f"the operator exited:\n{operator.log_tail()}")
+        quiet = quiet + 1 if process.cpu_percent(interval=1.0) < 5 else 0
+
+
+def median_of(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -154,7 +187,19 @@ def main() -> int:
     parser.add_argument(
         "--ingestions", type=int, default=1000, help="scheduled Ingestions (default 1,000)"
     )
+    parser.add_argument(
+        "--slots", type=int, default=2, help="slots to measure, one after another (default 2)"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE,...",
+        help="an operator build or setting to compare, as variables added to its environment "
+        "(repeatable; the slots alternate between them; default: one, as installed)",
+    )
     args = parser.parse_args()
+    variants = [parse_variant(text) for text in args.variant] or [("installed", {})]
 
     work = Path(tempfile.mkdtemp(prefix="kingest-bench-"))
     clock = work / "clock"
@@ -167,16 +212,22 @@ def main() -> int:
         kube.kubectl("apply", "-f", str(REPO / "crds"))
         kube.kubectl("wait", "--for=condition=Established", "crd/ingestions.kingest.io")
         k8s.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
-        operator = ManagedProcess(
-            "operator",
-            [str(Path(sys.executable).parent / "kingest"), "operator", "-n", NAMESPACE],
-            work,
-            env={
-                **kube.env(),
-                "PATH": os.environ.get("PATH", ""),
-                "KINGEST_CLOCK_FILE": str(clock),
-            },
-        )
+
+        def start_operator(number: int, extra: dict[str, str]) -> ManagedProcess:
+            return ManagedProcess(
+                f"operator-{number}",
+                [str(Path(sys.executable).parent / "kingest"), "operator", "-n", NAMESPACE],
+                work,
+                env={
+                    **kube.env(),
+                    "PATH": os.environ.get("PATH", ""),
+                    "KINGEST_CLOCK_FILE": str(clock),
+                    **extra,
+                },
+            )
+
+        running = variants[0][0]
+        operator = start_operator(0, variants[0][1])
         time.sleep(5)
         seen: dict[tuple[str, str], float] = {}
         threading.Thread(
@@ -211,9 +262,33 @@ def main() -> int:
             time.sleep(1)
         first = datetime.fromisoformat(max(next_runs()).replace("Z", "+00:00"))
         results: dict[str, Any] = {"ingestions": args.ingestions, "slots": []}
-        slots = (first, first + timedelta(minutes=1))
-        for number, slot in enumerate(slots):
-            print(f"clock -> {stamp(slot)}", flush=True)
+        template: dict[str, Any] | None = None
+        for number in range(args.slots):
+            slot = first + timedelta(minutes=number)
+            name, extra = variants[number % len(variants)]
+            if number > 0:
+                # Forbid skips a slot while the Ingestion's previous run is active: the next
+                # slot is measured once every run of this one has finished (the kubelet
+                # stand-in finishes Pods at once, but the Job controller needs minutes for
+                # 1,000 Jobs).
+                previous = stamp(slot - timedelta(minutes=1))
+                wait_until_complete(api, previous, args.ingestions, time.monotonic() + 600)
+            if name != running:
+                operator.stop()
+                operator = start_operator(number, extra)
+                running = name
+            wait_until_idle(operator)
+            bare = None
+            if template is not None:
+                bare = bare_creation_time(
+                    wide_client(kube), template, args.ingestions, f"{BASELINE_NAMESPACE}-{number}"
+                )
+                print(f"  a bare client creates {args.ingestions} such Jobs in {bare:.3f} s")
+                time.sleep(3)  # the Job controller's look at the suspended Jobs
+                wait_until_idle(operator)
+            process = psutil.Process(operator.proc.pid)
+            print(f"clock -> {stamp(slot)} ({name})", flush=True)
+            cpu_before = sum(process.cpu_times()[:4])
             set_clock(clock, slot)
             fired = time.monotonic()
             slot_deadline = fired + 300
@@ -222,37 +297,53 @@ def main() -> int:
                 if sum(1 for _, s in list(seen) if s == stamp(slot)) >= args.ingestions:
                     break
                 time.sleep(0.05)
+            # The operator's CPU (user and system, its threads') until the last Job existed.
+            cpu = sum(process.cpu_times()[:4]) - cpu_before
             delays = [t - fired for (_, s), t in list(seen.items()) if s == stamp(slot)]
-            results["slots"].append(
-                {
-                    "slot": stamp(slot),
-                    "jobs": len(delays),
-                    "p50_s": round(statistics.median(delays), 3) if delays else None,
-                    "p99_s": round(percentile(delays, 0.99), 3) if delays else None,
-                    "max_s": round(max(delays), 3) if delays else None,
-                    "within_2s": sum(1 for d in delays if d <= 2.0),
-                }
-            )
-            print(f"  {results['slots'][-1]}", flush=True)
-            if number == len(slots) - 1:
-                break
-            # Forbid skips a slot while the Ingestion's previous run is active: the next slot
-            # is measured once every run of this one has finished (the kubelet stand-in
-            # finishes Pods at once, but the Job controller needs minutes for 1,000 Jobs).
-            wait_until_complete(api, stamp(slot), args.ingestions, deadline=time.monotonic() + 600)
-            if "bare_create_s" not in results:
+            entry: dict[str, Any] = {
+                "slot": stamp(slot),
+                "variant": name,
+                "jobs": len(delays),
+                "p50_s": round(statistics.median(delays), 3) if delays else None,
+                "p99_s": round(percentile(delays, 0.99), 3) if delays else None,
+                "max_s": round(max(delays), 3) if delays else None,
+                "within_2s": sum(1 for d in delays if d <= 2.0),
+                "operator_cpu_s": round(cpu, 2),
+                "bare_create_s": round(bare, 3) if bare is not None else None,
+            }
+            if entry["max_s"] is not None and bare:
+                entry["max_to_bare"] = round(entry["max_s"] / bare, 2)
+            results["slots"].append(entry)
+            print(f"  {entry}", flush=True)
+            if template is None:
+                # The first slot's Jobs are the baseline's template; that slot has no ratio.
+                wait_until_complete(api, stamp(slot), args.ingestions, time.monotonic() + 600)
                 template = _raw_jobs(api)[0]
-                results["bare_create_s"] = round(
-                    bare_creation_time(wide_client(kube), template, args.ingestions), 3
+                bare = bare_creation_time(
+                    wide_client(kube), template, args.ingestions, BASELINE_NAMESPACE
                 )
-                print(
-                    f"  a bare client creates {args.ingestions} such Jobs in "
-                    f"{results['bare_create_s']} s",
-                    flush=True,
-                )
-        for entry in results["slots"]:
-            if entry["max_s"] is not None:
-                entry["max_to_bare"] = round(entry["max_s"] / results["bare_create_s"], 2)
+                entry["bare_create_s"] = round(bare, 3)
+                entry["max_to_bare"] = round(entry["max_s"] / bare, 2) if entry["max_s"] else None
+                print(f"  a bare client creates {args.ingestions} such Jobs in {bare:.3f} s")
+        results["variants"] = {
+            name: {
+                "slots": sum(1 for e in results["slots"] if e["variant"] == name),
+                "median_max_s": median_of(
+                    [e["max_s"] for e in results["slots"] if e["variant"] == name and e["max_s"]]
+                ),
+                "median_max_to_bare": median_of(
+                    [
+                        e["max_to_bare"]
+                        for e in results["slots"]
+                        if e["variant"] == name and e.get("max_to_bare")
+                    ]
+                ),
+                "median_operator_cpu_s": median_of(
+                    [e["operator_cpu_s"] for e in results["slots"] if e["variant"] == name]
+                ),
+            }
+            for name, _ in variants
+        }
         per_slot = collections.Counter(
             (
                 (j["metadata"].get("annotations") or {}).get("kingest.io/ingestion"),
