@@ -77,6 +77,8 @@ MODIFIED_AT_COLUMN = "_ingestr_source_file_modified_at"
 # Bytes fetched per GET while streaming a CSV/JSONL file. The readers ask for 1 MiB blocks;
 # unbuffered, each would be a request of its own (a round trip, signing on both ends).
 _READ_BUFFER = 4 * 1024 * 1024
+# Uncompressed Parquet row groups read at once (see S3Source._batches).
+ROW_GROUP_BYTES_IN_FLIGHT = 128 * 1024 * 1024
 # Text files up to this size (up to the first block when its bytes are the text) are fetched
 # once, for their schema and their rows (`_Kept`); at most _KEPT_BYTES of them and of Parquet
 # footers are kept at a time. Keeping a larger file's first block and reading the rest from
@@ -200,6 +202,20 @@ class _Plan:
     target: pa.Schema
     partition_types: dict[str, pa.DataType] = field(default_factory=dict)
     kept: _Kept = field(default_factory=_Kept)
+
+
+def _largest_row_group(pieces: list[_Piece]) -> int:
+    """The uncompressed size of the largest row group of the Parquet files among ``pieces``
+    whose footer was read (0 if none)."""
+    largest, seen = 0, set()
+    for piece in pieces:
+        if piece.fragment is None or piece.index in seen:
+            continue
+        seen.add(piece.index)
+        metadata = piece.fragment.metadata
+        for number in range(metadata.num_row_groups):
+            largest = max(largest, metadata.row_group(number).total_byte_size)
+    return largest
 
 
 def _arrow_error(exc: OSError, url: str) -> KingestError:
@@ -576,6 +592,12 @@ class S3Source(Source):
             # only holds more of them in memory (2 cores, 76 MB object in 8 row groups: 5 at
             # once 489 MB peak, 2 at once 415 MB, at the same speed).
             parallelism = min(parallelism, max(2, os.cpu_count() or 1))
+        if largest := _largest_row_group(pieces):
+            # pyarrow decodes a whole row group before its first batch and holds it until its
+            # last: large row groups (pyarrow writes 1 Mi rows by default) are read fewer at
+            # once. Ten files of one 59 MB row group each: 5 at once 839-881 MB peak, 2 at
+            # once 542-560 MB, as fast (1 at once: 517-569 MB, 4% slower).
+            parallelism = min(parallelism, max(1, ROW_GROUP_BYTES_IN_FLIGHT // largest))
 
         # The next range's bytes download while this one's are parsed.
         ranges = Lookahead(

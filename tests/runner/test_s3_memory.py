@@ -13,6 +13,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from tests.platform.s3 import S3Server
 
@@ -58,3 +59,42 @@ def test_peak_rss_stays_flat_from_a_small_to_a_large_csv(
     # The large file is ~100x the small one; memory may grow by a bounded amount, not with it.
     assert peaks["large"] < 500, peaks
     assert peaks["large"] - peaks["small"] < 250, peaks
+
+
+def _parquet_with_one_row_group(rows: int) -> bytes:
+    ids = pa.array(range(rows), pa.int64())
+    text = pc.binary_join_element_wise("row ", pc.cast(ids, pa.string()), ", with a comma", "")
+    sink = io.BytesIO()
+    pq.write_table(
+        pa.table({"id": ids, "text": text, "value": pc.multiply(ids, 0.5)}),
+        sink,
+        row_group_size=rows,
+    )
+    return sink.getvalue()
+
+
+def test_peak_rss_does_not_grow_with_the_parquet_files_read_at_once(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    # pyarrow decodes a whole row group before handing out a row of it; six files of one
+    # large row group each must not all be decoded at once (--extract-parallelism is 5).
+    data = _parquet_with_one_row_group(1_500_000)
+    group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0).total_byte_size
+    assert group > 60e6, group
+    client = s3_server.client()
+    for index in range(6):
+        prefix = "one" if index == 0 else "six"
+        client.put_object(Bucket=bucket, Key=f"{prefix}/part-{index}.parquet", Body=data)
+        if index == 0:
+            client.put_object(Bucket=bucket, Key=f"six/part-{index}.parquet", Body=data)
+    del data
+    peaks = {}
+    for name in ("one", "six"):
+        argv = [KINGEST, "ingest", "--source-uri", s3_server.uri(), "--source-table",
+                f"{bucket}/{name}/*.parquet", "--dest-uri", f"duckdb:///{tmp_path}/{name}.duckdb",
+                "--dest-table", "raw.t"]  # fmt: skip
+        peaks[name], code = _peak_rss_mb(argv)
+        assert code == 0
+    print(f"peak RSS (MB): {peaks}")
+    # Main before the limit: +376 MB (5 row groups at once); with it +178 MB (2 at once).
+    assert peaks["six"] - peaks["one"] < 250, peaks
