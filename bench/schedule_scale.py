@@ -313,7 +313,7 @@ def main() -> int:
                 "slot": stamp(slot),
                 "variant": name,
                 "jobs": len(delays),
-                "p50_s": round(statistics.median(delays), 3) if delays else None,
+                "p50_s": median_of(delays),
                 "p99_s": round(percentile(delays, 0.99), 3) if delays else None,
                 "max_s": round(max(delays), 3) if delays else None,
                 "within_2s": sum(1 for d in delays if d <= 2.0),
