@@ -186,7 +186,11 @@ def main() -> int:
             "operator",
             [str(Path(sys.executable).parent / "kingest"), "operator", "-n", NAMESPACE],
             work,
-            env={**kube.env(), "PATH": os.environ.get("PATH", "")},
+            # PYTHONPATH passed on: another checkout's operator can be measured the same way.
+            env={
+                **kube.env(),
+                **{k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ},
+            },
         )
         time.sleep(5)  # kopf's start-up: imports, API discovery, the first (empty) listing
         process = psutil.Process(operator.proc.pid)

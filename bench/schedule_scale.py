@@ -12,9 +12,9 @@ every run of the first has finished, so Forbid skips none.
 
 Target (issue 6): every slot's Job within 2 s, none twice. Creating 1,000 Jobs is close to
 what this machine's API server takes in 2 s at all, so before each slot the same run also
-times a bare client creating as many copies of the operator's Job from as many threads, and
-reports the slot's last Job as a ratio to it (`max_to_bare`). Results go to
-`bench/results/schedule_scale.json`.
+times a bare client creating as many copies of the operator's Job, as many at once as the
+operator has workers and through the operator's own client, and reports the slot's last Job
+as a ratio to it (`max_to_bare`). Results go to `bench/results/schedule_scale.json`.
 
 To compare operator builds or settings on one noisy machine, give `--variant` twice or more
 (`NAME:VAR=VALUE,...`, added to the operator's environment; e.g. another checkout through
@@ -26,6 +26,7 @@ each variant's median.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import json
 import os
@@ -41,7 +42,6 @@ from typing import Any
 
 import psutil
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,7 +49,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from operator_scale import complete_pods, follow, percentile  # noqa: E402
 
-from kingest.operator import rawapi  # noqa: E402
+from kingest.operator.config import OperatorConfig  # noqa: E402
+from kingest.operator.rawapi import AsyncApi  # noqa: E402
 from tests.platform.kube import ControlPlane  # noqa: E402
 from tests.platform.processes import ManagedProcess  # noqa: E402
 
@@ -97,8 +98,9 @@ def bare_creation_time(
     api: k8s.ApiClient, template: dict[str, Any], count: int, namespace: str
 ) -> tuple[float, float]:
     """Seconds a bare client takes to create `count` copies of `template` in `namespace`
-    (suspended, so the Job controller starts no Pods) from 48 threads, as many as the operator
-    had when this baseline was set: the platform's own ceiling, measured in the same run as
+    (suspended, so the Job controller starts no Pods), as many at once as the operator has
+    workers and the operator's own way (`rawapi.AsyncApi`, so the baseline pays no client
+    overhead the operator does not): the platform's own ceiling, measured in the same run as
     the operator. Also the CPU seconds this process used meanwhile (its watches idle: they
     follow the operator's namespace), to set against the operator's.
     """
@@ -111,8 +113,8 @@ def bare_creation_time(
         pod_labels.pop(generated, None)
     path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
 
-    def create(number: int) -> None:
-        body = {
+    def body(number: int) -> dict[str, Any]:
+        return {
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {**kept, "name": f"baseline-{number:04d}"},
@@ -120,27 +122,23 @@ def bare_creation_time(
             # gate), where only `parallelism: 0` holds the Job controller back.
             "spec": {**spec, "suspend": True, "parallelism": 0},
         }
-        # The operator's own way to create a Job, so the baseline pays no client overhead
-        # the operator does not.
-        rawapi.create(api, path, body)
+
+    async def create_all() -> None:
+        workers = OperatorConfig().workers
+        calls = AsyncApi(api.configuration, connections=workers)
+        try:
+            await asyncio.gather(*(calls.create(path, body(n)) for n in range(count)))
+        finally:
+            await calls.close()
 
     started, cpu = time.monotonic(), time.process_time()
-    with ThreadPoolExecutor(48) as pool:
-        list(pool.map(create, range(count)))
+    asyncio.run(create_all())
     return time.monotonic() - started, time.process_time() - cpu
 
 
 def _raw_jobs(api: k8s.ApiClient) -> list[dict[str, Any]]:
     reply = k8s.BatchV1Api(api).list_namespaced_job(NAMESPACE, _preload_content=False)
     return json.loads(reply.data)["items"]
-
-
-def wide_client(kube: ControlPlane) -> k8s.ApiClient:
-    """An admin client with a connection for each of 48 threads, as the operator has."""
-    configuration = k8s.Configuration()
-    k8s_config.load_kube_config(str(kube.kubeconfig), client_configuration=configuration)
-    configuration.connection_pool_maxsize = 52
-    return k8s.ApiClient(configuration)
 
 
 def wait_until_complete(api: k8s.ApiClient, slot: str, count: int, deadline: float) -> None:
@@ -290,7 +288,7 @@ def main() -> int:
                 if template is None:
                     template = _raw_jobs(api)[0]  # the first slot's: that slot has no ratio
                 bare, bare_cpu = bare_creation_time(
-                    wide_client(kube), template, args.ingestions, f"{BASELINE_NAMESPACE}-{number}"
+                    kube.api_client(), template, args.ingestions, f"{BASELINE_NAMESPACE}-{number}"
                 )
                 print(f"  a bare client creates {args.ingestions} such Jobs in {bare:.3f} s")
                 time.sleep(3)  # the Job controller's look at the baseline's Jobs

@@ -37,7 +37,8 @@ class OperatorConfig:
     runner_defaults: dict[str, Any] = field(
         default_factory=lambda: json.loads(os.environ.get("KINGEST_RUNNER_DEFAULTS") or "{}")
     )
-    # Blocking API calls (reconciles, Event posts) run on this many threads at most.
+    # Reconciles at once (each awaits the API server on the event loop), and as many
+    # connections for their calls.
     workers: int = 48
     # Namespaces whose Ingestions the operator runs; empty: all of them.
     namespaces: list[str] = field(default_factory=list)
@@ -65,6 +66,7 @@ class OperatorConfig:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(client_configuration=configuration)
-        # One connection per worker thread, or urllib3 drops and reopens them.
+        # Clients used from threads (the watches, the leader election) keep a connection per
+        # thread, or urllib3 drops and reopens them.
         configuration.connection_pool_maxsize = self.workers + 4
         return configuration

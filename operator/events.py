@@ -59,7 +59,7 @@ class EventPoster:
 
     Each Event carries the time it was planned, so `kubectl describe` orders them right even
     when two tasks store them the other way round. `create(path, body)` is the API call
-    (awaited; the reconciler runs it on its executor).
+    (a coroutine: the reconciler's `rawapi.AsyncApi.create`).
     """
 
     def __init__(

@@ -28,6 +28,7 @@ from typing import Any
 import kopf
 from kubernetes import client as k8s
 
+from kingest.operator import rawapi
 from kingest.operator.config import OperatorConfig
 from kingest.operator.leader import LeaseElection
 from kingest.operator.metrics import IngestionMetrics
@@ -62,8 +63,6 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> 
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.persistence.diffbase_storage = NoDiffBase()
-    # The reconciles' blocking API calls run on kopf's executor.
-    settings.execution.max_workers = config.workers
     if config.webhook_port is not None:
         from kingest.operator import admission
 
@@ -79,9 +78,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # All that takes seconds (the sources' imports, the API client's models) before leading:
     # it would hold back the Lease's renewals.
     preload()
-    reconciler = Reconciler(
-        config, k8s.ApiClient(config.api_configuration()), settings.execution.executor, metrics
-    )
+    # A connection for each worker and a few for the Event poster.
+    api = rawapi.AsyncApi(config.api_configuration(), connections=config.workers + 4)
+    reconciler = Reconciler(config, api, metrics)
     watching = k8s.ApiClient(config.api_configuration())
     reflectors = [
         Reflector(watching, kind, namespace, reconciler.runs, reconciler.queue.follow)

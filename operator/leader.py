@@ -5,7 +5,7 @@ read and write the Lease are thin coroutines on kopf's event loop: the startup h
 (`kingest.operator.handlers.start`) awaits `wait_to_lead`, so kopf watches nothing and serves
 no webhook before this replica holds the Lease, then `keep_leading` renews it from one asyncio
 task. The Lease calls themselves run on a thread of their own (`asyncio.to_thread`), never
-behind the reconciles' API calls on kopf's executor.
+queued behind the reconciles' API calls.
 
 kopf's own peering is not an election: peers of equal priority all keep running (kopf only
 warns), so it cannot promise that one replica acts. Hence this Lease, as client-go's

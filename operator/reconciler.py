@@ -2,27 +2,24 @@
 status, post the Events, set the next wake-up and the metrics.
 
 A `Reconciler` is built once by the kopf startup handler (`kingest.operator.handlers`) and
-kept in kopf's `memo`; it holds everything a reconcile needs (the API client and the executor
-its blocking calls run on, the stores of Ingestions and of their Jobs and Pods, the queue, the
-Event poster, the slot timer, the metrics). A reconcile reads the Ingestion and its Jobs and
+kept in kopf's `memo`; it holds everything a reconcile needs (the API client, the stores of
+Ingestions and of their Jobs and Pods, the queue, the Event poster, the slot timer, the
+metrics). A reconcile reads the Ingestion and its Jobs and
 Pods from the stores, which follow kopf's watches and the operator's own writes and never go
 back to an older version, so it never sees a status older than the last one it planned (a
 status not written yet is kept in `unwritten`), nor misses a Job it created. It lists and gets
 nothing, and is idempotent: running it twice in a row does nothing the second time.
 
-Reconciles are coroutines on kopf's event loop; only the API calls leave it, for the
-executor's threads (the kubernetes client blocks), so the stores, the queue and the timer are
-touched by the loop alone.
+Reconciles are coroutines on kopf's event loop, and so are their API calls
+(`rawapi.AsyncApi`): the stores, the queue and the timer are touched by the loop alone, and no
+thread waits on a reply.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable
-from concurrent.futures import Executor
 from datetime import datetime
 from typing import Any
 
@@ -95,12 +92,6 @@ def check_text(spec_text: str) -> tuple[IngestionSpec | None, str | None]:
     return spec, None
 
 
-def _raw(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    # The API's JSON as plain data: building and re-serialising the client's model objects
-    # costs more CPU than everything else a reconcile does.
-    return json.loads(call(*args, _preload_content=False, **kwargs).data)
-
-
 def _api_message(exc: k8s.ApiException) -> str:
     try:
         return redact(str(json.loads(exc.body).get("message") or exc.reason))
@@ -127,12 +118,10 @@ class Reconciler:
     def __init__(
         self,
         config: OperatorConfig,
-        api: k8s.ApiClient,
-        executor: Executor,
+        api: rawapi.AsyncApi,
         metrics: IngestionMetrics,
     ) -> None:
         self.config, self.api, self.metrics = config, api, metrics
-        self._executor = executor
         # Every Ingestion's Jobs and Pods, as the reflectors and the operator's writes show them.
         self.runs = RunStore()
         # Every Ingestion, as kopf's watch and the operator's own status writes show it.
@@ -144,10 +133,9 @@ class Reconciler:
         # Reconciles wait for the first listing of every Job and Pod: before it, an
         # Ingestion would seem to have no runs, and start one again.
         self.queue = WorkQueue(self.reconcile, config.workers, ready=self.runs.wait_synced)
-        self.events = EventPoster(self._create, _now, hold=self.queue.starting)
+        self.events = EventPoster(api.create, _now, hold=self.queue.starting)
         # Wakes each scheduled Ingestion's reconcile at its next slot or retry.
         self.slots = SlotTimer(self.queue.add)
-        self._custom, self._batch = k8s.CustomObjectsApi(api), k8s.BatchV1Api(api)
 
     def start(self) -> None:
         """Start working off the queue, posting Events and waking slots (on the running loop)."""
@@ -156,18 +144,11 @@ class Reconciler:
         self.slots.start()
 
     async def stop(self) -> None:
-        """Stop the queue, the Event poster and the slot timer."""
+        """Stop the queue, the Event poster and the slot timer; close the connections."""
         await self.slots.stop()
         await self.queue.stop()
         await self.events.stop()
-
-    async def _call(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """A blocking API call, on the executor."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(call, *args, **kwargs))
-
-    async def _create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call(rawapi.create, self.api, path, body)
+        await self.api.close()
 
     def ingestion_seen(self, body: dict[str, Any]) -> None:
         """An Ingestion as kopf's watch shows it."""
@@ -191,10 +172,8 @@ class Reconciler:
         obj = self.ingestions.get(namespace, name)
         if obj is None:
             try:
-                obj = await self._call(
-                    _raw,
-                    self._custom.get_namespaced_custom_object,
-                    *(GROUP, VERSION, namespace, PLURAL, name),
+                obj = await self.api.get(
+                    f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
                 )
             except k8s.ApiException as exc:
                 if exc.status == 404:
@@ -221,7 +200,7 @@ class Reconciler:
             manifest = render_job(meta, spec, step.create, runner, _now(True, moment))
             try:
                 jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
-                self.runs.seen("jobs", await self._create(jobs_path, manifest))
+                self.runs.seen("jobs", await self.api.create(jobs_path, manifest))
                 created = True
             except k8s.ApiException as exc:
                 if exc.status == 409:
@@ -285,12 +264,8 @@ class Reconciler:
     async def _delete_job(self, namespace: str, name: str) -> None:
         try:
             # Foreground: the Job stays (and blocks the next run) until its Pods are gone.
-            deleting = await self._call(
-                _raw,
-                self._batch.delete_namespaced_job,
-                name,
-                namespace,
-                propagation_policy="Foreground",
+            deleting = await self.api.delete(
+                f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", propagation="Foreground"
             )
             if deleting.get("kind") == "Job":
                 self.runs.seen("jobs", deleting)
@@ -309,8 +284,8 @@ class Reconciler:
                 f"/apis/{GROUP}/{VERSION}/namespaces/{meta['namespace']}/{PLURAL}/"
                 f"{meta['name']}/status"
             )
-            written = await self._call(
-                rawapi.patch, self.api, path, [{"op": "add", "path": "/status", "value": status}]
+            written = await self.api.patch(
+                path, [{"op": "add", "path": "/status", "value": status}]
             )
             self.ingestions.seen(written)
         self.unwritten.pop(key, None)

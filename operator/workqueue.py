@@ -19,8 +19,8 @@ one status update rather than one each, and never delays the start of another ru
 waits while any start is queued or under way (at most `hold` seconds past its settling), so
 the last runs of a slot starting 1,000 are not slowed by the status writes of the first.
 
-Everything here runs on one event loop; the work itself awaits the API server through an
-executor (see `kingest.operator.reconciler`).
+Everything here runs on one event loop, and so does the work itself: it awaits the API server
+there (see `kingest.operator.reconciler`).
 """
 
 from __future__ import annotations
