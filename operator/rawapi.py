@@ -26,6 +26,11 @@ from kubernetes import client as k8s
 JSON_PATCH = "application/json-patch+json"
 
 
+class ApiUnreachable(ConnectionError):
+    """No reply from the API server: which call, which address, and what went wrong (no
+    credentials: they travel in headers, never in the URL)."""
+
+
 class AsyncApi:
     """`create`, `patch`, `get` and `delete` as coroutines, at most `connections` at once.
 
@@ -96,16 +101,22 @@ class AsyncApi:
             headers[auth["key"]] = auth["value"]
         payload = json.dumps(body) if body is not None else None
         server_name = getattr(self._configuration, "tls_server_name", None)
-        async with self._session.request(
-            method,
-            self._configuration.host.rstrip("/") + path,
-            data=payload,
-            headers=headers,
-            allow_redirects=False,
-            proxy=getattr(self._configuration, "proxy", None),
-            server_hostname=server_name or None,
-        ) as reply:
-            data = await reply.read()
+        url = self._configuration.host.rstrip("/") + path
+        try:
+            async with self._session.request(
+                method,
+                url,
+                data=payload,
+                headers=headers,
+                allow_redirects=False,
+                proxy=getattr(self._configuration, "proxy", None),
+                server_hostname=server_name or None,
+            ) as reply:
+                data = await reply.read()
+        except TimeoutError:
+            raise ApiUnreachable(f"{method} {url}: no reply within {self._timeout_s:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise ApiUnreachable(f"{method} {url}: {exc}") from None
         if not 200 <= reply.status <= 299:
             body = data.decode("utf-8", "replace")
             raise k8s.ApiException(status=reply.status, reason=reply.reason, body=body)

@@ -4,11 +4,11 @@ status, post the Events, set the next wake-up and the metrics.
 A `Reconciler` is built once by the kopf startup handler (`kingest.operator.handlers`) and
 kept in kopf's `memo`; it holds everything a reconcile needs (the API client, the stores of
 Ingestions and of their Jobs and Pods, the queue, the Event poster, the slot timer, the
-metrics). A reconcile reads the Ingestion and its Jobs and
-Pods from the stores, which follow kopf's watches and the operator's own writes and never go
-back to an older version, so it never sees a status older than the last one it planned (a
-status not written yet is kept in `unwritten`), nor misses a Job it created. It lists and gets
-nothing, and is idempotent: running it twice in a row does nothing the second time.
+metrics). A reconcile reads the Ingestion and its Jobs and Pods from the stores, which follow
+kopf's watches and the operator's own writes and never go back to an older version, so it
+never sees a status older than the last one it planned (a status not written yet is kept in
+`unwritten`), nor misses a Job it created. It lists and gets nothing, and is idempotent:
+running it twice in a row does nothing the second time.
 
 Reconciles are coroutines on kopf's event loop, and so are their API calls
 (`rawapi.AsyncApi`): the stores, the queue and the timer are touched by the loop alone, and no

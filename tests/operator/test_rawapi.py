@@ -8,7 +8,7 @@ import json
 import pytest
 from kubernetes import client as k8s
 
-from kingest.operator.rawapi import AsyncApi
+from kingest.operator.rawapi import ApiUnreachable, AsyncApi
 
 
 def configmaps(namespace: str) -> str:
@@ -106,3 +106,23 @@ def test_a_rotated_token_is_read_again_for_every_call(
     assert refused.status == 401
     assert listed["kind"] == "ConfigMapList"
     assert len(refreshed) == 2
+
+
+def test_an_unreachable_api_server_is_named_with_the_call() -> None:
+    configuration = k8s.Configuration()
+    configuration.host = "https://127.0.0.1:9"  # the discard port: nothing listens
+    configuration.api_key = {"authorization": "Bearer not-to-be-shown"}
+
+    async def call() -> None:
+        api = AsyncApi(configuration, connections=1)
+        try:
+            await api.get("/api/v1/namespaces")
+        finally:
+            await api.close()
+
+    with pytest.raises(ApiUnreachable) as unreachable:
+        asyncio.run(call())
+    message = str(unreachable.value)
+    assert message.startswith("GET https://127.0.0.1:9/api/v1/namespaces: ")
+    assert "127.0.0.1:9" in message.split(": ", 1)[1]
+    assert "not-to-be-shown" not in repr(unreachable.value)
