@@ -32,7 +32,8 @@ from tests.platform.s3 import S3Server
 pytestmark = pytest.mark.cluster
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-PERMISSION_ERROR = re.compile(r"\b403\b|forbidden|not enough permissions", re.IGNORECASE)
+# A 403 status, not the milliseconds of a log line's time (`00:18:44,403 INFO ...`).
+PERMISSION_ERROR = re.compile(r"(?<![,.])\b403\b|forbidden|not enough permissions", re.IGNORECASE)
 # Test namespaces (the platform's `t-…`, ours `a-…`); other tests' namespaces may still be
 # terminating while an operator watching all namespaces looks at them.
 TEST_NAMESPACE = re.compile(r"\b[at]-[0-9a-f]{10}\b")
