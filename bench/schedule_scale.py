@@ -124,8 +124,7 @@ def bare_creation_time(
         }
 
     async def create_all() -> None:
-        workers = OperatorConfig().workers
-        calls = AsyncApi(api.configuration, connections=workers)
+        calls = AsyncApi(api.configuration, connections=OperatorConfig.workers)
         try:
             await asyncio.gather(*(calls.create(path, body(n)) for n in range(count)))
         finally:

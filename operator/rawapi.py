@@ -44,6 +44,13 @@ class AsyncApi:
         self._configuration = configuration
         self._connections, self._timeout_s = connections, timeout_s
         self._session: aiohttp.ClientSession | None = None
+        # What every request takes from the configuration, but its token (read per call).
+        self._host = configuration.host.rstrip("/")
+        self._request_options = {
+            "allow_redirects": False,
+            "proxy": getattr(configuration, "proxy", None),
+            "server_hostname": getattr(configuration, "tls_server_name", None) or None,
+        }
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST `body` to the collection at `path`; the stored object."""
@@ -100,17 +107,10 @@ class AsyncApi:
         for auth in self._configuration.auth_settings().values():
             headers[auth["key"]] = auth["value"]
         payload = json.dumps(body) if body is not None else None
-        server_name = getattr(self._configuration, "tls_server_name", None)
-        url = self._configuration.host.rstrip("/") + path
+        url = self._host + path
         try:
             async with self._session.request(
-                method,
-                url,
-                data=payload,
-                headers=headers,
-                allow_redirects=False,
-                proxy=getattr(self._configuration, "proxy", None),
-                server_hostname=server_name or None,
+                method, url, data=payload, headers=headers, **self._request_options
             ) as reply:
                 data = await reply.read()
         except TimeoutError:
