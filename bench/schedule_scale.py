@@ -5,7 +5,7 @@
 Starts the test platform's kube-apiserver + controller-manager, runs `kingest operator` on a
 clock file (`KINGEST_CLOCK_FILE`), creates the Ingestions, then moves the clock to the next
 slot twice. For each slot it measures, per Ingestion, the time from the clock reaching the
-slot (the clock file written; the operator polls it ten times a second) until the slot's Job
+slot (the clock file written; the operator polls it every 10 ms) until the slot's Job
 exists, and counts Jobs per (Ingestion, slot): a slot must never fire twice. A kubelet
 stand-in finishes each run's Pod at once, and the clock moves to the second slot only once
 every run of the first has finished, so Forbid skips none.

@@ -4,7 +4,7 @@ Everything that compares against the time (schedule slots, status timestamps) as
 Test hook: `KINGEST_CLOCK_FILE=<path>` makes the whole operator read the time from that
 file (an ISO 8601 timestamp such as `2026-03-01T11:00:00Z`, rewritten by the test) instead
 of the system clock, so end-to-end tests move the clock instead of sleeping. The scheduler
-polls the file ten times a second and re-checks every schedule when it changes. Not for production.
+polls the file every 10 ms and re-checks every schedule when it changes. Not for production.
 
 The file is parsed again only when it changed (its inode, modification time or size; tests
 write it whole and rename it over the old one): a slot starting 1,000 runs asks the time a few

@@ -8,6 +8,7 @@ import json
 import pytest
 from kubernetes import client as k8s
 
+from kingest.operator import rawapi
 from kingest.operator.rawapi import ApiUnreachable, AsyncApi
 
 
@@ -75,37 +76,79 @@ def test_patch_get_and_delete_act_on_the_stored_object(
     assert gone["kind"] == "Status" and gone["details"]["name"] == "s"
 
 
-def test_a_rotated_token_is_read_again_for_every_call(
-    kube_api: k8s.ApiClient, namespace: str
-) -> None:
-    # In a cluster the service account's token file rotates: the client's configuration then
-    # carries a hook that reads it again, which every call must go through.
+def _rotating(kube_api: k8s.ApiClient, tokens: list[str]) -> tuple[k8s.Configuration, list]:
+    """A configuration whose refresh hook hands out `tokens` in turn (then the last one
+    again), as the in-cluster loader's hook re-reads a rotating token file."""
     configuration = k8s.Configuration()
     configuration.host = kube_api.configuration.host
     configuration.ssl_ca_cert = kube_api.configuration.ssl_ca_cert
-    configuration.api_key = {"authorization": "Bearer expired"}
-    current = kube_api.configuration.auth_settings()["BearerToken"]["value"]
-    refreshed: list[str] = []
+    configuration.api_key = {"authorization": "Bearer none-yet"}
+    handed_out: list[str] = []
 
     def refresh(config: k8s.Configuration) -> None:
-        refreshed.append(config.api_key["authorization"])
-        config.api_key["authorization"] = current if len(refreshed) > 1 else "Bearer expired"
+        token = tokens[min(len(handed_out), len(tokens) - 1)]
+        handed_out.append(token)
+        config.api_key["authorization"] = token
 
     configuration.refresh_api_key_hook = refresh
+    return configuration, handed_out
 
-    async def calls() -> tuple[k8s.ApiException, dict]:
+
+def test_a_token_refused_is_read_again_and_the_call_made_once_more(
+    kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    # In a cluster the service account's token file rotates: a token the API server refuses
+    # is read again through the configuration's hook, and the call repeated with the new one.
+    current = kube_api.configuration.auth_settings()["BearerToken"]["value"]
+    configuration, handed_out = _rotating(kube_api, ["Bearer expired", current])
+
+    async def calls() -> tuple[dict, dict]:
         api = AsyncApi(configuration, connections=1)
         try:
-            with pytest.raises(k8s.ApiException) as refused:
-                await api.get(configmaps(namespace))
-            return refused.value, await api.get(configmaps(namespace))
+            return await api.get(configmaps(namespace)), await api.get(configmaps(namespace))
         finally:
             await api.close()
 
-    refused, listed = asyncio.run(calls())
-    assert refused.status == 401
-    assert listed["kind"] == "ConfigMapList"
-    assert len(refreshed) == 2
+    first, second = asyncio.run(calls())
+    assert first["kind"] == second["kind"] == "ConfigMapList"
+    # Read at the first call, again on its 401, and not for the second call: the token is
+    # reused for `AUTH_REUSE_S` seconds.
+    assert handed_out == ["Bearer expired", current]
+
+
+def test_a_token_refused_twice_is_a_401_not_a_loop(kube_api: k8s.ApiClient, namespace: str) -> None:
+    configuration, handed_out = _rotating(kube_api, ["Bearer expired"])
+
+    async def call() -> None:
+        api = AsyncApi(configuration, connections=1)
+        try:
+            await api.get(configmaps(namespace))
+        finally:
+            await api.close()
+
+    with pytest.raises(k8s.ApiException) as refused:
+        asyncio.run(call())
+    assert refused.value.status == 401
+    assert handed_out == ["Bearer expired", "Bearer expired"]
+
+
+def test_credentials_are_read_again_once_they_are_older_than_the_reuse_period(
+    kube_api: k8s.ApiClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = kube_api.configuration.auth_settings()["BearerToken"]["value"]
+    configuration, handed_out = _rotating(kube_api, [current])
+    monkeypatch.setattr(rawapi, "AUTH_REUSE_S", 0.0)
+
+    async def calls() -> None:
+        api = AsyncApi(configuration, connections=1)
+        try:
+            for _ in range(3):
+                await api.get(configmaps(namespace))
+        finally:
+            await api.close()
+
+    asyncio.run(calls())
+    assert len(handed_out) == 3
 
 
 def test_an_unreachable_api_server_is_named_with_the_call() -> None:
