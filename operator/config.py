@@ -60,13 +60,10 @@ class OperatorConfig:
         )
 
     def api_configuration(self) -> k8s.Configuration:
-        """In-cluster credentials, or the kubeconfig ($KUBECONFIG); a connection per worker."""
+        """In-cluster credentials, or the kubeconfig ($KUBECONFIG)."""
         configuration = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(client_configuration=configuration)
-        # Clients used from threads (the watches, the leader election) keep a connection per
-        # thread, or urllib3 drops and reopens them.
-        configuration.connection_pool_maxsize = self.workers + 4
         return configuration

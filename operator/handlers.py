@@ -26,7 +26,6 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes import client as k8s
 
 from kingest.operator import rawapi
 from kingest.operator.config import OperatorConfig
@@ -81,11 +80,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # A connection for each worker and a few for the Event poster.
     api = rawapi.AsyncApi(config.api_configuration(), connections=config.workers + 4)
     reconciler = Reconciler(config, api, metrics)
-    watching = k8s.ApiClient(config.api_configuration())
+    scopes = [
+        (kind, namespace) for kind in ("jobs", "pods") for namespace in config.namespaces or [None]
+    ]
+    # Each watch holds its connection for minutes: a pool of their own.
+    watching = rawapi.AsyncApi(config.api_configuration(), connections=len(scopes))
     reflectors = [
         Reflector(watching, kind, namespace, reconciler.runs, reconciler.queue.follow)
-        for kind in ("jobs", "pods")
-        for namespace in config.namespaces or [None]
+        for kind, namespace in scopes
     ]
     election: LeaseElection | None = memo.get("election")
     if election is not None:
@@ -96,14 +98,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     for reflector in reflectors:
         reflector.start()
     reconciler.start()
-    memo.reflectors, memo.reconciler = reflectors, reconciler
+    memo.reflectors, memo.watching, memo.reconciler = reflectors, watching, reconciler
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     """Stop acting, and hand the Lease over instead of letting it expire."""
     for reflector in memo.get("reflectors", []):
-        reflector.stop()
+        await reflector.stop()
+    watching: rawapi.AsyncApi | None = memo.get("watching")
+    if watching is not None:
+        await watching.close()
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.stop()

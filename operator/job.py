@@ -10,6 +10,7 @@ Secret names and keys, never values, and the kubelet resolves them when the Pod 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
@@ -117,6 +118,7 @@ def slot_minutes(slot: datetime | None) -> int:
     return int(slot.timestamp()) // 60
 
 
+@functools.lru_cache(maxsize=8192)  # pure, and asked 4-5 times by each reconcile that starts a run
 def job_name(name: str, uid: str, run: Run) -> str:
     """The run's deterministic Job name, at most 63 characters.
 

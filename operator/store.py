@@ -9,8 +9,8 @@ namespace) lists once, then watches, and keeps a `RunStore` that reconciles read
 Not kopf's watch (`@kopf.index` / `@kopf.on.event` on the Jobs and Pods): kopf handles every
 event of every Job and Pod on the operator's event loop, about 1 ms each, and with 1,000 runs
 starting on one slot those events delayed the Job creations past the slot target (the figures
-are in `operator/README.md`). Here a thread per watch only reads and parses the stream; the
-store is updated on the event loop, so nothing here locks.
+are in `operator/README.md`). Here one task per watch reads the stream (`rawapi.AsyncApi`,
+aiohttp on the event loop) and keeps only what `plan` reads (`slim`).
 
 The store only moves forward: an object is replaced only by a newer resourceVersion, and the
 uid of a deleted object is remembered, so neither a late watch event nor the response of the
@@ -23,18 +23,16 @@ a store a moment behind the API server is safe: the Job it would create again al
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
-import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes.watch.watch import iter_resp_lines
 
 from kingest.operator.job import ANNOTATION_INGESTION, LABEL_INGESTION_UID
+from kingest.operator.rawapi import AsyncApi
 
 log = logging.getLogger("kingest.operator.store")
 Body = dict[str, Any]
@@ -220,115 +218,83 @@ class Reflector:
     """Lists, then watches, the Jobs or Pods of Ingestions in one namespace (None: all), into
     a `RunStore`, and calls `changed(namespace, name)` for the Ingestion of every change.
 
-    A daemon thread reads the stream (the kubernetes client blocks) and hands what it parsed
-    to the event loop, which updates the store and calls `changed`: the thread touches
-    neither. A daemon thread rather than one of kopf's executor's: a watch lasts minutes, and
-    the executor's threads are waited for at exit.
+    One asyncio task, reading the stream through `rawapi.AsyncApi` on the event loop that
+    also updates the store: nothing here locks or hands over between threads.
     """
 
     def __init__(
         self,
-        api: k8s.ApiClient,
+        api: AsyncApi,
         kind: str,
         namespace: str | None,
         store: RunStore,
         changed: Callable[[str, str], None],
     ) -> None:
-        self._list = self._lister(api, kind, namespace)
-        self.kind, self.namespace = kind, namespace
+        self._api, self.kind, self.namespace = api, kind, namespace
+        group = "/apis/batch/v1" if kind == "jobs" else "/api/v1"
+        scope = f"/namespaces/{namespace}" if namespace is not None else ""
+        self._path = f"{group}{scope}/{kind}"
         self._store, self._changed = store, changed
-        self._stopping = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
         store.expect(kind, namespace)
-        self._thread = threading.Thread(target=self._run, name=f"kingest-watch-{kind}", daemon=True)
-
-    @staticmethod
-    def _lister(api: k8s.ApiClient, kind: str, namespace: str | None) -> Callable[..., Any]:
-        resources = k8s.BatchV1Api(api) if kind == "jobs" else k8s.CoreV1Api(api)
-        singular = "job" if kind == "jobs" else "pod"
-        if namespace is None:
-            return getattr(resources, f"list_{singular}_for_all_namespaces")
-        return lambda **kwargs: getattr(resources, f"list_namespaced_{singular}")(
-            namespace, **kwargs
-        )
 
     def start(self) -> None:
-        """List and watch in the background, handing changes to the running loop, until `stop`."""
-        self._loop = asyncio.get_running_loop()
-        self._thread.start()
+        """List and watch on the running loop, until `stop`."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"kingest-watch-{self.kind}")
 
-    def stop(self) -> None:
-        """Stop after the current watch request ends."""
-        self._stopping.set()
+    async def stop(self) -> None:
+        """Stop watching (the request under way is cancelled)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+    async def _run(self) -> None:
+        while True:
             try:
-                version = self._relist()
-                while version is not None and not self._stopping.is_set():
-                    version = self._watch(version)
+                version: str | None = await self._relist()
+                while version is not None:
+                    version = await self._watch(version)
             except Exception as exc:
                 detail = (
-                    f"{exc.status} {exc.reason}" if isinstance(exc, k8s.ApiException) else repr(exc)
+                    f"{exc.status} {exc.reason}" if isinstance(exc, k8s.ApiException) else str(exc)
                 )
                 log.warning("watching %s failed (%s); listing again", self.kind, detail)
-                time.sleep(_RETRY_S)
+                await asyncio.sleep(_RETRY_S)
 
-    def _hand_over(self, callback: Callable[..., None], *args: Any) -> None:
-        assert self._loop is not None
-        if self._loop.is_closed():  # the operator is exiting
-            self._stopping.set()
-            return
-        self._loop.call_soon_threadsafe(callback, *args)
-
-    def _relist(self) -> str:
-        reply = self._list(label_selector=LABEL_INGESTION_UID, _preload_content=False)
-        listing = json.loads(reply.data)
+    async def _relist(self) -> str:
+        listing = await self._api.get(self._path, {"labelSelector": LABEL_INGESTION_UID})
         version = listing["metadata"]["resourceVersion"]
-        self._hand_over(self._listed, [slim(item) for item in listing["items"]], version)
-        return version
-
-    def _listed(self, items: list[Body], version: str) -> None:
         synced = self._store.synced()
+        items = [slim(item) for item in listing["items"]]
         for body in self._store.replace(self.kind, self.namespace, items, version):
             # At start-up every Ingestion is reconciled anyway (kopf lists them).
             if synced:
                 self._notify(body)
-
-    def _watch(self, version: str) -> str | None:
-        """Follow changes from `version`; the version to go on from, None to list again."""
-        reply = self._list(
-            label_selector=LABEL_INGESTION_UID,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=_WATCH_TIMEOUT_S,
-            _request_timeout=_WATCH_TIMEOUT_S + 30,
-            _preload_content=False,
-        )
-        try:
-            for line in iter_resp_lines(reply):
-                event = json.loads(line)
-                kind, body = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    # 410 Gone: the version is too old to watch from.
-                    log.info("the %s watch ended: %s", self.kind, body.get("message"))
-                    return None
-                version = body.get("metadata", {}).get("resourceVersion") or version
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self._hand_over(self._event, kind, slim(body))
-                if self._stopping.is_set():
-                    return None
-        finally:
-            reply.release_conn()
         return version
 
-    def _event(self, kind: str, body: Body) -> None:
-        if kind == "DELETED":
-            self._store.gone(self.kind, body)
-            self._notify(body)
-        elif self._store.seen(self.kind, body):
-            self._notify(body)
+    async def _watch(self, version: str) -> str | None:
+        """Follow changes from `version`; the version to go on from, None to list again."""
+        params = {
+            "labelSelector": LABEL_INGESTION_UID,
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+        }
+        async for event in self._api.watch(self._path, params, _WATCH_TIMEOUT_S):
+            kind, body = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                # 410 Gone: the version is too old to watch from.
+                log.info("the %s watch ended: %s", self.kind, body.get("message"))
+                return None
+            version = body.get("metadata", {}).get("resourceVersion") or version
+            if kind == "DELETED":
+                self._store.gone(self.kind, body)
+                self._notify(body)
+            elif kind in ("ADDED", "MODIFIED") and self._store.seen(self.kind, body):
+                self._notify(body)
+        return version
 
     def _notify(self, body: Body) -> None:
         ingestion = ingestion_of(body)

@@ -169,3 +169,32 @@ def test_an_unreachable_api_server_is_named_with_the_call() -> None:
     assert message.startswith("GET https://127.0.0.1:9/api/v1/namespaces: ")
     assert "127.0.0.1:9" in message.split(": ", 1)[1]
     assert "not-to-be-shown" not in repr(unreachable.value)
+
+
+def test_a_watch_yields_every_event_whole_until_the_api_server_ends_it(
+    kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    path = configmaps(namespace)
+    large = "x" * 600_000  # one event's line spans many reads
+
+    async def calls() -> tuple[list[dict], float]:
+        api = AsyncApi(kube_api.configuration, connections=2)
+        try:
+            version = (await api.get(path))["metadata"]["resourceVersion"]
+            for number, value in enumerate(["a", large, "c"]):
+                await api.create(path, {"metadata": {"name": f"c{number}"}, "data": {"v": value}})
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            events = [e async for e in api.watch(path, {"resourceVersion": version}, timeout_s=2)]
+            return events, loop.time() - started
+        finally:
+            await api.close()
+
+    events, took = asyncio.run(calls())
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "c0"),
+        ("ADDED", "c1"),
+        ("ADDED", "c2"),
+    ]
+    assert [e["object"]["data"]["v"] for e in events] == ["a", large, "c"]
+    assert took < 30  # ended by the API server (timeoutSeconds), not by the client

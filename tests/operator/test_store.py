@@ -1,11 +1,16 @@
-"""RunStore and IngestionStore only move forward: newer versions win, deletions stay."""
+"""RunStore and IngestionStore only move forward: newer versions win, deletions stay; the
+Reflector keeps a RunStore following the real API server."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from kubernetes import client as k8s
+
 from kingest.operator.job import ANNOTATION_INGESTION, LABEL_INGESTION_UID
-from kingest.operator.store import IngestionStore, RunStore, ingestion_of
+from kingest.operator.rawapi import AsyncApi
+from kingest.operator.store import IngestionStore, Reflector, RunStore, ingestion_of
 
 
 def job(uid: str, version: int, owner: str = "owner-1", **status: Any) -> dict[str, Any]:
@@ -96,3 +101,65 @@ def test_a_deleted_ingestion_is_forgotten_and_its_successor_kept() -> None:
     assert store.get("ns", "sync") is None
     store.seen(ingestion("u2", 30, "Pending"))
     assert store.get("ns", "sync")["metadata"]["uid"] == "u2"
+
+
+def suspended_job(name: str, owner: str | None, ingestion: str) -> dict[str, Any]:
+    """A Job that starts no Pod, labelled as the runs of Ingestion `ingestion` (uid `owner`)."""
+    labels = {LABEL_INGESTION_UID: owner} if owner else {}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {ANNOTATION_INGESTION: ingestion},
+        },
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "runner", "image": "busybox"}],
+                }
+            },
+        },
+    }
+
+
+def test_the_reflector_lists_then_follows_the_labelled_jobs(
+    kube_api: k8s.ApiClient, namespace: str
+) -> None:
+    path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+
+    async def scenario() -> tuple[list[str], list[str], list[tuple[str, str]]]:
+        api = AsyncApi(kube_api.configuration, connections=4)
+        store = RunStore()
+        changed: list[tuple[str, str]] = []
+        reflector = Reflector(api, "jobs", namespace, store, lambda *key: changed.append(key))
+        try:
+            await api.create(path, suspended_job("listed", "uid-1", "sync"))
+            reflector.start()
+            await asyncio.wait_for(store.wait_synced(), 30)
+            listed = [job["metadata"]["name"] for job in store.jobs("uid-1")]
+            await api.create(path, suspended_job("watched", "uid-1", "sync"))
+            await api.create(path, suspended_job("unlabelled", None, "other"))
+            await api.delete(f"{path}/listed", propagation="Background")
+
+            async def settled() -> list[str]:
+                while True:
+                    names = sorted(job["metadata"]["name"] for job in store.jobs("uid-1"))
+                    if names == ["watched"]:
+                        return names
+                    await asyncio.sleep(0.05)
+
+            followed = await asyncio.wait_for(settled(), 30)
+            return listed, followed, changed
+        finally:
+            await reflector.stop()
+            await api.close()
+
+    listed, followed, changed = asyncio.run(scenario())
+    assert listed == ["listed"]
+    assert followed == ["watched"]
+    # Each change after the first listing queued the Ingestion; the unlabelled Job none.
+    assert changed and set(changed) == {(namespace, "sync")}
