@@ -282,18 +282,22 @@ class Reflector:
             "resourceVersion": version,
             "allowWatchBookmarks": "true",
         }
-        async for event in self._api.watch(self._path, params, _WATCH_TIMEOUT_S):
-            kind, body = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                # 410 Gone: the version is too old to watch from.
-                log.info("the %s watch ended: %s", self.kind, body.get("message"))
-                return None
-            version = body.get("metadata", {}).get("resourceVersion") or version
-            if kind == "DELETED":
-                self._store.gone(self.kind, body)
-                self._notify(body)
-            elif kind in ("ADDED", "MODIFIED") and self._store.seen(self.kind, body):
-                self._notify(body)
+        # Closed on leaving, so an ERROR's early return ends the request at once.
+        async with contextlib.aclosing(
+            self._api.watch(self._path, params, _WATCH_TIMEOUT_S)
+        ) as events:
+            async for event in events:
+                kind, body = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    # 410 Gone: the version is too old to watch from.
+                    log.info("the %s watch ended: %s", self.kind, body.get("message"))
+                    return None
+                version = body.get("metadata", {}).get("resourceVersion") or version
+                if kind == "DELETED":
+                    self._store.gone(self.kind, body)
+                    self._notify(body)
+                elif kind in ("ADDED", "MODIFIED") and self._store.seen(self.kind, body):
+                    self._notify(body)
         return version
 
     def _notify(self, body: Body) -> None:
