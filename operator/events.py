@@ -21,6 +21,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from kingest.operator import tasks
 from kingest.operator.reconcile import Event
 from kingest.operator.spec import GROUP, KIND, VERSION
 from kingest.operator.status import redact
@@ -84,9 +85,7 @@ class EventPoster:
 
     async def stop(self) -> None:
         """Stop posting; Events not posted yet are dropped."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await tasks.cancel(self._tasks)
         self._tasks = []
 
     def post(self, obj: dict[str, Any], event: Event) -> None:

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from kingest.operator import clock
+from kingest.operator import clock, tasks
 
 log = logging.getLogger("kingest.operator.scheduler")
 Key = tuple[str, str]  # (namespace, name)
@@ -54,11 +54,8 @@ class SlotTimer:
 
     async def stop(self) -> None:
         """Stop the timer task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel([self._task])
+        self._task = None
 
     def set(self, key: Key, when: datetime | None) -> None:
         """Wake `key` at `when` (replacing its previous wake-up); None: never."""

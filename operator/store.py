@@ -31,6 +31,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from kingest.operator import tasks
 from kingest.operator.job import ANNOTATION_INGESTION, LABEL_INGESTION_UID
 from kingest.operator.rawapi import AsyncApi
 
@@ -245,11 +246,8 @@ class Reflector:
 
     async def stop(self) -> None:
         """Stop watching (the request under way is cancelled)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel([self._task])
+        self._task = None
 
     async def _run(self) -> None:
         while True:

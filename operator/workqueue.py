@@ -33,6 +33,8 @@ from typing import Literal
 
 from kubernetes import client as k8s
 
+from kingest.operator import tasks
+
 log = logging.getLogger("kingest.operator.workqueue")
 Key = tuple[str, str]  # (namespace, name)
 Lane = Literal["start", "follow"]
@@ -80,9 +82,7 @@ class WorkQueue:
 
     async def stop(self) -> None:
         """Cancel the workers (work under way is cancelled with them)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await tasks.cancel(self._tasks)
         self._tasks = []
 
     def add(self, namespace: str, name: str) -> None:
