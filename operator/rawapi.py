@@ -86,14 +86,13 @@ class AsyncApi:
         the stream (it does after `timeout_s`; a stream silent for 30 s longer is a
         `ApiUnreachable`). A 410 Gone or another refusal mid-stream arrives as an event of
         type ERROR, as the API server sends it."""
-        if self._session is None:
-            self._session = self._open()
+        session = self._opened()
         url = self._host + path
         query = {**params, "watch": "1", "timeoutSeconds": str(int(timeout_s))}
         auth = self._credentials()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_s + 30)
         try:
-            async with self._session.request(
+            async with session.request(
                 "GET",
                 url,
                 params=query,
@@ -104,8 +103,7 @@ class AsyncApi:
                 if not 200 <= reply.status <= 299:
                     if reply.status == 401:
                         self._credentials(again=True)  # for the next try
-                    text = (await reply.read()).decode("utf-8", "replace")
-                    raise k8s.ApiException(status=reply.status, reason=reply.reason, body=text)
+                    raise _refused(reply.status, reply.reason, await reply.read())
                 # One event per line; a read may end mid-line or hold many lines.
                 pending = bytearray()
                 async for chunk in reply.content.iter_any():
@@ -117,7 +115,9 @@ class AsyncApi:
                         start = end + 1
                     del pending[:start]
         except TimeoutError:
-            raise ApiUnreachable(f"GET {url}: the watch went silent") from None
+            raise ApiUnreachable(
+                f"GET {url}: no connection within 30 s, or no data within {timeout_s + 30:g} s"
+            ) from None
         except aiohttp.ClientError as exc:
             raise ApiUnreachable(f"GET {url}: {exc}") from None
 
@@ -131,6 +131,12 @@ class AsyncApi:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _opened(self) -> aiohttp.ClientSession:
+        """The session, opened on the first call (its connections belong to that loop)."""
+        if self._session is None:
+            self._session = self._open()
+        return self._session
 
     def _open(self) -> aiohttp.ClientSession:
         config = self._configuration
@@ -172,8 +178,6 @@ class AsyncApi:
         content_type: str | None,
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        if self._session is None:
-            self._session = self._open()
         headers = {"Accept": "application/json"}
         if content_type is not None:
             headers["Content-Type"] = content_type
@@ -186,8 +190,7 @@ class AsyncApi:
                 method, path, params, payload, headers | renewed
             )
         if not 200 <= status <= 299:
-            text = data.decode("utf-8", "replace")
-            raise k8s.ApiException(status=status, reason=reason, body=text)
+            raise _refused(status, reason, data)
         return pydantic_core.from_json(data)
 
     async def _request(
@@ -198,10 +201,9 @@ class AsyncApi:
         payload: bytes | None,
         headers: dict[str, str],
     ) -> tuple[int, str | None, bytes]:
-        assert self._session is not None
         url = self._host + path
         try:
-            async with self._session.request(
+            async with self._opened().request(
                 method, url, params=params, data=payload, headers=headers, **self._request_options
             ) as reply:
                 return reply.status, reply.reason, await reply.read()
@@ -209,3 +211,8 @@ class AsyncApi:
             raise ApiUnreachable(f"{method} {url}: no reply within {self._timeout_s:g} s") from None
         except aiohttp.ClientError as exc:
             raise ApiUnreachable(f"{method} {url}: {exc}") from None
+
+
+def _refused(status: int, reason: str | None, body: bytes) -> k8s.ApiException:
+    """The API server's refusal as the kubernetes client reports it."""
+    return k8s.ApiException(status=status, reason=reason, body=body.decode("utf-8", "replace"))
