@@ -35,7 +35,8 @@ only moves the next slot; `runOnCreate` adds one run at creation). CronJob's sem
 - `suspend` fires nothing and keeps `scheduledFrom`: on resume the missed slots are due as
   after downtime (one catch-up at most, within the deadline);
 - an invalid cron or time zone sets InvalidSchedule and recovers with the next generation;
-- finished Jobs beyond the history limits are deleted, oldest first.
+- finished Jobs beyond the history limits are deleted, oldest first, never before a run
+  that starts in the same step.
 """
 
 from __future__ import annotations
@@ -89,11 +90,16 @@ class Event:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the handlers carry out: create at most one Job, delete superseded ones, patch status."""
+    """What the handlers carry out: create at most one Job, delete superseded ones, patch status.
+
+    `delete` goes before `create` (a superseded run makes way for the new one); `prune`, the
+    finished Jobs beyond the history limits, blocks nothing and can wait until after it.
+    """
 
     status: IngestionStatus
     create: Run | None = None
     delete: tuple[str, ...] = ()
+    prune: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
 
 
@@ -617,9 +623,7 @@ def plan(
             create, retry_at = retry, None
             events.append(_retry_event(meta, retry, earlier[0], spec))
     kept_jobs = (job_name(meta.name, meta.uid, create),) if create else ()
-    delete = delete + tuple(
-        name for name in _beyond_history(spec, jobs, kept_jobs) if name not in delete
-    )
+    prune = tuple(name for name in _beyond_history(spec, jobs, kept_jobs) if name not in delete)
 
     created = _created_run(meta, create) if create else None
     runs = ([created] if created else []) + earlier[: HISTORY_LIMIT - (1 if created else 0)]
@@ -665,7 +669,7 @@ def plan(
     if invalid is not None and (old.phase != "Invalid" or old.message != invalid):
         events.append(Event("Warning", reason, invalid))
     events.extend(_run_events(old.last_run, earlier[0] if earlier else None))
-    return Plan(status=status, create=create, delete=delete, events=tuple(events))
+    return Plan(status=status, create=create, delete=delete, prune=prune, events=tuple(events))
 
 
 def _created_run(meta: IngestionMeta, run: Run) -> RunStatus:

@@ -216,10 +216,13 @@ class Reconciler:
             # The status write waits in the follow lane, behind every run still to start:
             # when a slot starts 1,000 runs, the last Job exists in half the time. Should the
             # operator stop before writing, the next one derives the same status from the Jobs.
+            # So does the history clean-up: the follow-up pass plans the same deletions.
             self.unwritten[(namespace, name)] = step.status
             self._post_events(obj, step)
             self.queue.follow(namespace, name)
         else:
+            for job in step.prune:
+                await self._delete_job(namespace, job)
             await self._write(obj, step)
         self._observe((namespace, name), old, step, spec)
 

@@ -54,3 +54,46 @@ def test_a_created_job_is_followed_by_its_status_and_no_reconcile_plans_from_bef
         await reconciler.api.close()
 
     asyncio.run(twice())
+
+
+def test_a_pass_that_starts_a_run_leaves_the_history_clean_up_to_its_follow_up(
+    kube_api: k8s.ApiClient, ingestion_crd: None, namespace: str
+) -> None:
+    # When a slot starts 1,000 runs, deleting old Jobs first would put as many deletions
+    # ahead of the creates; the follow-up pass (the status write) does them instead.
+    config = OperatorConfig(runner_image="kingest")
+    reconciler = Reconciler(config, AsyncApi(kube_api.configuration, 4), IngestionMetrics())
+    custom, batch = k8s.CustomObjectsApi(kube_api), k8s.BatchV1Api(kube_api)
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Ingestion", "metadata": {"name": "sync"}}
+    spec = SPEC | {"successfulRunsHistoryLimit": 0}
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body | {"spec": spec})
+
+    def job_names() -> list[str]:
+        jobs = batch.list_namespaced_job(namespace).items
+        return sorted(job.metadata.name for job in jobs if not job.metadata.deletion_timestamp)
+
+    async def runs() -> None:
+        await reconciler.reconcile(namespace, "sync")
+        await reconciler.reconcile(namespace, "sync")  # the follow-up: status written
+        [first] = job_names()
+        # The first run succeeds, as the Reflector would show it (no Pods run here).
+        done = kube_api.sanitize_for_serialization(batch.read_namespaced_job(first, namespace))
+        done["metadata"]["resourceVersion"] = str(int(done["metadata"]["resourceVersion"]) + 1)
+        done["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+        assert reconciler.runs.seen("jobs", done)
+        # A new generation is due: its run starts, and the succeeded Job (beyond the limit
+        # of 0) is still there once it has.
+        patch = {"spec": {"source": {"table": "public.customers"}}}
+        reconciler.ingestion_seen(
+            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "sync", patch)
+        )
+        await reconciler.reconcile(namespace, "sync")
+        second = [name for name in job_names() if name != first]
+        assert len(second) == 1 and first in job_names()
+        assert reconciler.queue._queued == {(namespace, "sync"): "follow"}
+
+        await reconciler.reconcile(namespace, "sync")
+        assert job_names() == second
+        await reconciler.api.close()
+
+    asyncio.run(runs())

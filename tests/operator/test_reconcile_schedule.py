@@ -281,7 +281,8 @@ def test_history_limits_delete_the_oldest_finished_jobs() -> None:
     )
     names = {slot: job["metadata"]["name"] for slot, job in zip(slots, jobs, strict=True)}
     # Complete: 12, 14, 16 -> keep 16, 14; Failed: 11, 13, 15 -> keep 15 (default 1).
-    assert set(step.delete) == {names[slots[1]], names[slots[0]], names[slots[2]]}
+    assert set(step.prune) == {names[slots[1]], names[slots[0]], names[slots[2]]}
+    assert step.delete == ()
 
 
 def test_planning_a_scheduled_ingestion_twice_is_idempotent() -> None:
@@ -289,7 +290,7 @@ def test_planning_a_scheduled_ingestion_twice_is_idempotent() -> None:
     step = plan(meta(), None, old, [], [], "2026-03-01T11:00:01Z", spec())
     job = a_job(step.create)
     again = plan(meta(), None, step.status, [job], [], "2026-03-01T11:00:02Z", spec())
-    assert again.create is None and again.delete == ()
+    assert again.create is None and again.delete == () and again.prune == ()
     assert again.status.model_dump(
         exclude={"conditions", "runs", "last_run"}
     ) == step.status.model_dump(exclude={"conditions", "runs", "last_run"})
