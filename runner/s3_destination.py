@@ -13,17 +13,19 @@ One load, in this order (each step only after the previous one completed):
 2. stream the batches into data files (multipart uploads, see :mod:`kingest.runner.s3_upload`),
    starting a new file every ``file_max_rows`` rows / ``file_max_bytes`` bytes when the layout
    has ``{file_id}``; a file becomes visible only once complete;
-3. ``init`` and the ``_dlt_version`` schema entry (if this schema version is new);
+3. ``init``, the ``_dlt_version`` schema entry (if this schema version is new) and the
+   ``_dlt_pipeline_state`` entry (the previous committed state carried over, with the
+   incremental cursor this load moved to; a full refresh starts it afresh), together. A state
+   entry counts only once its load has a ``_dlt_loads`` entry;
 4. for ``replace``: delete the table's files that are not part of this load (and abort its
-   multipart uploads abandoned by killed runs); ``--full-refresh`` also drops the stored
-   pipeline state;
-5. the ``_dlt_pipeline_state`` entry (the previous committed state carried over, with the
-   incremental cursor this load moved to; a full refresh starts it afresh), then the
-   ``_dlt_loads`` entry - the commit marker. A state entry counts only once its load has one.
+   multipart uploads abandoned by killed runs); ``--full-refresh`` also drops the earlier
+   pipeline states;
+5. the ``_dlt_loads`` entry - the commit marker.
 
-If anything fails, no ``_dlt_loads`` entry exists for the load and a retry loads cleanly.
-Before step 4 the files this load completed are deleted again (best effort), so the table
-reads as the previous load; from step 4 on they are kept, since they are all the table has.
+If anything fails, no ``_dlt_loads`` entry exists for the load and a retry loads cleanly; its
+state entry is deleted again (best effort). Before step 4 the files this load completed are
+deleted again too, so the table reads as the previous load; from step 4 on they are kept,
+since they are all the table has.
 """
 
 from __future__ import annotations
@@ -424,7 +426,7 @@ class S3Destination(Destination):
         committed = False
         # What the bookkeeping reads of the dataset does not depend on the data: it is read
         # while the data is written (each request is a round trip the load would wait for).
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-dataset") as side:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="s3-dataset") as side:
             dataset = side.submit(self._read_dataset)
             try:
                 self._write_data(reader, table_name, stamp, result, written)
@@ -560,7 +562,7 @@ class S3Destination(Destination):
                 key = self._new_key(table_name, stamp, taken)
                 taken.add(key)
                 new_sink = ObjectSink(
-                    self.client, self.location.bucket, key, pool, content_type=content_type
+                    lambda: self.client, self.location.bucket, key, pool, content_type=content_type
                 )
                 return new_sink, open_file_writer(
                     self.options.file_format, new_sink, schema, self.options.row_group_rows
@@ -619,12 +621,13 @@ class S3Destination(Destination):
         side: ThreadPoolExecutor,
         cursor: CursorTracker | None = None,
     ) -> None:
-        """Steps 3-5 of the module docstring; empties ``written`` once old files are deleted."""
-        loc = self.location
-        if not dataset.has_init:
-            self._put(loc.key(dlt_files.INIT_KEY), dlt_files.init_object().body)
-            result.objects.append(loc.key(dlt_files.INIT_KEY))
+        """Steps 3-5 of the module docstring; ``written`` keeps only the state entry once old
+        files are deleted.
 
+        The requests of one step do not depend on each other and go out together: a load
+        waits for three round trips after its data, not six.
+        """
+        loc = self.location
         # The table's entry is rebuilt from this load's columns; other tables of the
         # dataset keep theirs (a full refresh of one table leaves the others alone).
         disposition = self.options.strategy
@@ -633,25 +636,6 @@ class S3Destination(Destination):
             [dlt_files.table_schema(table_name, schema, disposition, self.options.file_format)],
             dataset.newest_schema,
         )
-        if dlt_files.path_safe_hash(stored["version_hash"]) not in dataset.version_hashes:
-            version = dlt_files.version_object(stored, stamp)
-            self._put(loc.key(version.key), version.body)
-            result.objects.append(loc.key(version.key))
-
-        if self.options.strategy == "replace" or self.options.full_refresh:
-            keep = set(result.files)
-            stale = [k for k in self._list(loc.key(table_prefix)) if k not in keep]
-            # Point of no return: once previous files go, this load's files are the table,
-            # committed or not; a failure from here on keeps them (a retry replaces them).
-            written.clear()
-            # Best effort and independent of the deletes: alongside them.
-            side.submit(self._abort_abandoned_uploads, loc.key(table_prefix), stamp.started_at)
-            self._delete(stale)
-            result.deleted = len(stale)
-        if self.options.full_refresh:
-            state_prefix = loc.key(f"{dlt_files.STATE_FOLDER}/{self.pipeline_name}__")
-            self._delete(list(self._list(state_prefix)))
-
         state = dlt_files.pipeline_state_object(
             state=dlt_state.next_state(
                 dataset.state,
@@ -664,11 +648,39 @@ class S3Destination(Destination):
             schema=stored,
             stamp=stamp,
         )
-        self._put(loc.key(state.key), state.body)
-        # Uncommitted until the marker exists: removed again if that fails (dlt itself would
-        # read it, as it reads the newest state object whether or not its load completed).
-        written.append(loc.key(state.key))
-        result.objects.append(loc.key(state.key))
+        puts: list[tuple[str, bytes]] = []
+        if not dataset.has_init:
+            puts.append((loc.key(dlt_files.INIT_KEY), dlt_files.init_object().body))
+        if dlt_files.path_safe_hash(stored["version_hash"]) not in dataset.version_hashes:
+            version = dlt_files.version_object(stored, stamp)
+            puts.append((loc.key(version.key), version.body))
+        # Uncommitted until the marker exists: removed again if anything fails before it
+        # (dlt itself would read it, as it reads the newest state object whether or not its
+        # load completed).
+        state_key = loc.key(state.key)
+        written.append(state_key)
+        puts.append((state_key, state.body))
+
+        # Step 3 and the state entry; for replace, the listing of what step 4 deletes.
+        replace = self.options.strategy == "replace" or self.options.full_refresh
+        listing = side.submit(lambda: list(self._list(loc.key(table_prefix)))) if replace else None
+        for done in [side.submit(self._put, key, body) for key, body in puts]:
+            done.result()
+        result.objects.extend(key for key, _ in puts)
+
+        if listing is not None:
+            keep = set(result.files)
+            stale = [k for k in listing.result() if k not in keep]
+            # Point of no return: once previous files go, this load's files are the table,
+            # committed or not; a failure from here on keeps them (a retry replaces them).
+            written[:] = [state_key]
+            # Best effort and independent of the deletes: alongside them.
+            side.submit(self._abort_abandoned_uploads, loc.key(table_prefix), stamp.started_at)
+            self._delete(stale)
+            result.deleted = len(stale)
+        if self.options.full_refresh:
+            state_prefix = loc.key(f"{dlt_files.STATE_FOLDER}/{self.pipeline_name}__")
+            self._delete([k for k in self._list(state_prefix) if k != state_key])
 
         marker = dlt_files.loads_object(stored, stamp, inserted_at=datetime.now(UTC))
         self._put(loc.key(marker.key), marker.body)

@@ -30,6 +30,7 @@ CONTENT_TYPES: dict[FileFormat, str] = {
 ROW_GROUP_ROWS = 122_880
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 _DICTIONARY_SAMPLE_ROWS = 8192
+_WRITE_BUFFER = 1024 * 1024
 
 
 class FileWriter(Protocol):
@@ -43,7 +44,10 @@ class ParquetFile:
     """Parquet with row groups of ``row_group_rows``, however the source sized its batches."""
 
     def __init__(self, sink: ObjectSink, schema: pa.Schema, row_group_rows: int) -> None:
-        self._sink = sink
+        # pyarrow's writer hands its sink every page and page header apart (~900 writes for a
+        # 34 MB file), each a call into Python that waits for the GIL while other threads
+        # (the S3 client being made) hold it; buffered here, one write per MiB.
+        self._stream = pa.BufferedOutputStream(pa.PythonFile(sink, mode="w"), _WRITE_BUFFER)
         self._schema = schema
         self._writer: pq.ParquetWriter | None = None
         self._row_group_rows = row_group_rows
@@ -63,7 +67,7 @@ class ParquetFile:
             table = pa.Table.from_batches(self._pending, schema=self._schema)
             if self._writer is None:
                 self._writer = pq.ParquetWriter(
-                    self._sink,
+                    self._stream,
                     self._schema,
                     compression="snappy",
                     use_dictionary=dictionary_columns(table),
@@ -75,8 +79,9 @@ class ParquetFile:
         self._flush()
         if self._writer is None:
             # No rows at all: still a valid file carrying the schema.
-            self._writer = pq.ParquetWriter(self._sink, self._schema, compression="snappy")
+            self._writer = pq.ParquetWriter(self._stream, self._schema, compression="snappy")
         self._writer.close()
+        self._stream.close()
 
 
 def dictionary_columns(first_row_group: pa.Table) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -24,11 +25,15 @@ MAX_PARTS = 10_000
 
 
 class ObjectSink:
-    """A write-only, file-like object streaming into one S3 object (pyarrow writers accept it)."""
+    """A write-only, file-like object streaming into one S3 object (pyarrow writers accept it).
+
+    ``client`` returns the S3 client and is first called by the first request, so a writer
+    encodes its first part while the client is still being made.
+    """
 
     def __init__(
         self,
-        client: Any,
+        client: Callable[[], Any],
         bucket: str,
         key: str,
         pool: ThreadPoolExecutor,
@@ -37,7 +42,7 @@ class ObjectSink:
         max_pending: int = 4,
         content_type: str = "application/octet-stream",
     ) -> None:
-        self.client = client
+        self._client = client
         self.bucket = bucket
         self.key = key
         self._pool = pool
@@ -107,7 +112,7 @@ class ObjectSink:
 
     def _send_part(self, chunk: bytes | bytearray) -> None:
         if self._upload_id is None:
-            created = self.client.create_multipart_upload(
+            created = self._client().create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ContentType=self._content_type
             )
             self._upload_id = created["UploadId"]
@@ -135,7 +140,7 @@ class ObjectSink:
         self._slots.release()
 
     def _upload_part(self, number: int, chunk: bytes | bytearray) -> dict[str, Any]:
-        response = self.client.upload_part(
+        response = self._client().upload_part(
             Bucket=self.bucket,
             Key=self.key,
             UploadId=self._upload_id,
@@ -150,7 +155,7 @@ class ObjectSink:
             raise ValueError(f"s3://{self.bucket}/{self.key} already finished")
         if self._upload_id is None:
             # Small objects go up in one request: atomic and cheaper than a multipart upload.
-            self.client.put_object(
+            self._client().put_object(
                 Bucket=self.bucket,
                 Key=self.key,
                 Body=self._rest(),
@@ -160,7 +165,7 @@ class ObjectSink:
             if self._filled:
                 self._send_part(self._rest())
             parts = [future.result() for future in self._parts]
-            self.client.complete_multipart_upload(
+            self._client().complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=self.key,
                 UploadId=self._upload_id,
@@ -184,6 +189,6 @@ class ObjectSink:
             # Best effort: if this fails too, S3's lifecycle rule for incomplete multipart
             # uploads reaps the parts; they are never visible as an object either way.
             with contextlib.suppress(Exception):
-                self.client.abort_multipart_upload(
+                self._client().abort_multipart_upload(
                     Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
                 )

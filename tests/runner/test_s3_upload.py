@@ -55,7 +55,7 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 def test_a_small_object_is_one_put_on_commit_and_nothing_before(pool: ThreadPoolExecutor) -> None:
     store = Store()
-    sink = ObjectSink(store, "b", "k", pool)
+    sink = ObjectSink(lambda: store, "b", "k", pool)
     sink.write(b"hello ")
     sink.write(memoryview(b"world"))
     assert store.calls == [] and sink.tell() == 11
@@ -63,9 +63,26 @@ def test_a_small_object_is_one_put_on_commit_and_nothing_before(pool: ThreadPool
     assert store.calls == ["put"] and store.objects["k"] == b"hello world"
 
 
+def test_the_client_is_asked_for_only_by_the_first_request(pool: ThreadPoolExecutor) -> None:
+    # The destination makes its client on a thread while the first file is encoded.
+    store, asked = Store(), []
+
+    def client() -> Store:
+        asked.append(len(store.calls))
+        return store
+
+    sink = ObjectSink(client, "b", "k", pool)
+    sink.write(b"x" * (PART - 1))
+    assert asked == []
+    sink.write(b"xx")  # the first part is full: the upload starts
+    assert asked and asked[0] == 0
+    sink.commit()
+    assert store.calls == ["create", "complete"]
+
+
 def test_a_large_object_goes_up_in_parts_completed_on_commit(pool: ThreadPoolExecutor) -> None:
     store = Store()
-    sink = ObjectSink(store, "b", "k", pool)
+    sink = ObjectSink(lambda: store, "b", "k", pool)
     for _ in range(5):
         sink.write(b"x" * (PART // 2 + 1))
     assert "complete" not in store.calls and "k" not in store.objects
@@ -77,7 +94,7 @@ def test_a_large_object_goes_up_in_parts_completed_on_commit(pool: ThreadPoolExe
 
 def test_abort_discards_the_upload_and_nothing_becomes_visible(pool: ThreadPoolExecutor) -> None:
     store = Store()
-    sink = ObjectSink(store, "b", "k", pool)
+    sink = ObjectSink(lambda: store, "b", "k", pool)
     sink.write(b"x" * (2 * PART + 1))
     sink.abort()
     assert store.calls == ["create", "abort"] and store.objects == {}
@@ -93,7 +110,7 @@ def test_abort_never_raises_even_when_the_store_fails(pool: ThreadPoolExecutor) 
         raise OSError("store down")
 
     store.abort_multipart_upload = broken  # type: ignore[method-assign]
-    sink = ObjectSink(store, "b", "k", pool)
+    sink = ObjectSink(lambda: store, "b", "k", pool)
     sink.write(b"x" * (PART + 1))
     sink.abort()
 
@@ -102,7 +119,7 @@ def test_a_failed_part_fails_the_commit_and_the_object_stays_invisible(
     pool: ThreadPoolExecutor,
 ) -> None:
     store = Store(fail_part=2)
-    sink = ObjectSink(store, "b", "k", pool)
+    sink = ObjectSink(lambda: store, "b", "k", pool)
     with pytest.raises(OSError, match="part 2 failed"):
         for _ in range(4):
             sink.write(b"x" * PART)

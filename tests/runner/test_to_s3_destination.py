@@ -613,6 +613,8 @@ def test_failure_before_replacing_keeps_the_previous_files(
         load(records_db, settings(s3_server), f"{bucket}/records", file_format="csv")
 
     assert table_keys(s3_server, bucket) == previous.files
+    # The state entry went up alongside the failed requests and was taken back.
+    assert len([k for k in keys(s3_server, bucket) if "/_dlt_pipeline_state/" in k]) == 1
 
 
 def test_failure_after_replacing_keeps_the_new_complete_files(
@@ -629,5 +631,6 @@ def test_failure_after_replacing_keeps_the_new_complete_files(
     assert left.endswith(".csv")  # the old parquet is gone, the new file is whole
     assert len(body(s3_server, bucket, left).decode().splitlines()) == 2501
     assert len([k for k in keys(s3_server, bucket) if "/_dlt_loads/" in k]) == 1
+    assert len([k for k in keys(s3_server, bucket) if "/_dlt_pipeline_state/" in k]) == 1
     retry = load(records_db, settings(s3_server), f"{bucket}/records")
     assert table_keys(s3_server, bucket) == retry.files
