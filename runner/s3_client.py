@@ -17,11 +17,14 @@ addressing style, retries and checksums are decided here and nowhere else.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import re
 from datetime import datetime
 from typing import Any
 
+import botocore.loaders
 import botocore.session
 import botocore.utils
 import pyarrow.fs as pafs
@@ -62,9 +65,26 @@ def endpoint_of(uri: S3Uri) -> str | None:
     )
 
 
+class _PlainJsonFiles(botocore.loaders.JSONFileLoader):
+    """botocore's data files (service models, endpoint rules) parsed into plain dicts.
+
+    botocore's own loader builds every JSON object as an ``OrderedDict`` through a Python
+    hook, which makes parsing them 3x slower: ~30 of the ~90 ms that making an S3 client
+    takes, paid by every run before its first request. A dict keeps its order as well.
+    """
+
+    def load_file(self, file_path: str) -> Any:
+        for suffix, opener in ((".json", open), (".json.gz", gzip.open)):
+            if os.path.isfile(file_path + suffix):
+                with opener(file_path + suffix, "rb") as data:
+                    return json.loads(data.read().decode("utf-8"))
+        return None
+
+
 def session_for(uri: S3Uri) -> botocore.session.Session:
     """A botocore session with the URI's keys, or the default credential chain without."""
     session = botocore.session.Session()
+    session.get_component("data_loader").file_loader = _PlainJsonFiles()
     key, secret, token = (
         value.get_secret_value() if value else None
         for value in (uri.access_key_id, uri.secret_access_key, uri.session_token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import botocore.session
 import pytest
 
 from kingest.runner.s3_client import (
@@ -58,3 +59,20 @@ def test_the_uri_keys_win_over_the_default_chain(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
     assert session_for(S3Uri(**KEYS)).get_credentials().access_key == "AKIA"
     assert session_for(S3Uri()).get_credentials().access_key == "from-env"
+
+
+def test_botocores_data_files_load_the_same_as_plain_dicts() -> None:
+    ours = session_for(S3Uri()).get_component("data_loader")
+    botocores = botocore.session.Session().get_component("data_loader")
+    # A gzipped service model and a plain JSON file (the partitions' endpoints).
+    model = ours.load_service_model("s3", "service-2")
+    endpoints = ours.load_data("endpoints")
+    assert type(model) is dict and type(endpoints) is dict
+    assert model == botocores.load_service_model("s3", "service-2")
+    assert endpoints == botocores.load_data("endpoints")
+    # In the same order, too (the equality of dicts ignores it).
+    theirs = botocores.load_service_model("s3", "service-2")
+    assert list(model["operations"]) == list(theirs["operations"])
+    assert list(model["shapes"]["PutObjectRequest"]["members"]) == list(
+        theirs["shapes"]["PutObjectRequest"]["members"]
+    )
