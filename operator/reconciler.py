@@ -221,9 +221,11 @@ class Reconciler:
             self._post_events(obj, step)
             self.queue.follow(namespace, name)
         else:
+            await self._write(obj, step)
+            # After the status: a deletion that fails (and is retried) holds up neither a
+            # run's start nor the status that tells of it.
             for job in step.prune:
                 await self._delete_job(namespace, job)
-            await self._write(obj, step)
         self._observe((namespace, name), old, step, spec)
 
     def _observe(

@@ -22,6 +22,7 @@ from kingest.runner.glob import Hints
 from kingest.runner.interfaces import ColumnHint
 
 if TYPE_CHECKING:
+    import pyarrow.parquet as pq
     from pyarrow.dataset import ParquetFileFragment
 
 # Bytes of a CSV/JSON file its types are inferred from (its first block): more infers better.
@@ -35,6 +36,9 @@ READ_BLOCK_SIZE = 1024 * 1024
 PARQUET_BATCH_ROWS = 8 * 1024
 # Batches a Parquet file decodes ahead of its consumer (pyarrow's default is 16).
 _PARQUET_READAHEAD = 4
+# Row groups this large (uncompressed) are decoded batch by batch, not whole: see
+# ParquetReader.batches.
+STREAMED_ROW_GROUP_BYTES = 32 * 1024 * 1024
 
 _COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _EXTENSIONS = {
@@ -593,10 +597,42 @@ class ParquetReader:
         return pa.schema([pa.field(f.name, normalize_type(f.type)) for f in schema])
 
     def batches(self, fragment: ParquetFileFragment) -> Iterator[pa.RecordBatch]:
-        """The file's rows in batches of ``batch_rows``."""
-        yield from fragment.to_batches(
-            batch_size=self.batch_rows, batch_readahead=_PARQUET_READAHEAD, use_threads=True
-        )
+        """The fragment's rows (a file, or some of its row groups) in batches of ``batch_rows``.
+
+        pyarrow's dataset scan decodes a whole row group before it hands out its first batch
+        and holds it until the last: 60-130 MB for each large row group in flight. Large ones
+        are read through ``ParquetFile`` instead, which decodes a batch at a time from the row
+        group's compressed bytes (fetched at once). It opens the file by name, which costs a
+        HEAD request on S3, so small row groups keep the scan.
+        """
+        metadata = fragment.metadata
+        groups = [group.id for group in fragment.row_groups or ()] or range(metadata.num_row_groups)
+        if not any(streamed(metadata.row_group(group)) for group in groups):
+            yield from fragment.to_batches(
+                batch_size=self.batch_rows, batch_readahead=_PARQUET_READAHEAD, use_threads=True
+            )
+            return
+        import pyarrow.parquet as pq
+
+        with fragment.filesystem.open_input_file(fragment.path) as source:
+            file = pq.ParquetFile(source, metadata=metadata, pre_buffer=True)
+            for group in groups:  # one at a time: each fetches its bytes when it starts
+                yield from file.iter_batches(
+                    batch_size=self.batch_rows, row_groups=[group], use_threads=True
+                )
+
+
+def streamed(row_group: pq.RowGroupMetaData) -> bool:
+    """Whether :meth:`ParquetReader.batches` decodes this row group a batch at a time."""
+    return row_group.total_byte_size >= STREAMED_ROW_GROUP_BYTES
+
+
+def held_bytes(row_group: pq.RowGroupMetaData) -> int:
+    """About what reading one row group holds at once: the whole of it decoded, or, streamed,
+    its compressed bytes (fetched at once, then decoded a batch at a time)."""
+    if not streamed(row_group):
+        return row_group.total_byte_size
+    return sum(row_group.column(c).total_compressed_size for c in range(row_group.num_columns))
 
 
 def check_hint_columns(

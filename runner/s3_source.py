@@ -53,6 +53,7 @@ from kingest.runner.formats import (
     JsonLinesReader,
     ParquetReader,
     conform,
+    held_bytes,
     unify_schemas,
 )
 from kingest.runner.glob import ObjectGlob
@@ -205,8 +206,8 @@ class _Plan:
 
 
 def _largest_row_group(pieces: list[_Piece]) -> int:
-    """The uncompressed size of the largest row group of the Parquet files among ``pieces``
-    whose footer was read (0 if none)."""
+    """What reading the largest row group of the Parquet files among ``pieces`` whose footer
+    was read holds at once (0 if none; see :func:`formats.held_bytes`)."""
     largest, seen = 0, set()
     for piece in pieces:
         if piece.fragment is None or piece.index in seen:
@@ -214,7 +215,7 @@ def _largest_row_group(pieces: list[_Piece]) -> int:
         seen.add(piece.index)
         metadata = piece.fragment.metadata
         for number in range(metadata.num_row_groups):
-            largest = max(largest, metadata.row_group(number).total_byte_size)
+            largest = max(largest, held_bytes(metadata.row_group(number)))
     return largest
 
 
@@ -593,10 +594,10 @@ class S3Source(Source):
             # once 489 MB peak, 2 at once 415 MB, at the same speed).
             parallelism = min(parallelism, max(2, os.cpu_count() or 1))
         if largest := _largest_row_group(pieces):
-            # pyarrow decodes a whole row group before its first batch and holds it until its
-            # last: large row groups (pyarrow writes 1 Mi rows by default) are read fewer at
-            # once. Ten files of one 59 MB row group each: 5 at once 839-881 MB peak, 2 at
-            # once 542-560 MB, as fast (1 at once: 517-569 MB, 4% slower).
+            # A row group in flight holds all of itself decoded, or (a large one, decoded a
+            # batch at a time) its compressed bytes: see ParquetReader.batches. Before large
+            # ones were streamed, ten files of one 59 MB row group each peaked at 839-881 MB
+            # with 5 at once, 542-560 MB with 2 (as fast; 1 at once: 517-569 MB, 4% slower).
             parallelism = min(parallelism, max(1, ROW_GROUP_BYTES_IN_FLIGHT // largest))
 
         # The next range's bytes download while this one's are parsed.

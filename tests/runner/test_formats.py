@@ -5,20 +5,27 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from kingest.runner.errors import DataError
 from kingest.runner.formats import (
+    STREAMED_ROW_GROUP_BYTES,
     CsvReader,
     FileKind,
     JsonLinesReader,
     LossyValue,
+    ParquetReader,
     _maybe_inexact,
     conform,
     detect_kind,
     distinct_names,
+    held_bytes,
+    streamed,
     unify_schemas,
     unify_types,
 )
@@ -190,3 +197,45 @@ def test_conform_names_the_first_decimal_no_double_equals() -> None:
     with pytest.raises(LossyValue) as caught:
         conform(pa.record_batch({"d": big}), pa.schema([("d", pa.float64())]))
     assert (caught.value.row, caught.value.value) == (2, "92233720368547758070")
+
+
+def _large_row_groups(path: Path, groups: int) -> pa.Table:
+    """A Parquet file of `groups` row groups of ~40 MB decoded, a few MB compressed."""
+    rows = 360_000
+    text = pa.array(["the same hundred characters, again and again " * 2 + "1234567890"] * rows)
+    table = pa.table(
+        {"n": pa.array(range(rows * groups)), "text": pa.concat_arrays([text] * groups)}
+    )
+    pq.write_table(table, path, row_group_size=rows, use_dictionary=False)
+    return table
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_large_row_group_is_decoded_a_batch_at_a_time(tmp_path: Path, split: bool) -> None:
+    table = _large_row_groups(tmp_path / "big.parquet", groups=2)
+    fragment = ParquetReader.fragment(str(tmp_path / "big.parquet"), pafs.LocalFileSystem(), None)
+    assert fragment.metadata.row_group(0).total_byte_size > STREAMED_ROW_GROUP_BYTES
+    reader = ParquetReader(None)
+    before, held, rows = pa.total_allocated_bytes(), 0, 0
+    for piece in list(fragment.split_by_row_group()) if split else [fragment]:
+        for batch in reader.batches(piece):
+            assert batch.num_rows <= reader.batch_rows
+            assert pa.Table.from_batches([batch]).equals(table.slice(rows, batch.num_rows))
+            rows += batch.num_rows
+            held = max(held, pa.total_allocated_bytes() - before)
+    assert rows == table.num_rows
+    # A whole decoded row group would be ~40 MB.
+    assert held < 8e6, held
+
+
+def test_a_streamed_row_group_holds_its_compressed_bytes_a_scanned_one_all_of_itself(
+    tmp_path: Path,
+) -> None:
+    _large_row_groups(tmp_path / "big.parquet", groups=1)
+    pq.write_table(pa.table({"n": range(1000)}), tmp_path / "small.parquet")
+    big = pq.ParquetFile(tmp_path / "big.parquet").metadata.row_group(0)
+    small = pq.ParquetFile(tmp_path / "small.parquet").metadata.row_group(0)
+    assert streamed(big) and not streamed(small)
+    assert held_bytes(small) == small.total_byte_size
+    compressed = sum(big.column(c).total_compressed_size for c in range(big.num_columns))
+    assert held_bytes(big) == compressed < big.total_byte_size / 4
