@@ -1,8 +1,8 @@
 """File formats: which reader a file needs, its schema, and its rows as Arrow batches.
 
 Everything here streams: CSV and JSONL through pyarrow's block-wise readers (types inferred
-from a file's first block), Parquet one row group at a time. Python only configures the
-native readers and casts batches to the run's unified schema.
+from a file's first block), Parquet one row group at a time (a large one a batch at a time).
+Python only configures the native readers and casts batches to the run's unified schema.
 """
 
 from __future__ import annotations

@@ -19,16 +19,24 @@ SPEC = {
 }
 
 
+def with_ingestion(kube_api: k8s.ApiClient, namespace: str, spec: dict[str, Any]) -> Reconciler:
+    """Ingestion `sync` of `spec` created, and a Reconciler built but not started: what a
+    reconcile hands on (queue, Events) stays to be looked at. The Jobs it knows come from its
+    own writes only (no reflector runs here)."""
+    config = OperatorConfig(runner_image="kingest")
+    reconciler = Reconciler(config, AsyncApi(kube_api.configuration, 4), IngestionMetrics())
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Ingestion", "metadata": {"name": "sync"}}
+    k8s.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body | {"spec": spec}
+    )
+    return reconciler
+
+
 def test_a_created_job_is_followed_by_its_status_and_no_reconcile_plans_from_before_it(
     kube_api: k8s.ApiClient, ingestion_crd: None, namespace: str
 ) -> None:
-    # Built, not started: what a reconcile hands on (queue, Events) stays to be looked at.
-    # The Jobs come from the operator's own writes only (no reflector runs here).
-    config = OperatorConfig(runner_image="kingest")
-    reconciler = Reconciler(config, AsyncApi(kube_api.configuration, 4), IngestionMetrics())
+    reconciler = with_ingestion(kube_api, namespace, SPEC)
     custom, batch = k8s.CustomObjectsApi(kube_api), k8s.BatchV1Api(kube_api)
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Ingestion", "metadata": {"name": "sync"}}
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body | {"spec": SPEC})
 
     def stored_status() -> dict[str, Any] | None:
         obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "sync")
@@ -61,12 +69,8 @@ def test_a_pass_that_starts_a_run_leaves_the_history_clean_up_to_its_follow_up(
 ) -> None:
     # When a slot starts 1,000 runs, deleting old Jobs first would put as many deletions
     # ahead of the creates; the follow-up pass (the status write) does them instead.
-    config = OperatorConfig(runner_image="kingest")
-    reconciler = Reconciler(config, AsyncApi(kube_api.configuration, 4), IngestionMetrics())
+    reconciler = with_ingestion(kube_api, namespace, SPEC | {"successfulRunsHistoryLimit": 0})
     custom, batch = k8s.CustomObjectsApi(kube_api), k8s.BatchV1Api(kube_api)
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Ingestion", "metadata": {"name": "sync"}}
-    spec = SPEC | {"successfulRunsHistoryLimit": 0}
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body | {"spec": spec})
 
     def job_names() -> list[str]:
         jobs = batch.list_namespaced_job(namespace).items
