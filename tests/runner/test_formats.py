@@ -239,3 +239,30 @@ def test_a_streamed_row_group_holds_its_compressed_bytes_a_scanned_one_all_of_it
     assert held_bytes(small) == small.total_byte_size
     compressed = sum(big.column(c).total_compressed_size for c in range(big.num_columns))
     assert held_bytes(big) == compressed < big.total_byte_size / 4
+
+
+def test_a_streamed_row_group_reads_every_type_as_the_scan_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = 3000
+    table = pa.table(
+        {
+            "n": pa.array([None if i % 7 == 0 else i for i in range(rows)], pa.int64()),
+            "amount": pa.array([Decimal(i) / 100 for i in range(rows)], pa.decimal128(12, 2)),
+            "at": pa.array(range(rows), pa.timestamp("us", tz="Europe/Berlin")),
+            "day": pa.array(range(rows), pa.date32()),
+            "flag": pa.array([i % 3 == 0 for i in range(rows)]),
+            "kind": pa.array([["a", "b", "c"][i % 3] for i in range(rows)]).dictionary_encode(),
+            "tags": pa.array([[f"t{i}"] * (i % 3) for i in range(rows)]),
+            "point": pa.array([{"x": i, "y": str(i)} for i in range(rows)]),
+        }
+    )
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=1000)
+    fragment = ParquetReader.fragment(str(tmp_path / "t.parquet"), pafs.LocalFileSystem(), None)
+    reader = ParquetReader(None)
+    scanned = pa.Table.from_batches(list(reader.batches(fragment)))
+    monkeypatch.setattr("kingest.runner.formats.STREAMED_ROW_GROUP_BYTES", 0)
+    assert streamed(fragment.metadata.row_group(0))
+    streamed_rows = pa.Table.from_batches(list(reader.batches(fragment)))
+    assert streamed_rows.equals(scanned)
+    assert scanned.equals(table)
