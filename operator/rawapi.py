@@ -37,6 +37,8 @@ JSON_PATCH = "application/json-patch+json"
 # operator's samples while a slot started 1,000 runs); a token refused before then is read
 # again at once (see `_send`).
 AUTH_REUSE_S = 10.0
+# A watch's grace: to connect, and beyond its own timeout for the stream to end.
+_WATCH_GRACE_S = 30
 
 
 class ApiUnreachable(ConnectionError):
@@ -83,14 +85,15 @@ class AsyncApi:
         self, path: str, params: dict[str, str], timeout_s: float
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The watch events of the collection at `path`, parsed, until the API server ends
-        the stream (it does after `timeout_s`; a stream silent for 30 s longer is a
+        the stream (it does after `timeout_s`; a stream silent `_WATCH_GRACE_S` longer is a
         `ApiUnreachable`). A 410 Gone or another refusal mid-stream arrives as an event of
         type ERROR, as the API server sends it."""
         session = self._opened()
         url = self._host + path
         query = {**params, "watch": "1", "timeoutSeconds": str(int(timeout_s))}
         auth = self._credentials()
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_s + 30)
+        grace = _WATCH_GRACE_S
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=grace, sock_read=timeout_s + grace)
         try:
             async with session.request(
                 "GET",
@@ -116,7 +119,8 @@ class AsyncApi:
                     del pending[:start]
         except TimeoutError:
             raise ApiUnreachable(
-                f"GET {url}: no connection within 30 s, or no data within {timeout_s + 30:g} s"
+                f"GET {url}: no connection within {grace} s, or no data within "
+                f"{timeout_s + grace:g} s"
             ) from None
         except aiohttp.ClientError as exc:
             raise ApiUnreachable(f"GET {url}: {exc}") from None
