@@ -27,7 +27,7 @@ from typing import Any
 
 import kopf
 
-from kingest.operator import rawapi
+from kingest.operator import collector, rawapi
 from kingest.operator.config import OperatorConfig
 from kingest.operator.leader import LeaseElection
 from kingest.operator.metrics import IngestionMetrics
@@ -77,6 +77,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # All that takes seconds (the sources' imports, the API client's models) before leading:
     # it would hold back the Lease's renewals.
     preload()
+    # What start-up built stays for good: out of every later garbage collection.
+    collector.settle()
     # A connection for each worker and a few for the Event poster.
     api = rawapi.AsyncApi(config.api_configuration(), connections=config.workers + 4)
     reconciler = Reconciler(config, api, metrics)

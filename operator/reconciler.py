@@ -26,7 +26,7 @@ from typing import Any
 from kubernetes import client as k8s
 from pydantic import ValidationError
 
-from kingest.operator import clock, rawapi
+from kingest.operator import clock, collector, rawapi
 from kingest.operator.config import OperatorConfig
 from kingest.operator.events import EventPoster
 from kingest.operator.job import parse_time, render_job
@@ -131,8 +131,14 @@ class Reconciler:
         # none acts on the older status meanwhile.
         self.unwritten: dict[Key, IngestionStatus] = {}
         # Reconciles wait for the first listing of every Job and Pod: before it, an
-        # Ingestion would seem to have no runs, and start one again.
-        self.queue = WorkQueue(self.reconcile, config.workers, ready=self.runs.wait_synced)
+        # Ingestion would seem to have no runs, and start one again. No garbage collection
+        # while runs are being started (see `kingest.operator.collector`).
+        self.queue = WorkQueue(
+            self.reconcile,
+            config.workers,
+            ready=self.runs.wait_synced,
+            on_starting=collector.StartsHold(),
+        )
         self.events = EventPoster(api.create, _now, hold=self.queue.starting)
         # Wakes each scheduled Ingestion's reconcile at its next slot or retry.
         self.slots = SlotTimer(self.queue.add)

@@ -53,11 +53,13 @@ class WorkQueue:
         settle: float = 1.0,
         ready: Callable[[], Awaitable[object]] | None = None,
         hold: float = MAX_FOLLOW_HOLD_S,
+        on_starting: Callable[[bool], None] | None = None,
     ) -> None:
         """`ready`: awaited before any work starts (the first listing of the Jobs and Pods);
-        `hold`: how long settled follow-up work waits at most for the starts to end."""
+        `hold`: how long settled follow-up work waits at most for the starts to end;
+        `on_starting`: told when `starting` turns true (a start is queued) and false again."""
         self._work, self._workers, self._settle, self._ready = work, workers, settle, ready
-        self._hold = hold
+        self._hold, self._on_starting = hold, on_starting
         self._start: collections.deque[Key] = collections.deque()
         self._follow: collections.deque[tuple[float, Key]] = collections.deque()
         # The lane each queued key waits in; a deque entry whose lane differs is stale.
@@ -84,6 +86,8 @@ class WorkQueue:
         """Cancel the workers (work under way is cancelled with them)."""
         await tasks.cancel(self._tasks)
         self._tasks = []
+        if self._starts and self._on_starting is not None:
+            self._on_starting(False)  # nothing will be started any more
 
     def add(self, namespace: str, name: str) -> None:
         """Reconcile `namespace/name` before any progress update (after the reconcile of it
@@ -105,6 +109,8 @@ class WorkQueue:
         self._queued[key] = lane
         if lane == "start":
             self._starts += 1
+            if self._starts == 1 and self._on_starting is not None:
+                self._on_starting(True)
         if key not in self._busy:
             self._enqueue(key, lane)
 
@@ -169,6 +175,8 @@ class WorkQueue:
             self._starts -= 1
             if self._starts == 0:
                 self._wake()  # the follow-ups held back by the starts
+                if self._on_starting is not None:
+                    self._on_starting(False)
         lane = self._queued.get(key)
         if lane is not None:
             self._enqueue(key, lane)

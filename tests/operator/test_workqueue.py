@@ -216,3 +216,31 @@ def test_work_is_not_started_before_the_queue_is_ready() -> None:
         await queue.stop()
 
     run(scenario)
+
+
+def test_on_starting_is_told_when_starts_begin_and_when_the_last_one_is_done() -> None:
+    async def scenario() -> None:
+        told: list[bool] = []
+        work = Recorder(hold="a")
+        queue = WorkQueue(work, workers=2, settle=0.05, on_starting=told.append)
+        queue.follow("ns", "progress")
+        queue.start()
+        await wait_for(lambda: "progress" in work.calls)
+        assert told == []
+        queue.add("ns", "a")
+        queue.add("ns", "b")  # already starting: not told again
+        assert told == [True]
+        await asyncio.wait_for(work.started.wait(), 5)
+        await wait_for(lambda: "b" in work.calls)
+        await asyncio.sleep(0.05)
+        assert told == [True]  # "a" is still under way
+        work.release.set()
+        await wait_for(lambda: len(told) == 2)
+        assert told == [True, False]
+        queue.add("ns", "c")
+        await wait_for(lambda: len(told) == 4)
+        assert told == [True, False, True, False]
+        await queue.stop()
+        assert len(told) == 4  # stopped with nothing starting: nothing to tell
+
+    run(scenario)
