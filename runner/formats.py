@@ -463,6 +463,20 @@ def _numeric_type(name: str, inferred: pa.DataType, texts: pa.Array) -> pa.DataT
     return inferred
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Head:
+    """The rows of a file's first block as its schema was read from them, in the form
+    ``batches`` gives them, and the byte offset of the rows after them (None: there are
+    none). Reading the file's rows from there saves parsing that block twice."""
+
+    batches: list[pa.RecordBatch]
+    end: int | None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(batch.nbytes for batch in self.batches)
+
+
 class JsonLinesReader:
     """JSON Lines (one object per line; blank lines skipped). Nested objects and arrays stay
     nested (STRUCT / LIST); ISO dates and timestamps become DATE / TIMESTAMP."""
@@ -488,30 +502,87 @@ class JsonLinesReader:
     def schema(self, stream: pa.NativeFile) -> pa.Schema:
         """The file's fields and types, from its first block; string-encoded temporals are
         told apart (date, timestamp with or without zone) from the values themselves."""
+        return self.schema_and_head(stream)[0]
+
+    def schema_and_head(self, stream: pa.NativeFile) -> tuple[pa.Schema, Head | None]:
+        """`schema`, and the first block's rows as `batches` would give them when ``stream``
+        holds the file's bytes as they are (no transcoding, no decompression); None when
+        they cannot be told apart exactly (blank lines, a number read again as a DECIMAL)."""
         sample = first_block(stream, self.encoding)
         typed = [(c.name, c.arrow_type) for c in self.columns if not c.is_json]
         reader = self._open(sample, pa.schema(typed) if typed else None, INFER_BLOCK_SIZE, False)
         schema = reader.schema
         hinted = {c.name for c in self.columns}
         doubles = [f.name for f in schema if pa.types.is_float64(f.type) and f.name not in hinted]
-        inferred = reader.read_next_batch() if doubles else None
-        reader.close()
+        # The sample is the whole file, or its first block and a byte more.
+        whole = sample.size() <= INFER_BLOCK_SIZE
+        # Parsed already: opening the reader parsed the first block to tell its schema.
+        blocks = _read_blocks(reader, whole)
         temporal = [f.name for f in schema if pa.types.is_timestamp(f.type)]
         temporal = [n for n in temporal if n not in hinted]
         fields = {f.name: normalize_type(f.type) for f in schema}
+        exact = True
         for name in doubles:
-            values = inferred.column(name) if inferred is not None else None
-            if values is not None and self._whole_beyond_double(sample, name, values):
+            values = pa.chunked_array([b.column(name) for b in blocks], schema.field(name).type)
+            if self._whole_beyond_double(sample, name, values):
                 fields[name] = pa.decimal128(_MAX_DECIMAL_DIGITS, 0)
+                exact = False  # the first block holds it rounded
+        texts: list[pa.RecordBatch] = []
         if temporal:
             sample.seek(0)
             as_text = pa.schema([(n, pa.string()) for n in temporal])
             reader = self._open(sample, as_text, INFER_BLOCK_SIZE, True)
-            first = reader.read_next_batch()
-            reader.close()
+            texts = _read_blocks(reader, whole)
             for name in temporal:
-                fields[name] = _temporal_type(first.column(name))
-        return pa.schema(list(fields.items()))
+                values = pa.chunked_array([t.column(name) for t in texts], pa.string())
+                fields[name] = _temporal_type(values)
+        own = pa.schema(list(fields.items()))
+        head = self._head(sample, own, blocks, texts) if exact and blocks else None
+        return own, head
+
+    def _head(
+        self,
+        sample: pa.BufferReader,
+        own: pa.Schema,
+        blocks: list[pa.RecordBatch],
+        texts: list[pa.RecordBatch],
+    ) -> Head | None:
+        """The first block's rows with the types ``batches`` parses them as (temporal
+        fields as their text), and where the next row starts: after the block's last line
+        feed, if the block holds one row per line feed (else None)."""
+        rows = sum(b.num_rows for b in blocks)
+        if texts and sum(t.num_rows for t in texts) != rows:
+            return None
+        sample.seek(0)
+        data = sample.read()
+        end: int | None = None
+        if len(data) <= INFER_BLOCK_SIZE:
+            lines = data.rstrip(b"\r\n").count(b"\n") + 1
+        else:
+            end = data.rfind(b"\n", 0, INFER_BLOCK_SIZE) + 1
+            lines = data.count(b"\n", 0, INFER_BLOCK_SIZE)
+        if lines != rows:  # blank lines, or a block cut elsewhere: parse the file anew
+            return None
+        explicit = self._explicit(own)
+        out: list[pa.RecordBatch] = []
+        text_rows = pa.Table.from_batches(texts).combine_chunks() if texts else None
+        offset = 0
+        for block in blocks:
+            columns, names = [], []
+            for field in block.schema:
+                column = block.column(field.name)
+                if text_rows is not None and field.name in text_rows.column_names:
+                    column = text_rows.column(field.name).slice(offset, block.num_rows)
+                    column = column.combine_chunks()
+                elif (index := explicit.get_field_index(field.name)) != -1:
+                    wanted = explicit.field(index).type
+                    if not column.type.equals(wanted):
+                        column = column.cast(wanted)
+                columns.append(column)
+                names.append(field.name)
+            out.append(pa.RecordBatch.from_arrays(columns, names=names))
+            offset += block.num_rows
+        return Head(out, end)
 
     def _whole_beyond_double(self, sample: pa.BufferReader, name: str, values: pa.Array) -> bool:
         """Whether a number field pyarrow reads as double holds whole numbers only, some
@@ -562,6 +633,18 @@ class JsonLinesReader:
         source = pa.transcoding_input_stream(stream, self.encoding or "utf8", "utf8")
         explicit = self._explicit(own)
         yield from self._open(source, explicit if len(explicit) else None, READ_BLOCK_SIZE, False)
+
+
+def _read_blocks(reader: pa_json.JSONStreamingReader, whole: bool) -> list[pa.RecordBatch]:
+    """The first block's rows (every block's, with ``whole``), and the reader closed."""
+    try:
+        if not whole:
+            return [reader.read_next_batch()]
+        return list(reader)
+    except StopIteration:
+        return []
+    finally:
+        reader.close()
 
 
 def _temporal_type(texts: pa.Array) -> pa.DataType:

@@ -50,6 +50,7 @@ from kingest.runner.formats import (
     INFER_BLOCK_SIZE,
     CsvReader,
     FileKind,
+    Head,
     JsonLinesReader,
     ParquetReader,
     conform,
@@ -92,7 +93,8 @@ _HEAD_BYTES = INFER_BLOCK_SIZE + 1
 
 class _Kept:
     """What the schema pass read, kept until the file's rows are read: small text files
-    whole, Parquet files' footers (as their fragments).
+    whole, Parquet files' footers (as their fragments), JSONL files' first blocks as parsed
+    rows (`formats.Head`).
 
     Thread-safe: schemas are read in parallel. Memory stays within `budget` bytes; a file
     beyond it is simply read again.
@@ -101,6 +103,7 @@ class _Kept:
     def __init__(self, budget: int = _KEPT_BYTES) -> None:
         self._left = budget
         self._kept: dict[str, tuple[pa.Buffer | ParquetFileFragment, int]] = {}
+        self._heads: dict[str, Head] = {}
         self._lock = threading.Lock()
 
     def _reserve(self, size: int) -> bool:
@@ -148,6 +151,20 @@ class _Kept:
     def take_fragment(self, path: str) -> ParquetFileFragment | None:
         """The kept fragment, no longer kept; None if it was not."""
         return self._take(path)  # type: ignore[return-value]
+
+    def keep_head(self, path: str, head: Head) -> None:
+        """Keep the rows of a file's first block, parsed by the schema pass."""
+        if self._reserve(head.nbytes):
+            with self._lock:
+                self._heads[path] = head
+
+    def take_head(self, path: str) -> Head | None:
+        """The kept first block's rows, no longer kept; None if they were not."""
+        with self._lock:
+            head = self._heads.pop(path, None)
+            if head is not None:
+                self._left += head.nbytes
+        return head
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -297,7 +314,14 @@ class S3Source(Source):
                 (self.glob.hints.encoding or "utf8").lower() in ("utf8", "utf-8")
             )
             with kept.open(fs, self._path(obj), obj, whole_block) as stream:
-                return reader.schema(stream)
+                if not isinstance(reader, JsonLinesReader) or not whole_block:
+                    return reader.schema(stream)
+                schema, head = reader.schema_and_head(stream)
+            # Its rows are read from the end of the first block on, unless it is read in
+            # byte ranges.
+            if head is not None and not splittable(obj.kind, self.glob.hints.encoding, obj.size):
+                kept.keep_head(self._path(obj), head)
+            return schema
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as exc:
             names = self._column_names(fs, obj) if isinstance(reader, CsvReader) else []
             own = pa.schema([(n, pa.string()) for n in names])
@@ -357,6 +381,17 @@ class S3Source(Source):
                     yield from reader.batches(stream, own, target)
             return
         opened = kept.take(path, compression)
+        head = kept.take_head(path)
+        if head is not None:
+            # The first block's rows, as the schema pass parsed them; the rest from there.
+            yield from head.batches
+            if head.end is None:
+                return
+            with fs.open_input_file(path) as raw:
+                raw.seek(head.end)
+                stream = pa.BufferedInputStream(raw, _READ_BUFFER)
+                yield from reader.batches(stream, own, target)
+            return
         if opened is None:
             opened = fs.open_input_stream(path, compression=compression, buffer_size=_READ_BUFFER)
         with opened as file:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +13,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from kingest.runner import formats
 from kingest.runner.errors import DataError
 from kingest.runner.formats import (
     STREAMED_ROW_GROUP_BYTES,
@@ -149,6 +151,66 @@ def test_jsonl_tells_dates_and_zoned_timestamps_apart_by_their_values() -> None:
     target = pa.schema(list(own))
     batches = [conform(b, target) for b in reader.batches(pa.BufferReader(text), own, target)]
     assert pa.Table.from_batches(batches).column("d").to_pylist()[0] == date(2024, 1, 2)
+
+
+def jsonl_records(n: int) -> bytes:
+    lines = []
+    for i in range(n):
+        record = {"id": i, "d": f"2024-01-{1 + i % 28:02d}", "t": f"2024-01-02T10:00:{i % 60:02d}Z"}
+        record |= {"x": 1.5 * i, "tags": {"k": f"v{i}"}} if i % 3 else {"note": None}
+        lines.append(json.dumps(record))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def rows_read(reader: JsonLinesReader, text: bytes, start: int, own: pa.Schema) -> list[dict]:
+    stream = pa.BufferReader(text)
+    stream.seek(start)
+    return [row for b in reader.batches(stream, own, own) for row in conform(b, own).to_pylist()]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_jsonl_first_block_rows_are_kept_as_parsed_and_the_rest_read_from_its_end(
+    monkeypatch: pytest.MonkeyPatch, newline: str
+) -> None:
+    monkeypatch.setattr(formats, "INFER_BLOCK_SIZE", 4000)
+    text = jsonl_records(300).replace(b"\n", newline.encode())
+    reader = JsonLinesReader(Hints(), ())
+    own, head = reader.schema_and_head(pa.BufferReader(text))
+    assert head is not None and head.end is not None and 0 < head.end <= 4000
+    assert text[head.end - 1 : head.end] == b"\n"
+    kept = [row for b in head.batches for row in conform(b, own).to_pylist()]
+    assert len(kept) == text[: head.end].count(b"\n")
+    assert kept + rows_read(reader, text, head.end, own) == rows_read(reader, text, 0, own)
+    assert own.field("d").type == pa.date32() and kept[0]["d"] == date(2024, 1, 1)
+
+
+def test_a_jsonl_file_within_the_first_block_is_kept_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(formats, "INFER_BLOCK_SIZE", 40_000)
+    reader = JsonLinesReader(Hints(), ())
+    for text in (jsonl_records(50), jsonl_records(50).rstrip(b"\n")):
+        own, head = reader.schema_and_head(pa.BufferReader(text))
+        assert head is not None and head.end is None
+        kept = [row for b in head.batches for row in conform(b, own).to_pylist()]
+        assert kept == rows_read(reader, text, 0, own) and len(kept) == 50
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        jsonl_records(20) + b"\n" + jsonl_records(200),  # a blank line: rows != lines
+        b'{"big": 92233720368547758070}\n' + jsonl_records(200),  # read again as a DECIMAL
+    ],
+    ids=["blank-line", "decimal"],
+)
+def test_no_first_block_rows_are_kept_where_they_could_differ(
+    monkeypatch: pytest.MonkeyPatch, text: bytes
+) -> None:
+    monkeypatch.setattr(formats, "INFER_BLOCK_SIZE", 4000)
+    own, head = JsonLinesReader(Hints(), ()).schema_and_head(pa.BufferReader(text))
+    assert head is None
+    assert len(own) >= 5
 
 
 def test_repeated_names_get_the_first_free_suffix() -> None:

@@ -228,3 +228,62 @@ def test_rows_handed_out_before_a_range_turns_out_cut_in_a_value_are_not_repeate
     split, whole = reads.both_ways("breaks.csv")
     assert split == whole == [{"id": i, "text": f"line\nbreak {i}"} for i in range(600)]
     assert skipped[0] > 0  # the resumed stream passed over rows the range handed out
+
+
+def jsonl_rows(n: int) -> bytes:
+    return "".join(
+        json.dumps({"id": i, "at": f"2024-01-{1 + i % 28:02d}T10:00:00Z", "name": f"n{i} ü"}) + "\n"
+        for i in range(n)
+    ).encode()
+
+
+def test_a_jsonl_file_s_first_block_is_parsed_once_and_its_rows_come_first(
+    s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(formats, "INFER_BLOCK_SIZE", 2000)  # the first ~30 of 300 rows
+    put(s3_server, bucket, "a.jsonl", jsonl_rows(300))
+    put(s3_server, bucket, "b.jsonl", jsonl_rows(10))  # within the first block: kept whole
+    heads: list[int | None] = []
+    real = formats.JsonLinesReader.schema_and_head
+
+    def spy(reader: formats.JsonLinesReader, stream: pa.NativeFile) -> Any:
+        own, head = real(reader, stream)
+        heads.append(head.end if head is not None else -1)
+        return own, head
+
+    monkeypatch.setattr(formats.JsonLinesReader, "schema_and_head", spy)
+    kept = source_rows(s3_server, bucket, "*.jsonl")
+    assert None in heads  # b.jsonl, all its rows
+    assert any(end is not None and 0 < end <= 2000 for end in heads)  # a.jsonl, its first rows
+    monkeypatch.setattr(formats.JsonLinesReader, "_head", lambda *_: None)
+    assert kept == source_rows(s3_server, bucket, "*.jsonl")
+    assert [r["id"] for r in kept] == list(range(300)) + list(range(10))
+
+
+def test_bad_data_after_a_kept_first_block_names_its_line_as_one_stream_does(
+    s3_server: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setattr(formats, "INFER_BLOCK_SIZE", 2000)
+    body = jsonl_rows(300).replace(b'{"id": 250,', b'{"id": "oops",')
+    put(s3_server, bucket, "bad.jsonl", body)
+    db = tmp_path / "t.duckdb"
+    messages = []
+    for keep in (True, False):
+        if not keep:
+            monkeypatch.setattr(formats.JsonLinesReader, "_head", lambda *_: None)
+        code, _ = load(s3_server, bucket, "bad.jsonl", db)
+        assert code != 0
+        messages.append(capsys.readouterr().err)
+    assert messages[0] == messages[1]
+    assert "bad.jsonl: line 251, row 251" in messages[0], messages[0]
+    assert not db.exists() or not rows_exist(db)
+
+
+def rows_exist(db: Path) -> bool:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return bool(
+            con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 't'"
+            ).fetchone()[0]
+        )
