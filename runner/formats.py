@@ -371,9 +371,10 @@ class CsvReader:
     def schema(self, stream: pa.NativeFile) -> pa.Schema:
         """The file's columns and types, from its first block."""
         hint_types = {c.name: c.arrow_type for c in self.columns}
-        sample = first_block(stream, self.encoding)
+        # A stream of its own for each parse: a closed reader may still be reading ahead.
+        sample = first_block(stream, self.encoding).read_buffer()
         names = self._hinted_names()
-        reader = self._open(sample, names, hint_types, INFER_BLOCK_SIZE, "utf8")
+        reader = self._open(pa.BufferReader(sample), names, hint_types, INFER_BLOCK_SIZE, "utf8")
         schema = reader.schema
         reader.close()
         types = [normalize_type(f.type) for f in schema]
@@ -385,10 +386,11 @@ class CsvReader:
             and len(schema.get_all_field_indices(f.name)) == 1
             and (pa.types.is_int64(f.type) or pa.types.is_float64(f.type))
         }
-        if numeric and _maybe_inexact(sample):
-            sample.seek(0)
+        if numeric and _maybe_inexact(pa.BufferReader(sample)):
             as_text = dict.fromkeys(numeric, pa.string())
-            reader = self._open(sample, names, as_text, INFER_BLOCK_SIZE, "utf8", list(numeric))
+            reader = self._open(
+                pa.BufferReader(sample), names, as_text, INFER_BLOCK_SIZE, "utf8", list(numeric)
+            )
             texts = reader.read_next_batch()
             reader.close()
             for name, index in numeric.items():
@@ -508,14 +510,16 @@ class JsonLinesReader:
         """`schema`, and the first block's rows as `batches` would give them when ``stream``
         holds the file's bytes as they are (no transcoding, no decompression); None when
         they cannot be told apart exactly (blank lines, a number read again as a DECIMAL)."""
-        sample = first_block(stream, self.encoding)
+        # A stream of its own for each parse: a closed reader may still be reading ahead.
+        sample = first_block(stream, self.encoding).read_buffer()
         typed = [(c.name, c.arrow_type) for c in self.columns if not c.is_json]
-        reader = self._open(sample, pa.schema(typed) if typed else None, INFER_BLOCK_SIZE, False)
+        explicit = pa.schema(typed) if typed else None
+        reader = self._open(pa.BufferReader(sample), explicit, INFER_BLOCK_SIZE, False)
         schema = reader.schema
         hinted = {c.name for c in self.columns}
         doubles = [f.name for f in schema if pa.types.is_float64(f.type) and f.name not in hinted]
         # The sample is the whole file, or its first block and a byte more.
-        whole = sample.size() <= INFER_BLOCK_SIZE
+        whole = sample.size <= INFER_BLOCK_SIZE
         # Parsed already: opening the reader parsed the first block to tell its schema.
         blocks = _read_blocks(reader, whole)
         temporal = [f.name for f in schema if pa.types.is_timestamp(f.type)]
@@ -529,9 +533,8 @@ class JsonLinesReader:
                 exact = False  # the first block holds it rounded
         texts: list[pa.RecordBatch] = []
         if temporal:
-            sample.seek(0)
             as_text = pa.schema([(n, pa.string()) for n in temporal])
-            reader = self._open(sample, as_text, INFER_BLOCK_SIZE, True)
+            reader = self._open(pa.BufferReader(sample), as_text, INFER_BLOCK_SIZE, True)
             texts = _read_blocks(reader, whole)
             for name in temporal:
                 values = pa.chunked_array([t.column(name) for t in texts], pa.string())
@@ -542,7 +545,7 @@ class JsonLinesReader:
 
     def _head(
         self,
-        sample: pa.BufferReader,
+        sample: pa.Buffer,
         own: pa.Schema,
         blocks: list[pa.RecordBatch],
         texts: list[pa.RecordBatch],
@@ -553,8 +556,7 @@ class JsonLinesReader:
         rows = sum(b.num_rows for b in blocks)
         if texts and sum(t.num_rows for t in texts) != rows:
             return None
-        sample.seek(0)
-        data = sample.read()
+        data = sample.to_pybytes()
         end: int | None = None
         if len(data) <= INFER_BLOCK_SIZE:
             lines = data.rstrip(b"\r\n").count(b"\n") + 1
@@ -584,7 +586,7 @@ class JsonLinesReader:
             offset += block.num_rows
         return Head(out, end)
 
-    def _whole_beyond_double(self, sample: pa.BufferReader, name: str, values: pa.Array) -> bool:
+    def _whole_beyond_double(self, sample: pa.Buffer, name: str, values: pa.Array) -> bool:
         """Whether a number field pyarrow reads as double holds whole numbers only, some
         beyond 2**53 (``92233720368547758070``, which a double rounds): then it is a
         DECIMAL(38,0). Fractions among them stay doubles (their text is gone by then)."""
@@ -592,10 +594,9 @@ class JsonLinesReader:
         big = pc.greater(pc.abs(values), float(_EXACT_IN_DOUBLE))
         if not len(values) or not pc.any(big).as_py():
             return False
-        sample.seek(0)
         whole = pa.schema([(name, pa.decimal128(_MAX_DECIMAL_DIGITS, 0))])
         try:
-            reader = self._open(sample, whole, INFER_BLOCK_SIZE, True)
+            reader = self._open(pa.BufferReader(sample), whole, INFER_BLOCK_SIZE, True)
         except pa.ArrowInvalid:
             return False
         try:
