@@ -1,8 +1,8 @@
 """Python's cyclic garbage collector, kept out of the way while runs are being started.
 
 The operator keeps every Ingestion, Job and Pod it watches in memory, so the collector's
-older generations are large: with 1,000 scheduled Ingestions a full collection took 110-205 ms,
-and a `bench/schedule_scale.py` slot that started 1,000 runs in ~2 s spent 120-290 ms of them
+older generations are large: with 1,000 scheduled Ingestions a full collection took 100-205 ms,
+and a `bench/schedule_scale.py` slot that started 1,000 runs in ~2 s spent 127-352 ms of them
 collecting (one or two full collections, and ~100 young ones set off by the Jobs' replies and
 watch events). Almost nothing the operator makes is garbage only the collector can find: its
 objects are JSON bodies, models and coroutines, freed by reference counting as they go.
@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
-
-log = logging.getLogger("kingest.operator")
 
 START_HOLD_LIMIT_S = 10.0
 

@@ -153,10 +153,14 @@ class _Kept:
         return self._take(path)  # type: ignore[return-value]
 
     def keep_head(self, path: str, head: Head) -> None:
-        """Keep the rows of a file's first block, parsed by the schema pass."""
-        if self._reserve(head.nbytes):
-            with self._lock:
-                self._heads[path] = head
+        """Keep the rows of a file's first block, parsed by the schema pass; the file's bytes,
+        if kept, go when those rows are all of it."""
+        if not self._reserve(head.nbytes):
+            return
+        with self._lock:
+            self._heads[path] = head
+        if head.end is None:
+            self._take(path)
 
     def take_head(self, path: str) -> Head | None:
         """The kept first block's rows, no longer kept; None if they were not."""
@@ -371,7 +375,8 @@ class S3Source(Source):
     ) -> Iterator[pa.RecordBatch]:
         path, compression = self._path(obj), obj.kind.compression
         if start:
-            # The rest of a split object, from a record start (never compressed).
+            # The rest of an object from a record start (never compressed): of a split one,
+            # or after the first block's kept rows.
             with fs.open_input_file(path) as raw:
                 raw.seek(start)
                 stream = pa.BufferedInputStream(raw, _READ_BUFFER)
@@ -380,18 +385,14 @@ class S3Source(Source):
                 else:
                     yield from reader.batches(stream, own, target)
             return
-        opened = kept.take(path, compression)
         head = kept.take_head(path)
         if head is not None:
             # The first block's rows, as the schema pass parsed them; the rest from there.
             yield from head.batches
-            if head.end is None:
-                return
-            with fs.open_input_file(path) as raw:
-                raw.seek(head.end)
-                stream = pa.BufferedInputStream(raw, _READ_BUFFER)
-                yield from reader.batches(stream, own, target)
+            if head.end is not None:
+                yield from self._text_batches(fs, obj, reader, own, target, kept, head.end)
             return
+        opened = kept.take(path, compression)
         if opened is None:
             opened = fs.open_input_stream(path, compression=compression, buffer_size=_READ_BUFFER)
         with opened as file:
