@@ -7,6 +7,7 @@ on, an implementation it does not need). Registering one is one line here.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import time
@@ -17,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow as pa
 
+from kingest.runner.console import ARROW_POOL_VARIABLE
 from kingest.runner.cursor import CursorTracker, plan_cursor
 from kingest.runner.dlt_files import schema_name_for
 from kingest.runner.dlt_state import CursorAddress
@@ -75,9 +77,18 @@ _FREED_PAGES_KEPT_MS = 100
 def _use_returning_memory_pool() -> None:
     """Allocate Arrow buffers with jemalloc (else the system allocator): the default, mimalloc,
     keeps freed pages mapped, and a run frees buffers all the time (measured: 40-80 MB less
-    peak RSS on a 1M-row load, at the same speed); jemalloc returns them after a short delay."""
-    try:
+    peak RSS on a 1M-row load, at the same speed); jemalloc returns them after a short delay.
+
+    This sets pyarrow's pool, which what pyarrow's Python API allocates comes from. Arrow's
+    own readers (dataset scans, Parquet decoding) allocate from Arrow's process default,
+    which only ``ARROW_DEFAULT_MEMORY_POOL`` sets, before pyarrow loads: the console script
+    sets it to jemalloc (:mod:`.console`). A pool named there is used for both.
+    """
+    with contextlib.suppress(NotImplementedError):
         pa.jemalloc_set_decay_ms(_FREED_PAGES_KEPT_MS)
+    if os.environ.get(ARROW_POOL_VARIABLE):
+        return  # the process default, which pyarrow's pool starts as
+    try:
         pool = pa.jemalloc_memory_pool()
     except NotImplementedError:
         pool = pa.system_memory_pool()

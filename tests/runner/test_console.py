@@ -1,5 +1,6 @@
 """The ``kingest`` console script (`kingest.runner.console`): what a run prints, writes and
-commits survives its fast exit, and garbage collection is paused only while it starts."""
+commits survives its fast exit, garbage collection is paused only while it starts, and Arrow
+allocates with jemalloc unless told otherwise."""
 
 from __future__ import annotations
 
@@ -104,6 +105,70 @@ def test_garbage_collection_is_paused_while_starting_and_resumes_for_the_data(
     assert probes[0] == "probe startup gc=False"
     assert probes[1].startswith("probe load gc=True frozen=")
     assert int(probes[1].rpartition("=")[2]) > 10_000
+
+
+# Sets the pool the way the console script does (or not), then reads a Parquet file through a
+# dataset scan, as a run does, and prints the pools the scan's buffers came from.
+POOL_PROBE = """
+import sys
+from kingest.runner import console
+assert "pyarrow" not in sys.modules, "the console script loads pyarrow before its settings"
+if sys.argv[1] == "console":
+    console.arrow_allocates_with_jemalloc()
+import pyarrow as pa, pyarrow.dataset as ds, pyarrow.parquet as pq
+if sys.argv[1] == "set_memory_pool":
+    pa.set_memory_pool(pa.jemalloc_memory_pool())
+pq.write_table(pa.table({"n": range(200_000), "s": [str(i) for i in range(200_000)]}), "t.parquet")
+rows = sum(batch.num_rows for batch in ds.dataset("t.parquet").to_batches())
+pools = [pa.mimalloc_memory_pool(), pa.jemalloc_memory_pool(), pa.system_memory_pool()]
+used = [pool.backend_name for pool in pools if pool.max_memory()]
+print(rows, pa.default_memory_pool().backend_name, *used)
+"""
+
+
+def _pools(how: str, tmp_path: Path, **env: str) -> list[str]:
+    """What POOL_PROBE prints, in an environment without ``ARROW_DEFAULT_MEMORY_POOL`` unless
+    ``env`` sets it."""
+    environ = {k: v for k, v in os.environ.items() if k != console.ARROW_POOL_VARIABLE}
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_PROBE, how],
+        capture_output=True, text=True, timeout=120, env=environ | env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_arrow_allocates_only_with_jemalloc_in_a_run(tmp_path: Path) -> None:
+    assert _pools("console", tmp_path) == ["200000", "jemalloc", "jemalloc"]
+    # Why the console script sets it before pyarrow loads: pyarrow's own setting leaves the
+    # dataset scan's buffers with Arrow's default, mimalloc.
+    assert _pools("set_memory_pool", tmp_path) == ["200000", "jemalloc", "mimalloc", "jemalloc"]
+
+
+def test_a_memory_pool_chosen_by_the_user_is_kept(tmp_path: Path) -> None:
+    chosen = {console.ARROW_POOL_VARIABLE: "system"}
+    assert _pools("console", tmp_path, **chosen) == ["200000", "system", "system"]
+
+
+def test_a_run_in_process_keeps_the_pool_named_in_the_environment(tmp_path: Path) -> None:
+    script = (
+        "import pyarrow as pa\n"
+        "from kingest.runner import pipeline\n"
+        "pipeline._use_returning_memory_pool()\n"
+        "print(pa.default_memory_pool().backend_name)\n"
+    )
+
+    def pool(**env: str) -> str:
+        environ = {k: v for k, v in os.environ.items() if k != console.ARROW_POOL_VARIABLE}
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True, text=True, timeout=120, env=environ | env, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert pool() == "jemalloc"
+    assert pool(**{console.ARROW_POOL_VARIABLE: "system"}) == "system"
 
 
 def test_resume_gc_leaves_collection_alone_unless_the_console_script_paused_it() -> None:
