@@ -13,8 +13,8 @@ process settings apply to it (the operator, a long-lived process, runs as usual)
 - **Arrow allocates with jemalloc** (``ARROW_DEFAULT_MEMORY_POOL``, unless set already). pyarrow's
   default, mimalloc, maps memory as transparent huge pages and hands it back between batches:
   the kernel zeroed 2 MB pages again and again, 12 % of a ten-file Parquet load's CPU. With
-  jemalloc that load took 0.91 s instead of 1.03 s, one 2M-row JSONL object 2.61 s instead of
-  3.35 s (bench/s3_to_duckdb.py; figures in the README).
+  jemalloc that load took 0.91 s instead of 0.98-1.03 s, one 2M-row JSONL object 2.61 s instead
+  of 3.35 s (bench/s3_to_duckdb.py; the gain varies from run to run, figures in the README).
 
 Only the standard library is imported here, so these apply before anything else loads.
 """
