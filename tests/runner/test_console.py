@@ -21,7 +21,7 @@ KINGEST = Path(sys.executable).parent / "kingest"
 # Runs the console script with probes on two steps of the run: the step before the source
 # opens (startup) and the destination's load (the data flowing).
 PROBE = """
-import gc, sys
+import gc, os, sys
 from kingest.runner import pipeline
 from kingest.runner.duckdb_destination import DuckDBDestination
 
@@ -33,6 +33,7 @@ def probed_prepare(*args, **kwargs):
 
 def probed_load(self, *args, **kwargs):
     print(f"probe load gc={gc.isenabled()} frozen={gc.get_freeze_count()}", file=sys.stderr)
+    print(f"probe pool={os.environ.get('ARROW_DEFAULT_MEMORY_POOL')}", file=sys.stderr)
     return load(self, *args, **kwargs)
 
 pipeline.prepare, DuckDBDestination.load = probed_prepare, probed_load
@@ -138,7 +139,22 @@ def _pools(how: str, tmp_path: Path, **env: str) -> list[str]:
     return done.stdout.split()
 
 
-def test_arrow_allocates_only_with_jemalloc_in_a_run(tmp_path: Path) -> None:
+def test_a_run_through_the_console_script_names_jemalloc_for_arrow(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    _put_csv(s3_server, bucket, 10)
+    environ = {k: v for k, v in _env().items() if k != console.ARROW_POOL_VARIABLE}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *_argv(s3_server, bucket, tmp_path / "out.duckdb")],
+        capture_output=True, text=True, timeout=120, env=environ, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "probe pool=jemalloc" in done.stderr.splitlines()
+
+
+def test_arrow_allocates_only_with_jemalloc_once_the_console_setting_is_made(
+    tmp_path: Path,
+) -> None:
     assert _pools("console", tmp_path) == ["200000", "jemalloc", "jemalloc"]
     # Why the console script sets it before pyarrow loads: pyarrow's own setting leaves the
     # dataset scan's buffers with Arrow's default, mimalloc.
