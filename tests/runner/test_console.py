@@ -167,14 +167,14 @@ def test_a_memory_pool_chosen_by_the_user_is_kept(tmp_path: Path) -> None:
 
 
 def test_a_run_in_process_keeps_the_pool_named_in_the_environment(tmp_path: Path) -> None:
-    script = (
-        "import pyarrow as pa\n"
-        "from kingest.runner import pipeline\n"
-        "pipeline._use_returning_memory_pool()\n"
-        "print(pa.default_memory_pool().backend_name)\n"
-    )
-
-    def pool(**env: str) -> str:
+    def pool(prelude: str = "", **env: str) -> str:
+        """pyarrow's pool after the pipeline chose it, in a fresh interpreter."""
+        script = (
+            f"{prelude}import pyarrow as pa\n"
+            "from kingest.runner import pipeline\n"
+            "pipeline._use_returning_memory_pool()\n"
+            "print(pa.default_memory_pool().backend_name)\n"
+        )
         environ = {k: v for k, v in os.environ.items() if k != console.ARROW_POOL_VARIABLE}
         done = subprocess.run(
             [sys.executable, "-c", script],
@@ -185,6 +185,10 @@ def test_a_run_in_process_keeps_the_pool_named_in_the_environment(tmp_path: Path
 
     assert pool() == "jemalloc"
     assert pool(**{console.ARROW_POOL_VARIABLE: "system"}) == "system"
+    assert pool(**{console.ARROW_POOL_VARIABLE: "mimalloc"}) == "mimalloc"
+    # Named after pyarrow loaded (too late for Arrow's own default): pyarrow's pool follows.
+    late = "import os, pyarrow\nos.environ['ARROW_DEFAULT_MEMORY_POOL'] = 'system'\n"
+    assert pool(prelude=late) == "system"
 
 
 def test_resume_gc_leaves_collection_alone_unless_the_console_script_paused_it() -> None:
