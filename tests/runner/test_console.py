@@ -48,6 +48,12 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def _env_naming_pool(**extra: str) -> dict[str, str]:
+    """`_env`, without ``ARROW_DEFAULT_MEMORY_POOL`` unless ``extra`` names a pool."""
+    env = {k: v for k, v in _env().items() if k != console.ARROW_POOL_VARIABLE}
+    return {**env, **extra}
+
+
 def _argv(s3: S3Server, bucket: str, db: Path) -> list[str]:
     return [
         "--source-uri", s3.uri(), "--source-table", f"{bucket}/in/*.csv",
@@ -130,10 +136,9 @@ print(rows, pa.default_memory_pool().backend_name, *used)
 def _pools(how: str, tmp_path: Path, **env: str) -> list[str]:
     """What POOL_PROBE prints, in an environment without ``ARROW_DEFAULT_MEMORY_POOL`` unless
     ``env`` sets it."""
-    environ = {k: v for k, v in os.environ.items() if k != console.ARROW_POOL_VARIABLE}
     done = subprocess.run(
         [sys.executable, "-c", POOL_PROBE, how],
-        capture_output=True, text=True, timeout=120, env=environ | env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, env=_env_naming_pool(**env), cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
@@ -143,10 +148,9 @@ def test_a_run_through_the_console_script_names_jemalloc_for_arrow(
     s3_server: S3Server, bucket: str, tmp_path: Path
 ) -> None:
     _put_csv(s3_server, bucket, 10)
-    environ = {k: v for k, v in _env().items() if k != console.ARROW_POOL_VARIABLE}
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *_argv(s3_server, bucket, tmp_path / "out.duckdb")],
-        capture_output=True, text=True, timeout=120, env=environ, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, env=_env_naming_pool(), cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "probe pool=jemalloc" in done.stderr.splitlines()
@@ -175,10 +179,9 @@ def test_a_run_in_process_keeps_the_pool_named_in_the_environment(tmp_path: Path
             "pipeline._use_returning_memory_pool()\n"
             "print(pa.default_memory_pool().backend_name)\n"
         )
-        environ = {k: v for k, v in os.environ.items() if k != console.ARROW_POOL_VARIABLE}
         done = subprocess.run(
             [sys.executable, "-c", script],
-            capture_output=True, text=True, timeout=120, env=environ | env, cwd=tmp_path,
+            capture_output=True, text=True, timeout=120, env=_env_naming_pool(**env), cwd=tmp_path,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
